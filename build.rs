@@ -1,0 +1,20 @@
+//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and
+//! tonic-prost-build, and writes the descriptor set that server reflection serves.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/sidecar/v1/sidecar.proto";
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile([proto], ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("sidecar_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

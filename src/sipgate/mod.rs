@@ -1,0 +1,3 @@
+//! The sipgate.io Push API: form decoding, typed events, signature check, XML replies.
+
+pub mod event;
