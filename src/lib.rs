@@ -1,7 +1,51 @@
-//! sipgate-sidecar: takes sipgate.io Push API webhooks in front of Zammad.
+//! sipgate-sidecar takes sipgate.io Push API webhooks in front of Zammad.
+//!
+//! Module map:
+//! - [`config`]: every `serve` flag, its environment variable, defaults, validation.
+//! - [`sipgate`]: the Push API: form decoding, typed events, signature check, XML replies.
+//! - [`numbers`]: E.164 normalisation and `*` patterns.
+//! - [`decide`]: settings snapshot -> decision for a newCall (pure).
+//! - [`settings`]: validation, Zammad `sipgate_config` import/export, the live snapshot.
+//! - [`calls`]: the call-log state machine (pure transitions).
+//! - [`store`]: SQLite: migrations, queries, the single writer with group commit.
+//! - [`fanout`]: live broadcast plus catch-up from the store for subscribers.
+//! - [`http`]: the axum webhook listener.
+//! - [`grpc`]: the tonic services (settings, events, call log), health, reflection.
+//! - [`cli`]: client subcommands that talk to a running server.
+//!
+//! [`start`] binds every socket and returns a [`Running`] handle; the binary
+//! and the tests both go through it.
 
+pub mod calls;
+pub mod cli;
+pub mod config;
 pub mod decide;
+pub mod fanout;
+pub mod grpc;
+pub mod http;
+pub mod numbers;
+pub mod settings;
 pub mod sipgate;
+pub mod store;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    fanout::Fanout,
+    settings::manager::SettingsManager,
+    sipgate::signature::SignatureVerifier,
+    store::{Store, writer::WriterHandle},
+};
 
 /// Generated protobuf and tonic code for `proto/sidecar/v1`.
 pub mod proto {
@@ -9,4 +53,210 @@ pub mod proto {
     /// Descriptor set served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("sidecar_descriptor");
+}
+
+/// Shared state of a running server.
+pub struct App {
+    pub config: Config,
+    pub settings: SettingsManager,
+    pub verifier: SignatureVerifier,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub fanout: Fanout,
+    /// Cancelled when the server begins shutting down; ends live streams.
+    pub shutdown: CancellationToken,
+}
+
+/// A started server: where it listens, and how to stop it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    join: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown: stop accepting, finish in-flight webhooks,
+    /// end streams with UNAVAILABLE, commit what is queued.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.join.await.context("server task panicked")?
+    }
+
+    /// `shutdown` then `wait`.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The process-wide Prometheus recorder (installed once; several servers in
+/// one test process share it).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::debug!("a metrics recorder was installed already");
+            }
+            handle
+        })
+        .clone()
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+/// Opens the database, binds every listener and starts all tasks.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let verifier = match &config.signature_key {
+        None => SignatureVerifier::sipgate(),
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --signature-key {}", path.display()))?;
+            SignatureVerifier::from_pem(&pem)
+                .with_context(|| format!("--signature-key {} is not an RSA public key", path.display()))?
+        }
+    };
+    let store = Store::open(&config.database).await?;
+    let settings = SettingsManager::load(store.clone(), config.country_code.clone()).await?;
+
+    let http_listener = bind(config.http_addr, "webhook listener, --http-addr").await?;
+    let grpc_listener = bind(config.grpc_addr, "gRPC listener, --grpc-addr").await?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(bind(addr, "metrics listener, --metrics-addr").await?),
+        None => None,
+    };
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let prometheus = prometheus();
+
+    let shutdown = CancellationToken::new();
+    // The writer outlives the listeners so in-flight webhooks still commit.
+    let writer_shutdown = CancellationToken::new();
+    let fanout = Fanout::new(store.clone(), config.live_buffer);
+    let (writer, writer_task) = store::writer::spawn_writer(
+        store.clone(),
+        fanout.clone(),
+        writer_shutdown.clone(),
+        config.writer_max_batch,
+    );
+    let maintenance = store::maintenance::spawn_maintenance(
+        writer.clone(),
+        config.stale_call_after,
+        config.retention,
+        config.maintenance_interval,
+        shutdown.clone(),
+    );
+
+    let app = Arc::new(App {
+        config,
+        settings,
+        verifier,
+        store,
+        writer,
+        fanout,
+        shutdown: shutdown.clone(),
+    });
+
+    let router = http::router(app.clone()).layer(tower_http::timeout::TimeoutLayer::new(
+        Duration::from_secs(15),
+    ));
+    let http_task = tokio::spawn(
+        axum::serve(
+            http_listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
+    );
+    let grpc_task = tokio::spawn(grpc::serve(
+        app.clone(),
+        grpc_listener,
+        shutdown.clone().cancelled_owned(),
+    ));
+    let metrics_task = metrics_listener.map(|listener| {
+        let handle = prometheus.clone();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        );
+        let upkeep = prometheus.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => upkeep.run_upkeep(),
+                }
+            }
+        });
+        tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        )
+    });
+
+    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %app.config.database, "sipgate-sidecar started");
+
+    let token = shutdown.clone();
+    let join = tokio::spawn(async move {
+        let http_result = http_task.await;
+        token.cancel();
+        let grpc_result = grpc_task.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        let _ = maintenance.await;
+        drop(app);
+        writer_shutdown.cancel();
+        writer_task.await.context("writer task panicked")?;
+        http_result
+            .context("webhook listener panicked")?
+            .context("webhook listener failed")?;
+        grpc_result
+            .context("gRPC listener panicked")?
+            .context("gRPC listener failed")?;
+        tracing::info!("sipgate-sidecar stopped");
+        Ok(())
+    });
+
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        metrics_addr,
+        shutdown,
+        join,
+    })
 }

@@ -1,0 +1,102 @@
+//! `sidecar.v1.CallLog`: one row per sipgate callId.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{convert, store_status};
+use crate::{
+    App, numbers,
+    proto::{self, call_log_server},
+    store::CallQuery,
+};
+
+pub struct CallLogService {
+    app: Arc<App>,
+}
+
+impl CallLogService {
+    pub fn new(app: Arc<App>) -> Self {
+        CallLogService { app }
+    }
+}
+
+fn require_call_id(call_id: &str) -> Result<(), Status> {
+    if call_id.is_empty() {
+        return Err(Status::invalid_argument("call_id is required"));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl call_log_server::CallLog for CallLogService {
+    async fn list_calls(
+        &self,
+        request: Request<proto::ListCallsRequest>,
+    ) -> Result<Response<proto::ListCallsResponse>, Status> {
+        let r = request.into_inner();
+        let direction = match r.direction {
+            None => None,
+            Some(d) => Some(convert::direction_from(d).ok_or_else(|| {
+                Status::invalid_argument("direction filter must be DIRECTION_IN or DIRECTION_OUT")
+            })?),
+        };
+        let state = match r.state {
+            None => None,
+            Some(s) => Some(convert::call_state_from(s).ok_or_else(|| {
+                Status::invalid_argument("state filter must be NEW_CALL, ANSWER or HANGUP")
+            })?),
+        };
+        let number = if r.number.is_empty() {
+            None
+        } else {
+            Some(
+                numbers::normalize_number(&r.number, self.app.settings.country_code())
+                    .map_err(|e| Status::invalid_argument(format!("number filter: {e}")))?,
+            )
+        };
+        let query = CallQuery {
+            limit: if r.limit == 0 { 50 } else { r.limit.min(1000) },
+            page_token: (!r.page_token.is_empty()).then_some(r.page_token),
+            direction,
+            done: r.done,
+            state,
+            number,
+        };
+        let (calls, next) = self.app.store.list_calls(&query).await.map_err(store_status)?;
+        Ok(Response::new(proto::ListCallsResponse {
+            calls: calls.iter().map(convert::call).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_call(
+        &self,
+        request: Request<proto::GetCallRequest>,
+    ) -> Result<Response<proto::Call>, Status> {
+        let call_id = request.into_inner().call_id;
+        require_call_id(&call_id)?;
+        match self.app.store.get_call(&call_id).await.map_err(store_status)? {
+            Some(call) => Ok(Response::new(convert::call(&call))),
+            None => Err(Status::not_found(format!("no call with call_id {call_id}"))),
+        }
+    }
+
+    async fn set_done(
+        &self,
+        request: Request<proto::SetDoneRequest>,
+    ) -> Result<Response<proto::Call>, Status> {
+        let r = request.into_inner();
+        require_call_id(&r.call_id)?;
+        match self
+            .app
+            .writer
+            .set_done(r.call_id.clone(), r.done)
+            .await
+            .map_err(store_status)?
+        {
+            Some(call) => Ok(Response::new(convert::call(&call))),
+            None => Err(Status::not_found(format!("no call with call_id {}", r.call_id))),
+        }
+    }
+}

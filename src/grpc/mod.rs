@@ -1,0 +1,132 @@
+//! The internal gRPC listener: Settings, CallEvents, CallLog, plus standard
+//! health and reflection (v1 and v1alpha) so generic tools work without the
+//! proto files. An optional bearer token guards every call.
+
+pub mod calls;
+pub mod convert;
+pub mod events;
+pub mod settings;
+
+use std::{future::Future, sync::Arc};
+
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Status, service::Interceptor, service::interceptor::InterceptedService};
+
+use crate::{
+    App,
+    proto::{call_events_server::CallEventsServer, call_log_server::CallLogServer, settings_server::SettingsServer},
+    store::StoreError,
+};
+
+/// Who made a change, for the audit trail: the peer address plus the
+/// client's self-description (`x-sidecar-client`, else `user-agent`).
+pub fn client_identity<T>(request: &Request<T>) -> String {
+    let peer = request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let described = ["x-sidecar-client", "user-agent"]
+        .iter()
+        .find_map(|k| request.metadata().get(*k).and_then(|v| v.to_str().ok()))
+        .map(|s| s.chars().take(200).collect::<String>());
+    match described {
+        Some(d) => format!("{peer} ({d})"),
+        None => peer,
+    }
+}
+
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::BadPageToken => {
+            Status::invalid_argument("page_token is not one this server handed out")
+        }
+        other => {
+            tracing::error!(error = %other, "database request failed");
+            Status::unavailable("the database is unavailable; try again")
+        }
+    }
+}
+
+/// Requires `authorization: Bearer <token>` when a token is configured.
+#[derive(Clone)]
+pub struct BearerAuth {
+    token: Option<Arc<str>>,
+}
+
+impl BearerAuth {
+    pub fn new(token: Option<&str>) -> Self {
+        BearerAuth {
+            token: token.map(Arc::from),
+        }
+    }
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(g) if bool::from(g.as_bytes().ct_eq(expected.as_bytes())) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("wrong bearer token")),
+            None => Err(Status::unauthenticated(
+                "this server requires 'authorization: Bearer <token>' (--grpc-token)",
+            )),
+        }
+    }
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` completes.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let auth = BearerAuth::new(app.config.grpc_token.as_ref().map(|t| t.expose()));
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<SettingsServer<settings::SettingsService>>()
+        .await;
+    health_reporter
+        .set_serving::<CallEventsServer<events::EventsService>>()
+        .await;
+    health_reporter
+        .set_serving::<CallLogServer<calls::CallLogService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("embedded descriptor sets are valid");
+
+    tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(health_service, auth.clone()))
+        .add_service(InterceptedService::new(reflection_v1, auth.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
+        .add_service(SettingsServer::with_interceptor(
+            settings::SettingsService::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(CallEventsServer::with_interceptor(
+            events::EventsService::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(CallLogServer::with_interceptor(
+            calls::CallLogService::new(app.clone()),
+            auth,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
