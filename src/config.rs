@@ -5,6 +5,8 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
+
+use crate::bridge::DeliveryArgs;
 use ipnet::IpNet;
 
 /// How `X-Sipgate-Signature` is treated.
@@ -48,6 +50,24 @@ pub struct BasicAuth {
     pub password: Secret,
 }
 
+/// Where an in-process bridge forwards events.
+#[derive(Debug, Clone)]
+pub enum BridgeTarget {
+    /// Zammad's generic CTI endpoint, `https://zammad.example.com/api/v1/cti/TOKEN`.
+    Zammad { cti_url: Secret },
+    /// Any HTTP endpoint taking JSON events, optionally HMAC-signed.
+    Webhook { url: String, secret: Option<Secret> },
+}
+
+/// A bridge that runs inside `serve`.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub target: BridgeTarget,
+    /// Cursor file (last delivered sequence number).
+    pub state: PathBuf,
+    pub delivery: DeliveryArgs,
+}
+
 /// The server's configuration. `Config::default()` is what `serve` with no
 /// flags runs: SQLite file in the working directory, default ports.
 #[derive(Debug, Clone)]
@@ -83,6 +103,8 @@ pub struct Config {
     /// catch up from the database.
     pub live_buffer: usize,
     pub writer_max_batch: usize,
+    /// Bridges run in-process, sharing the delivery code of `sipgate-sidecar bridge`.
+    pub bridges: Vec<BridgeConfig>,
 }
 
 impl Default for Config {
@@ -108,6 +130,7 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(60),
             live_buffer: 4096,
             writer_max_batch: 512,
+            bridges: Vec::new(),
         }
     }
 }
@@ -224,6 +247,29 @@ pub struct ServeArgs {
     /// Live fan-out buffer (events); slower subscribers catch up from the database.
     #[arg(long, env = "SIDECAR_LIVE_BUFFER", default_value_t = 4096)]
     pub live_buffer: usize,
+    /// Run the Zammad bridge in this process, posting to Zammad's generic CTI
+    /// URL (https://zammad.example.com/api/v1/cti/TOKEN).
+    #[arg(long, env = "SIDECAR_ZAMMAD_CTI_URL", hide_env_values = true)]
+    pub zammad_cti_url: Option<String>,
+    /// Run the JSON webhook forwarder in this process, posting to this URL.
+    #[arg(long, env = "SIDECAR_FORWARD_URL")]
+    pub forward_url: Option<String>,
+    /// HMAC-SHA256 secret for the forwarder's X-Sidecar-Signature header.
+    #[arg(long, env = "SIDECAR_FORWARD_SECRET", hide_env_values = true)]
+    pub forward_secret: Option<String>,
+    /// Retry and refusal rules of the in-process bridges.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// Cursor file of an in-process bridge: next to the database.
+fn bridge_state_path(database: &str, bridge: &str) -> PathBuf {
+    let path = database
+        .strip_prefix("sqlite://")
+        .or_else(|| database.strip_prefix("sqlite:"))
+        .unwrap_or(database);
+    let path = path.split('?').next().unwrap_or(path);
+    PathBuf::from(format!("{path}.{bridge}.cursor"))
 }
 
 impl ServeArgs {
@@ -249,7 +295,28 @@ impl ServeArgs {
                 })
             }
         };
+        let mut bridges = Vec::new();
+        if let Some(cti_url) = self.zammad_cti_url.filter(|s| !s.is_empty()) {
+            bridges.push(BridgeConfig {
+                target: BridgeTarget::Zammad {
+                    cti_url: Secret::new(cti_url),
+                },
+                state: bridge_state_path(&self.database, "zammad"),
+                delivery: self.delivery.clone(),
+            });
+        }
+        if let Some(url) = self.forward_url.filter(|s| !s.is_empty()) {
+            bridges.push(BridgeConfig {
+                target: BridgeTarget::Webhook {
+                    url,
+                    secret: self.forward_secret.filter(|s| !s.is_empty()).map(Secret::new),
+                },
+                state: bridge_state_path(&self.database, "webhook"),
+                delivery: self.delivery.clone(),
+            });
+        }
         let config = Config {
+            bridges,
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,
             metrics_addr,

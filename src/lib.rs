@@ -11,11 +11,13 @@
 //! - [`fanout`]: live broadcast plus catch-up from the store for subscribers.
 //! - [`http`]: the axum webhook listener.
 //! - [`grpc`]: the tonic services (settings, events, call log), health, reflection.
+//! - [`bridge`]: subscribers that ship with it: Zammad CTI bridge, JSON webhook forwarder.
 //! - [`cli`]: client subcommands that talk to a running server.
 //!
 //! [`start`] binds every socket and returns a [`Running`] handle; the binary
 //! and the tests both go through it.
 
+pub mod bridge;
 pub mod calls;
 pub mod cli;
 pub mod config;
@@ -228,6 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
     });
 
+    let bridge_tasks = spawn_bridges(&app)?;
     tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %app.config.database, "sipgate-sidecar started");
 
     let token = shutdown.clone();
@@ -239,6 +242,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = task.await;
         }
         let _ = maintenance.await;
+        for task in bridge_tasks {
+            let _ = task.await;
+        }
         drop(app);
         writer_shutdown.cancel();
         writer_task.await.context("writer task panicked")?;
@@ -259,4 +265,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         join,
     })
+}
+
+/// Starts the bridges configured to run in this process.
+fn spawn_bridges(app: &Arc<App>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    use crate::{
+        bridge::{cursor::Cursor, delivery, delivery::Sink, source::LocalSource, webhook::WebhookSink, zammad::ZammadSink},
+        config::BridgeTarget,
+    };
+    let mut tasks = Vec::new();
+    for bridge in &app.config.bridges {
+        let sink: Box<dyn Sink> = match &bridge.target {
+            BridgeTarget::Zammad { cti_url } => Box::new(ZammadSink::new(cti_url.expose(), &bridge.delivery)?),
+            BridgeTarget::Webhook { url, secret } => Box::new(WebhookSink::new(
+                url,
+                secret.as_ref().map(|s| s.expose()),
+                &bridge.delivery,
+            )?),
+        };
+        let cursor = Cursor::load(&bridge.state)?;
+        let source = LocalSource { app: app.clone() };
+        let delivery_args = bridge.delivery.clone();
+        let shutdown = app.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = sink.name();
+            tracing::info!(bridge = name, state = %cursor.path().display(), "bridge started in-process");
+            if let Err(e) = delivery::run(&source, sink.as_ref(), cursor, false, &delivery_args, shutdown).await {
+                tracing::error!(bridge = name, error = %e, "bridge stopped");
+            }
+        }));
+    }
+    Ok(tasks)
 }

@@ -63,7 +63,10 @@ async fn serve(cli: Cli, args: sipgate_sidecar::config::ServeArgs) -> anyhow::Re
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Serve(_)));
+    init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Serve(_) | Command::Bridge { .. }),
+    );
     let client = cli.client.clone();
     let result = match cli.command {
         Command::Serve(ref args) => {
@@ -73,6 +76,15 @@ async fn main() -> ExitCode {
         Command::Settings { json, command } => cli::run_settings(&client, json, command).await,
         Command::Calls { command } => cli::run_calls(&client, command).await,
         Command::Watch { json, after_seq } => cli::run_watch(&client, json, after_seq).await,
+        Command::Bridge { command } => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let trigger = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                trigger.cancel();
+            });
+            cli::run_bridge(&client, command, shutdown).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! The command line: `serve`, and the client subcommands that talk to a
 //! running server over gRPC (`settings`, `calls`, `watch`).
 
-mod output;
+pub mod output;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -16,6 +16,10 @@ use tonic::{
 };
 
 use crate::{
+    bridge::{
+        DeliveryArgs, cursor::Cursor, delivery, delivery::Sink, source::GrpcSource,
+        webhook::WebhookSink, zammad::ZammadSink,
+    },
     config::{LogFormat, ServeArgs},
     proto::{self, call_events_client::CallEventsClient, call_log_client::CallLogClient, settings_client::SettingsClient},
 };
@@ -64,6 +68,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CallsCommand,
     },
+    /// Forward events to Zammad or any HTTP endpoint.
+    Bridge {
+        #[command(subcommand)]
+        command: BridgeCommand,
+    },
     /// Tail the live event stream (resumable with --after-seq).
     Watch {
         /// One JSON object per line.
@@ -72,6 +81,40 @@ pub enum Command {
         /// Start after this sequence number (0 = from the beginning); default: from now.
         #[arg(long)]
         after_seq: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BridgeCommand {
+    /// Post newCall/answer/hangup to Zammad's generic CTI API, so its caller
+    /// log and agent pop-ups work.
+    Zammad {
+        /// Zammad's CTI URL (Admin -> Integrations -> CTI (generic)):
+        /// https://zammad.example.com/api/v1/cti/TOKEN
+        #[arg(long, env = "SIDECAR_BRIDGE_CTI_URL", hide_env_values = true)]
+        cti_url: String,
+        /// Cursor file: the last delivered sequence number.
+        #[arg(long, env = "SIDECAR_BRIDGE_STATE", default_value = "sipgate-sidecar-zammad.cursor")]
+        state: PathBuf,
+        /// Without a cursor file, start with new events instead of the whole log.
+        #[arg(long)]
+        start_from_now: bool,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+    },
+    /// POST every event as JSON to URL (schema sipgate-sidecar.event.v1).
+    Webhook {
+        #[arg(long, env = "SIDECAR_BRIDGE_URL")]
+        url: String,
+        /// Sign bodies: X-Sidecar-Signature: sha256=HMAC-SHA256(secret, body) in hex.
+        #[arg(long, env = "SIDECAR_BRIDGE_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[arg(long, env = "SIDECAR_BRIDGE_STATE", default_value = "sipgate-sidecar-webhook.cursor")]
+        state: PathBuf,
+        #[arg(long)]
+        start_from_now: bool,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
     },
 }
 
@@ -159,7 +202,7 @@ pub enum CallsCommand {
 
 /// Adds the bearer token and a client description to every call.
 #[derive(Clone)]
-struct ClientAuth {
+pub struct ClientAuth {
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     client: MetadataValue<tonic::metadata::Ascii>,
 }
@@ -176,9 +219,9 @@ impl Interceptor for ClientAuth {
     }
 }
 
-type Authed = InterceptedService<Channel, ClientAuth>;
+pub type Authed = InterceptedService<Channel, ClientAuth>;
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<Authed> {
+pub async fn connect(args: &ClientArgs) -> anyhow::Result<Authed> {
     let endpoint = Endpoint::from_shared(args.server.clone())
         .with_context(|| format!("--server '{}' is not a URL like http://127.0.0.1:50051", args.server))?
         .connect_timeout(Duration::from_secs(5));
@@ -381,4 +424,54 @@ pub async fn run_watch(args: &ClientArgs, json: bool, after_seq: Option<u64>) ->
             tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// Runs a bridge as its own process until `shutdown`.
+pub async fn run_bridge(
+    args: &ClientArgs,
+    command: BridgeCommand,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let (sink, state, start_from_now, delivery): (Box<dyn Sink>, _, _, _) = match command {
+        BridgeCommand::Zammad {
+            cti_url,
+            state,
+            start_from_now,
+            delivery,
+        } => (
+            Box::new(ZammadSink::new(&cti_url, &delivery)?),
+            state,
+            start_from_now,
+            delivery,
+        ),
+        BridgeCommand::Webhook {
+            url,
+            secret,
+            state,
+            start_from_now,
+            delivery,
+        } => (
+            Box::new(WebhookSink::new(&url, secret.as_deref(), &delivery)?),
+            state,
+            start_from_now,
+            delivery,
+        ),
+    };
+    let cursor = Cursor::load(&state)?;
+    eprintln!(
+        "{} bridge: reading {} from {}, cursor {}",
+        sink.name(),
+        match cursor.after_seq() {
+            Some(seq) => format!("events after #{seq}"),
+            None if start_from_now => "new events".to_string(),
+            None => "all events".to_string(),
+        },
+        args.server,
+        state.display()
+    );
+    let source = GrpcSource {
+        client: args.clone(),
+    };
+    delivery::run(&source, sink.as_ref(), cursor, start_from_now, &delivery, shutdown).await?;
+    Ok(())
 }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::proto;
 
-fn direction(d: i32) -> &'static str {
+pub fn direction_name(d: i32) -> &'static str {
     match proto::Direction::try_from(d) {
         Ok(proto::Direction::In) => "in",
         Ok(proto::Direction::Out) => "out",
@@ -12,7 +12,7 @@ fn direction(d: i32) -> &'static str {
     }
 }
 
-fn kind(k: i32) -> &'static str {
+pub fn event_kind_name(k: i32) -> &'static str {
     match proto::EventKind::try_from(k) {
         Ok(proto::EventKind::NewCall) => "newCall",
         Ok(proto::EventKind::Answer) => "answer",
@@ -128,7 +128,7 @@ pub fn audit(r: &proto::ListAuditResponse, as_json: bool) {
 fn call_json(c: &proto::Call) -> Value {
     json!({
         "call_id": c.call_id,
-        "direction": direction(c.direction),
+        "direction": direction_name(c.direction),
         "from": c.from,
         "to": c.to,
         "state": state(c.state),
@@ -165,7 +165,7 @@ pub fn calls(calls: &[proto::Call], as_json: bool) {
         println!(
             "{:<19}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}",
             format_ms(c.initialized_at_ms),
-            direction(c.direction),
+            direction_name(c.direction),
             c.from,
             c.to,
             state(c.state),
@@ -180,9 +180,9 @@ pub fn calls(calls: &[proto::Call], as_json: bool) {
 pub fn event_json(e: &proto::CallEvent) -> Value {
     json!({
         "seq": e.seq,
-        "event": kind(e.kind),
+        "event": event_kind_name(e.kind),
         "call_id": e.call_id,
-        "direction": direction(e.direction),
+        "direction": direction_name(e.direction),
         "from": e.from,
         "to": e.to,
         "orig_call_id": e.orig_call_id,
@@ -221,8 +221,8 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
         "#{:<6} {}  {:<7} {:<3} {} -> {}  call={}{}  {}",
         e.seq,
         format_ms(e.received_at_ms),
-        kind(e.kind),
-        direction(e.direction),
+        event_kind_name(e.kind),
+        direction_name(e.direction),
         e.from,
         e.to,
         e.call_id,

@@ -1,0 +1,93 @@
+//! A bridge's durable position in the event log: the last sequence number it
+//! delivered, in a small file replaced atomically (write, fsync, rename), so a
+//! restart repeats at most the one event that was in flight.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    after_seq: u64,
+}
+
+#[derive(Debug)]
+pub struct Cursor {
+    path: PathBuf,
+    after_seq: Option<u64>,
+}
+
+impl Cursor {
+    /// Reads the cursor at `path`; a missing file means "never delivered".
+    pub fn load(path: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        let path = path.into();
+        let after_seq = match fs::read_to_string(&path) {
+            Ok(text) => {
+                let state: State = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "bridge state file {} is damaged; fix or delete it (deleting replays from the start)",
+                        path.display()
+                    )
+                })?;
+                Some(state.after_seq)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read bridge state {}", path.display()));
+            }
+        };
+        Ok(Cursor { path, after_seq })
+    }
+
+    /// The last delivered sequence number; `None` before the first delivery.
+    pub fn after_seq(&self) -> Option<u64> {
+        self.after_seq
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records `seq` as delivered, durably.
+    pub fn store(&mut self, seq: u64) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            file.write_all(serde_json::to_string(&State { after_seq: seq })?.as_bytes())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().with_context(|| format!("cannot write bridge state {}", self.path.display()))?;
+        self.after_seq = Some(seq);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_a_reload_and_reports_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zammad.cursor");
+        let mut cursor = Cursor::load(&path).unwrap();
+        assert_eq!(cursor.after_seq(), None);
+        cursor.store(41).unwrap();
+        cursor.store(42).unwrap();
+        assert_eq!(Cursor::load(&path).unwrap().after_seq(), Some(42));
+
+        fs::write(&path, "garbage").unwrap();
+        let error = format!("{:#}", Cursor::load(&path).unwrap_err());
+        assert!(error.contains("damaged"), "{error}");
+    }
+}
