@@ -1,0 +1,420 @@
+//! The shipped subscribers against the real sidecar and a local stand-in for
+//! Zammad's generic CTI endpoint (and for a CRM's JSON webhook).
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
+use common::*;
+use sipgate_sidecar::{
+    bridge::{DeliveryArgs, OnRefusal},
+    cli::{BridgeCommand, ClientArgs, run_bridge},
+    config::{BridgeConfig, BridgeTarget},
+};
+use tokio_util::sync::CancellationToken;
+
+/// What the fake Zammad saw and how it answers, like Zammad's CTI controller.
+#[derive(Default)]
+struct Zammad {
+    posts: Vec<HashMap<String, String>>,
+    calls: HashSet<String>,
+    /// call_ids answered 422 (e.g. a setting Zammad refuses).
+    refuse: HashSet<String>,
+}
+
+type Shared = Arc<Mutex<Zammad>>;
+
+async fn cti(
+    State(zammad): State<Shared>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let form: HashMap<String, String> = form_urlencoded_pairs(&body);
+    let mut z = zammad.lock().unwrap();
+    z.posts.push(form.clone());
+    if token != "good-token" {
+        return (
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"Invalid token, please contact your admin!"}"#.into(),
+        );
+    }
+    let call_id = form.get("call_id").cloned().unwrap_or_default();
+    if z.refuse.contains(&call_id) {
+        return (StatusCode::UNPROCESSABLE_ENTITY, r#"{"error":"refused"}"#.into());
+    }
+    match form.get("event").map(String::as_str) {
+        Some("newCall") => {
+            if !z.calls.insert(call_id) {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"{"error":"Object already exists!","error_human":"Object already exists!"}"#.into(),
+                );
+            }
+            (StatusCode::OK, "{}".into())
+        }
+        Some("answer") | Some("hangup") => {
+            if !z.calls.contains(&call_id) {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"{"error":"Error ID abc: Please contact your administrator."}"#.into(),
+                );
+            }
+            (StatusCode::OK, "{}".into())
+        }
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, r#"{"error":"Unknown event"}"#.into()),
+    }
+}
+
+fn form_urlencoded_pairs(body: &[u8]) -> HashMap<String, String> {
+    sipgate_sidecar::sipgate::form::parse_form(body)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn serve_on(listener: tokio::net::TcpListener, router: Router) {
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+}
+
+async fn fake_zammad() -> (Shared, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shared = Shared::default();
+    serve_on(listener, Router::new().route("/api/v1/cti/{token}", post(cti)).with_state(shared.clone())).await;
+    (shared, addr)
+}
+
+fn fast_delivery() -> DeliveryArgs {
+    DeliveryArgs {
+        max_attempts: 3,
+        on_refusal: OnRefusal::Stop,
+        backoff_ms: 20,
+        max_backoff_ms: 200,
+        timeout_ms: 2000,
+    }
+}
+
+fn spawn_zammad_bridge(
+    server: &TestServer,
+    cti_url: String,
+    state: std::path::PathBuf,
+    delivery: DeliveryArgs,
+) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let token = CancellationToken::new();
+    let args = ClientArgs {
+        server: server.grpc.clone(),
+        grpc_token: None,
+    };
+    let command = BridgeCommand::Zammad {
+        cti_url,
+        state,
+        start_from_now: false,
+        delivery,
+    };
+    let task = tokio::spawn(run_bridge_owned(args, command, token.clone()));
+    (token, task)
+}
+
+async fn run_bridge_owned(args: ClientArgs, command: BridgeCommand, token: CancellationToken) -> anyhow::Result<()> {
+    run_bridge(&args, command, token).await
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn answered_call(server: &TestServer, call_id: &str) {
+    for body in [
+        new_call("in", "492111234567", "4930600000000", call_id),
+        answer("in", call_id, "Alice Agent"),
+        hangup("in", call_id, "normalClearing"),
+    ] {
+        assert_eq!(server.post("/api/v1/sipgate/in", &body).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn zammad_gets_every_event_with_its_parameters_in_order() {
+    let server = TestServer::start().await;
+    let (zammad, addr) = fake_zammad().await;
+    server
+        .settings()
+        .await
+        .add_block_entry(sipgate_sidecar::proto::AddBlockEntryRequest {
+            pattern: "4930123456".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    answered_call(&server, "z1").await;
+    // A blocked call: the synthetic end goes to Zammad too. dtmf does not.
+    server
+        .post("/api/v1/sipgate/in", &new_call("in", "4930123456", "4930600000000", "z2"))
+        .await;
+    server
+        .post("/api/v1/sipgate/in", &form(&[("event", "dtmf"), ("callId", "z1"), ("dtmf", "1")]))
+        .await;
+
+    let state = server.dir.path().join("zammad.cursor");
+    let (stop, task) = spawn_zammad_bridge(&server, format!("http://{addr}/api/v1/cti/good-token"), state.clone(), fast_delivery());
+    wait_for("5 posts", || zammad.lock().unwrap().posts.len() >= 5).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let posts = zammad.lock().unwrap().posts.clone();
+    let summary: Vec<(String, String)> = posts
+        .iter()
+        .map(|p| (p["event"].clone(), p["call_id"].clone()))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("newCall", "z1"),
+        ("answer", "z1"),
+        ("hangup", "z1"),
+        ("newCall", "z2"),
+        ("hangup", "z2"),
+    ]
+    .iter()
+    .map(|(e, c)| (e.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(summary, expected);
+    assert_eq!(posts[0]["from"], "492111234567");
+    assert_eq!(posts[0]["to"], "4930600000000");
+    assert_eq!(posts[0]["direction"], "in");
+    assert_eq!(posts[0]["user"], "Alice Agent");
+    assert_eq!(posts[1]["user"], "Alice Agent");
+    assert_eq!(posts[1]["answeringNumber"], "4921199999999");
+    assert_eq!(posts[2]["cause"], "normalClearing");
+    assert_eq!(posts[4]["cause"], "rejected");
+    assert_eq!(posts[4]["direction"], "in");
+    // The cursor sits on the last event (the dtmf, passed over).
+    let cursor = std::fs::read_to_string(&state).unwrap();
+    assert!(cursor.contains("\"after_seq\":6"), "{cursor}");
+}
+
+#[tokio::test]
+async fn a_bridge_restart_loses_nothing_and_duplicates_count_as_delivered() {
+    let server = TestServer::start().await;
+    let (zammad, addr) = fake_zammad().await;
+    let url = format!("http://{addr}/api/v1/cti/good-token");
+    let state = server.dir.path().join("zammad.cursor");
+    answered_call(&server, "r1").await;
+    let (stop, task) = spawn_zammad_bridge(&server, url.clone(), state.clone(), fast_delivery());
+    wait_for("first call", || zammad.lock().unwrap().posts.len() >= 3).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    answered_call(&server, "r2").await;
+    answered_call(&server, "r3").await;
+    // Pretend the last cursor write was lost: the in-flight newCall of r1 repeats
+    // and Zammad's "already exists" counts as delivered.
+    std::fs::write(&state, "{\"after_seq\":0}").unwrap();
+    let (stop, task) = spawn_zammad_bridge(&server, url, state, fast_delivery());
+    wait_for("all calls", || {
+        let z = zammad.lock().unwrap();
+        z.posts.iter().filter(|p| p["event"] == "hangup").count() >= 3 + 1
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let z = zammad.lock().unwrap();
+    for call in ["r1", "r2", "r3"] {
+        for event in ["newCall", "answer", "hangup"] {
+            assert!(
+                z.posts.iter().any(|p| p["call_id"] == call && p["event"] == event),
+                "{event} of {call} missing"
+            );
+        }
+    }
+    let r2: Vec<&str> = z
+        .posts
+        .iter()
+        .filter(|p| p["call_id"] == "r2")
+        .map(|p| p["event"].as_str())
+        .collect();
+    assert_eq!(r2, ["newCall", "answer", "hangup"], "r2 exactly once, in order");
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_gets_everything_once_it_is_back() {
+    let server = TestServer::start().await;
+    // Reserve a port, then free it: connections are refused until Zammad "comes back".
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    answered_call(&server, "down1").await;
+    let state = server.dir.path().join("zammad.cursor");
+    let (stop, task) = spawn_zammad_bridge(&server, format!("http://{addr}/api/v1/cti/good-token"), state, fast_delivery());
+    answered_call(&server, "down2").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!task.is_finished(), "an unreachable receiver never stops the bridge");
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let zammad = Shared::default();
+    serve_on(listener, Router::new().route("/api/v1/cti/{token}", post(cti)).with_state(zammad.clone())).await;
+    wait_for("6 posts", || zammad.lock().unwrap().posts.len() >= 6).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let events: Vec<String> = zammad
+        .lock()
+        .unwrap()
+        .posts
+        .iter()
+        .map(|p| format!("{}:{}", p["event"], p["call_id"]))
+        .collect();
+    assert_eq!(
+        events,
+        ["newCall:down1", "answer:down1", "hangup:down1", "newCall:down2", "answer:down2", "hangup:down2"]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_token_stops_the_bridge_instead_of_spinning_and_skip_moves_on() {
+    let server = TestServer::start().await;
+    let (zammad, addr) = fake_zammad().await;
+    answered_call(&server, "t1").await;
+    let state = server.dir.path().join("zammad.cursor");
+    let (_stop, task) = spawn_zammad_bridge(
+        &server,
+        format!("http://{addr}/api/v1/cti/wrong-token"),
+        state.clone(),
+        fast_delivery(),
+    );
+    let result = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the bridge gives up on a permanent 401")
+        .unwrap();
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(error.contains("401") && error.contains("refused 3 times"), "{error}");
+    assert!(!state.exists(), "the refused event was not marked delivered");
+    assert_eq!(zammad.lock().unwrap().posts.len(), 3, "three attempts, then stop");
+
+    // With --on-refusal skip, a refused event is logged and passed over.
+    zammad.lock().unwrap().refuse.insert("t1".into());
+    answered_call(&server, "t2").await;
+    let delivery = DeliveryArgs {
+        on_refusal: OnRefusal::Skip,
+        ..fast_delivery()
+    };
+    let (stop, task) = spawn_zammad_bridge(&server, format!("http://{addr}/api/v1/cti/good-token"), state, delivery);
+    wait_for("t2 hangup", || {
+        zammad
+            .lock()
+            .unwrap()
+            .posts
+            .iter()
+            .any(|p| p["call_id"] == "t2" && p["event"] == "hangup")
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// A CRM endpoint that checks the forwarder's signature itself.
+#[derive(Default)]
+struct Crm {
+    events: Vec<serde_json::Value>,
+    bad_signatures: usize,
+}
+
+async fn crm(State(crm): State<Arc<Mutex<Crm>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"crm-shared-secret").unwrap();
+    mac.update(&body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let given = headers.get("x-sidecar-signature").and_then(|v| v.to_str().ok());
+    let mut crm = crm.lock().unwrap();
+    if given != Some(expected.as_str()) {
+        crm.bad_signatures += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        headers.get("x-sidecar-seq").unwrap().to_str().unwrap(),
+        event["seq"].to_string()
+    );
+    crm.events.push(event);
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::test]
+async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Arc<Mutex<Crm>> = Arc::default();
+    serve_on(listener, Router::new().route("/hook", post(crm)).with_state(received.clone())).await;
+
+    let server = TestServer::start_with(|c| {
+        c.bridges.push(BridgeConfig {
+            target: BridgeTarget::Webhook {
+                url: format!("http://{addr}/hook"),
+                secret: Some(sipgate_sidecar::config::Secret::new("crm-shared-secret")),
+            },
+            state: std::path::PathBuf::from(format!("{}.webhook.cursor", c.database)),
+            delivery: fast_delivery(),
+        });
+    })
+    .await;
+    answered_call(&server, "crm1").await;
+    server
+        .post("/api/v1/sipgate/in", &form(&[("event", "dtmf"), ("callId", "crm1"), ("dtmf", "42")]))
+        .await;
+    wait_for("4 events", || received.lock().unwrap().events.len() >= 4).await;
+
+    let crm = received.lock().unwrap();
+    assert_eq!(crm.bad_signatures, 0);
+    let seqs: Vec<u64> = crm.events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    let first = &crm.events[0];
+    assert_eq!(first["schema"], "sipgate-sidecar.event.v1");
+    assert_eq!(first["event"], "newCall");
+    assert_eq!(first["call_id"], "crm1");
+    assert_eq!(first["from"], "492111234567");
+    assert_eq!(crm.events[3]["dtmf"], "42");
+    assert_eq!(crm.events[2]["call"]["state"], "hangup");
+}
+
+#[tokio::test]
+async fn a_wrong_forwarder_secret_is_caught_by_the_receiver() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Arc<Mutex<Crm>> = Arc::default();
+    serve_on(listener, Router::new().route("/hook", post(crm)).with_state(received.clone())).await;
+    let server = TestServer::start().await;
+    answered_call(&server, "s1").await;
+    let token = CancellationToken::new();
+    let command = BridgeCommand::Webhook {
+        url: format!("http://{addr}/hook"),
+        secret: Some("not-the-secret".into()),
+        state: server.dir.path().join("webhook.cursor"),
+        start_from_now: false,
+        delivery: fast_delivery(),
+    };
+    let args = ClientArgs {
+        server: server.grpc.clone(),
+        grpc_token: None,
+    };
+    let result = tokio::time::timeout(Duration::from_secs(20), run_bridge_owned(args, command, token))
+        .await
+        .unwrap();
+    assert!(result.is_err());
+    let crm = received.lock().unwrap();
+    assert_eq!(crm.bad_signatures, 3);
+    assert!(crm.events.is_empty());
+}
