@@ -1,5 +1,6 @@
 //! sipgate-sidecar: takes sipgate.io Push API webhooks in front of Zammad.
 
+pub mod calls;
 pub mod decide;
 pub mod sipgate;
 
