@@ -2,7 +2,9 @@
 
 pub mod calls;
 pub mod decide;
+pub mod fanout;
 pub mod sipgate;
+pub mod store;
 
 /// Generated protobuf and tonic code for `proto/sidecar/v1`.
 pub mod proto {
