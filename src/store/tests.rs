@@ -550,3 +550,105 @@ async fn open_accepts_a_sqlite_url_and_creates_the_file() {
     assert_eq!(store.head_seq().await.unwrap(), 0);
     assert_eq!(store.path(), path.display().to_string());
 }
+
+#[tokio::test]
+async fn failed_batch_answers_every_request_and_leaves_no_gap() {
+    let h = Harness::new(16).await;
+    h.append(dtmf("ok", "1"), None, 1).await;
+    // Make the database refuse one call's events.
+    sqlx::query(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON events WHEN NEW.call_id = 'boom' \
+         BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+    )
+    .execute(&h.store.inner.pool)
+    .await
+    .unwrap();
+    // Submitted together, so they usually share one batch.
+    let receivers = join_all(["ok", "boom", "ok"].map(|call_id| {
+        h.writer.submit(Intake {
+            event: dtmf(call_id, "2"),
+            decision: None,
+            received_at_ms: 2,
+        })
+    }))
+    .await;
+    let results: Vec<_> = join_all(receivers.into_iter().map(|r| r.unwrap()))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    // Whatever batched with "boom" failed as a whole; the rest committed.
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert!(failed >= 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(r, StoreError::Write(m) if m.contains("refused by test")),
+            "{r}"
+        );
+    }
+    assert!(h.writer.is_running());
+    let next = h.append(dtmf("ok", "3"), None, 3).await;
+    let seqs: Vec<u64> = h
+        .store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=seq_of(&next)).collect::<Vec<_>>());
+    assert_eq!(seqs.len(), 1 + (3 - failed) + 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn maintenance_sweeps_and_purges_periodically() {
+    let h = Harness::new(16).await;
+    // Received at 1970 + 1 s: stale and past retention. The sweep ends it
+    // now, so the call row itself stays for another retention period.
+    h.append(
+        new_call("ancient", Direction::In, &[]),
+        Some(accept()),
+        1_000,
+    )
+    .await;
+    h.append(
+        new_call("recent", Direction::In, &[]),
+        Some(accept()),
+        now_ms(),
+    )
+    .await;
+    let task = spawn_maintenance(
+        h.writer.clone(),
+        Duration::from_secs(3600),
+        Duration::from_secs(86_400),
+        Duration::from_millis(20),
+        h.shutdown.clone(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seqs: Vec<u64> = h
+            .store
+            .events_after(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        // The old newCall (seq 1) purged; the sweep's timeout event (seq 3) kept.
+        if seqs == [2, 3] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events: {seqs:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ancient = h.store.get_call("ancient").await.unwrap().unwrap();
+    assert_eq!(ancient.state, CallState::Hangup);
+    assert_eq!(ancient.cause, "timeout");
+    assert!(ancient.ended_synthetically);
+    let recent = h.store.get_call("recent").await.unwrap().unwrap();
+    assert_eq!(recent.state, CallState::NewCall);
+    h.shutdown.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
