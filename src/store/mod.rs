@@ -41,6 +41,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CALL_PAGE: u32 = 50;
 const MAX_CALL_PAGE: u32 = 1000;
 const DEFAULT_AUDIT_PAGE: u32 = 100;
+const MAX_AUDIT_PAGE: u32 = 1000;
 const MAX_EVENT_PAGE: u32 = 10_000;
 
 /// One event of the log, as stored and as streamed.
@@ -304,7 +305,7 @@ impl Store {
         let limit = if limit == 0 {
             DEFAULT_AUDIT_PAGE
         } else {
-            limit
+            limit.min(MAX_AUDIT_PAGE)
         };
         let before = before_id
             .filter(|&id| id > 0)
