@@ -1,0 +1,212 @@
+//! The SQL shared by the read side ([`super::Store`]) and the writer task:
+//! how an event and a call map to rows and back.
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Executor, Sqlite};
+
+use super::{StoreError, StoredEvent};
+use crate::calls::CallRecord;
+use crate::decide::Decision;
+use crate::sipgate::event::Event;
+
+/// The `events.payload` JSON: what the columns do not hold.
+#[derive(Serialize)]
+struct PayloadRef<'a> {
+    event: &'a Event,
+    decision: Option<&'a Decision>,
+    call: &'a CallRecord,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    event: Event,
+    decision: Option<Decision>,
+    call: CallRecord,
+}
+
+pub(super) async fn insert_event(
+    conn: &mut SqliteConnection,
+    e: &StoredEvent,
+    dedupe_key: Option<&str>,
+) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(&PayloadRef {
+        event: &e.event,
+        decision: e.decision.as_ref(),
+        call: &e.call,
+    })?;
+    sqlx::query(
+        "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
+         received_at_ms, synthetic, dedupe_key, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(e.seq as i64)
+    .bind(e.event.kind.as_str())
+    .bind(&e.event.call_id)
+    .bind(e.event.direction.map(|d| d.as_str()))
+    .bind(&e.event.from)
+    .bind(&e.event.to)
+    .bind(e.received_at_ms)
+    .bind(e.synthetic)
+    .bind(dedupe_key)
+    .bind(payload)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn events_after<'e, E>(
+    ex: E,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let rows = sqlx::query_as::<_, (i64, i64, bool, String)>(
+        "SELECT seq, received_at_ms, synthetic, payload FROM events \
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after_seq.min(i64::MAX as u64) as i64)
+    .bind(i64::from(limit))
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(seq, received_at_ms, synthetic, payload)| {
+            let Payload {
+                event,
+                decision,
+                call,
+            } = serde_json::from_str(&payload)?;
+            Ok(StoredEvent {
+                seq: seq as u64,
+                event,
+                received_at_ms,
+                synthetic,
+                decision,
+                call,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn head_seq<'e, E>(ex: E) -> Result<u64, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let (head,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
+        .fetch_one(ex)
+        .await?;
+    Ok(head as u64)
+}
+
+/// The seq of the event already stored under `dedupe_key`, if any.
+pub(super) async fn seq_by_dedupe_key(
+    conn: &mut SqliteConnection,
+    dedupe_key: &str,
+) -> Result<Option<u64>, StoreError> {
+    let seq: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE dedupe_key = $1")
+        .bind(dedupe_key)
+        .fetch_optional(conn)
+        .await?;
+    Ok(seq.map(|(s,)| s as u64))
+}
+
+pub(super) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<CallRecord>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let record: Option<(String,)> = sqlx::query_as("SELECT record FROM calls WHERE call_id = $1")
+        .bind(call_id)
+        .fetch_optional(ex)
+        .await?;
+    record
+        .map(|(json,)| serde_json::from_str(&json).map_err(StoreError::from))
+        .transpose()
+}
+
+pub(super) async fn upsert_call(
+    conn: &mut SqliteConnection,
+    call: &CallRecord,
+) -> Result<(), StoreError> {
+    let record = serde_json::to_string(call)?;
+    sqlx::query(
+        "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
+         initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
+         first_leg_call_id, xcid, ended_synthetically, record) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (call_id) DO UPDATE SET \
+         direction = excluded.direction, from_number = excluded.from_number, \
+         to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
+         cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
+         start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
+         updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
+         first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
+         ended_synthetically = excluded.ended_synthetically, record = excluded.record",
+    )
+    .bind(&call.call_id)
+    .bind(call.direction.map(|d| d.as_str()))
+    .bind(&call.from)
+    .bind(&call.to)
+    .bind(call.state.as_str())
+    .bind(call.done)
+    .bind(&call.cause)
+    .bind(call.initialized_at_ms)
+    .bind(call.start_at_ms)
+    .bind(call.end_at_ms)
+    .bind(call.updated_at_ms)
+    .bind(&call.orig_call_id)
+    .bind(&call.first_leg_call_id)
+    .bind(&call.xcid)
+    .bind(call.ended_synthetically)
+    .bind(record)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Calls not ended whose last sign of life is older than `cutoff_ms`, oldest first.
+pub(super) async fn stale_open_calls(
+    conn: &mut SqliteConnection,
+    cutoff_ms: i64,
+) -> Result<Vec<CallRecord>, StoreError> {
+    let records: Vec<(String,)> = sqlx::query_as(
+        "SELECT record FROM calls \
+         WHERE state <> 'hangup' AND initialized_at_ms < $1 AND updated_at_ms < $1 \
+         ORDER BY initialized_at_ms, call_id",
+    )
+    .bind(cutoff_ms)
+    .fetch_all(conn)
+    .await?;
+    records
+        .into_iter()
+        .map(|(json,)| serde_json::from_str(&json).map_err(StoreError::from))
+        .collect()
+}
+
+pub(super) async fn setting(
+    conn: &mut SqliteConnection,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    let value: Option<(String,)> = sqlx::query_as("SELECT value FROM settings_kv WHERE key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await?;
+    Ok(value.map(|(v,)| v))
+}
+
+pub(super) async fn set_setting(
+    conn: &mut SqliteConnection,
+    key: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO settings_kv (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,654 @@
+//! The store and the writer against a real SQLite file.
+
+use futures::future::join_all;
+
+use super::testing::{Harness, accept, dtmf, reject};
+use super::*;
+use crate::calls::tests::{event, new_call};
+use crate::sipgate::event::EventKind;
+
+fn hangup(call_id: &str, cause: &str) -> Event {
+    Event {
+        cause: cause.into(),
+        ..event(EventKind::Hangup, call_id, Some(Direction::In))
+    }
+}
+
+fn seq_of(c: &Committed) -> u64 {
+    match c {
+        Committed::Appended { seq, .. } | Committed::Duplicate { seq, .. } => *seq,
+    }
+}
+
+#[tokio::test]
+async fn group_commit_of_concurrent_submits_is_gap_free() {
+    let h = Harness::new(1024).await;
+    const N: u64 = 300;
+    let submits = (0..N).map(|i| {
+        let writer = h.writer.clone();
+        async move {
+            writer
+                .submit(Intake {
+                    event: new_call(&format!("c{i}"), Direction::In, &["Alice"]),
+                    decision: Some(accept()),
+                    received_at_ms: 1_000 + i as i64,
+                })
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    });
+    let mut seqs: Vec<u64> = join_all(submits).await.iter().map(seq_of).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    assert_eq!(h.store.head_seq().await.unwrap(), N);
+    let stored: Vec<u64> = h
+        .store
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(stored, (1..=N).collect::<Vec<_>>());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_new_call_answers_the_original_decision() {
+    let h = Harness::new(16).await;
+    let first = h
+        .append(
+            new_call("A", Direction::In, &["Alice"]),
+            Some(accept()),
+            1_000,
+        )
+        .await;
+    assert!(matches!(first, Committed::Appended { seq: 1, .. }));
+    // A replay, even with another decision (settings changed meanwhile).
+    let again = h
+        .append(
+            new_call("A", Direction::In, &["Alice"]),
+            Some(reject()),
+            2_000,
+        )
+        .await;
+    assert_eq!(
+        again,
+        Committed::Duplicate {
+            seq: 1,
+            decision: Some(accept())
+        }
+    );
+    // A duplicate hangup also reports the call's newCall decision.
+    h.append(hangup("A", "cancel"), None, 3_000).await;
+    let dup_hangup = h.append(hangup("A", "cancel"), None, 4_000).await;
+    assert_eq!(
+        dup_hangup,
+        Committed::Duplicate {
+            seq: 2,
+            decision: Some(accept())
+        }
+    );
+    assert_eq!(h.store.head_seq().await.unwrap(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn duplicates_within_one_batch_are_caught() {
+    let h = Harness::new(16).await;
+    let receivers = join_all((0..5).map(|i| {
+        h.writer.submit(Intake {
+            event: new_call("A", Direction::In, &[]),
+            decision: Some(accept()),
+            received_at_ms: 1_000 + i,
+        })
+    }))
+    .await;
+    let mut appended = 0;
+    for r in receivers {
+        match r.unwrap().await.unwrap().unwrap() {
+            Committed::Appended { seq, .. } => {
+                appended += 1;
+                assert_eq!(seq, 1);
+            }
+            Committed::Duplicate { seq, decision } => {
+                assert_eq!(seq, 1);
+                assert_eq!(decision, Some(accept()));
+            }
+        }
+    }
+    assert_eq!(appended, 1);
+    assert_eq!(h.store.head_seq().await.unwrap(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_dtmf_is_appended_each_time() {
+    let h = Harness::new(16).await;
+    h.append(new_call("A", Direction::In, &[]), Some(accept()), 1_000)
+        .await;
+    let a = h.append(dtmf("A", "1"), None, 2_000).await;
+    let b = h.append(dtmf("A", "1"), None, 3_000).await;
+    assert!(matches!(a, Committed::Appended { seq: 2, .. }));
+    assert!(matches!(b, Committed::Appended { seq: 3, .. }));
+    let call = h.store.get_call("A").await.unwrap().unwrap();
+    assert_eq!(call.state, CallState::NewCall);
+    assert_eq!(call.updated_at_ms, 3_000);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn rejected_call_ends_with_a_synthetic_hangup() {
+    let h = Harness::new(16).await;
+    let committed = h
+        .append(
+            new_call("R", Direction::In, &["Alice"]),
+            Some(reject()),
+            5_000,
+        )
+        .await;
+    let Committed::Appended { seq, decision, .. } = committed else {
+        panic!("not appended: {committed:?}");
+    };
+    assert_eq!(seq, 1);
+    assert_eq!(decision, Some(reject()));
+
+    let events = h.store.events_after(0, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event.kind, EventKind::NewCall);
+    assert!(!events[0].synthetic);
+    assert_eq!(events[0].decision, Some(reject()));
+    assert_eq!(events[1].seq, 2);
+    assert_eq!(events[1].event.kind, EventKind::Hangup);
+    assert_eq!(events[1].event.cause, "rejected");
+    assert!(events[1].synthetic);
+    assert_eq!(events[1].call.state, CallState::Hangup);
+
+    let call = h.store.get_call("R").await.unwrap().unwrap();
+    assert_eq!(call.state, CallState::Hangup);
+    assert!(call.ended_synthetically);
+    assert!(!call.done);
+    assert_eq!(call.cause, "rejected");
+    assert_eq!(call.decision, Some(reject()));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn stored_event_round_trips_raw_form_and_call_snapshot() {
+    let h = Harness::new(16).await;
+    let mut e = new_call("A", Direction::In, &["Alice", "Bob"]);
+    e.raw = vec![
+        ("event".into(), "newCall".into()),
+        ("somethingNew".into(), "kept".into()),
+    ];
+    h.append(e.clone(), Some(accept()), 1_234).await;
+    let stored = &h.store.events_after(0, 10).await.unwrap()[0];
+    assert_eq!(stored.event, e);
+    assert_eq!(stored.received_at_ms, 1_234);
+    assert_eq!(stored.call.users, ["Alice", "Bob"]);
+    assert_eq!(
+        Some(&stored.call),
+        h.store.get_call("A").await.unwrap().as_ref()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn answer_and_hangup_for_unknown_calls_create_rows() {
+    let h = Harness::new(16).await;
+    let mut answer = event(EventKind::Answer, "U", Some(Direction::In));
+    answer.users = vec!["Alice".into()];
+    let committed = h.append(answer, None, 1_000).await;
+    let Committed::Appended { call, .. } = committed else {
+        panic!("not appended");
+    };
+    assert_eq!(call.state, CallState::Answer);
+    h.append(hangup("V", "cancel"), None, 1_000).await;
+    let v = h.store.get_call("V").await.unwrap().unwrap();
+    assert_eq!(v.state, CallState::Hangup);
+    assert!(!v.done);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sweep_ends_stale_calls_with_a_timeout_event() {
+    let h = Harness::new(16).await;
+    h.append(new_call("old", Direction::In, &[]), Some(accept()), 1_000)
+        .await;
+    h.append(new_call("done", Direction::In, &[]), Some(accept()), 1_000)
+        .await;
+    h.append(hangup("done", "cancel"), None, 2_000).await;
+    h.append(
+        new_call("fresh", Direction::In, &[]),
+        Some(accept()),
+        90_000,
+    )
+    .await;
+
+    let mut live = Box::pin(h.fanout.subscribe(
+        None,
+        crate::fanout::EventFilter::default(),
+        h.shutdown.clone(),
+    ));
+    assert_eq!(h.writer.sweep(60_000, 100_000).await.unwrap(), 1);
+
+    let old = h.store.get_call("old").await.unwrap().unwrap();
+    assert_eq!(old.state, CallState::Hangup);
+    assert_eq!(old.cause, "timeout");
+    assert!(old.ended_synthetically);
+    assert_eq!(old.end_at_ms, Some(100_000));
+    assert!(!old.done, "an inbound call nobody took stays missed");
+    let fresh = h.store.get_call("fresh").await.unwrap().unwrap();
+    assert_eq!(fresh.state, CallState::NewCall);
+
+    use futures::StreamExt as _;
+    let published = live.next().await.unwrap().unwrap();
+    assert_eq!(published.seq, 5);
+    assert!(published.synthetic);
+    assert_eq!(published.event.cause, "timeout");
+    assert_eq!(published.event.call_id, "old");
+
+    assert_eq!(h.writer.sweep(60_000, 100_000).await.unwrap(), 0);
+    drop(live);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn purge_drops_old_rows_but_keeps_the_newest_event() {
+    let h = Harness::new(16).await;
+    h.append(new_call("a", Direction::In, &[]), Some(accept()), 1_000)
+        .await;
+    h.append(hangup("a", "cancel"), None, 2_000).await;
+    h.append(new_call("b", Direction::In, &[]), Some(accept()), 50_000)
+        .await;
+    assert_eq!(h.writer.purge(10_000).await.unwrap(), (2, 1));
+    let left: Vec<u64> = h
+        .store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(left, [3]);
+    assert!(h.store.get_call("a").await.unwrap().is_none());
+    assert!(h.store.get_call("b").await.unwrap().is_some());
+
+    // Everything is old now, but the newest event stays so seq continues.
+    assert_eq!(h.writer.purge(i64::MAX).await.unwrap(), (0, 1));
+    assert_eq!(h.store.head_seq().await.unwrap(), 3);
+    let h = h.reopen().await;
+    let next = h.append(dtmf("b", "1"), None, 60_000).await;
+    assert_eq!(seq_of(&next), 4);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reopening_continues_the_sequence() {
+    let h = Harness::new(16).await;
+    for i in 0..3 {
+        h.append(new_call(&format!("c{i}"), Direction::Out, &[]), None, 1_000)
+            .await;
+    }
+    let h = h.reopen().await;
+    let next = h
+        .append(new_call("c3", Direction::Out, &[]), None, 2_000)
+        .await;
+    assert_eq!(seq_of(&next), 4);
+    // Dedupe survives the restart.
+    let dup = h
+        .append(new_call("c0", Direction::Out, &[]), None, 3_000)
+        .await;
+    assert_eq!(seq_of(&dup), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_commits_what_was_queued() {
+    let h = Harness::new(16).await;
+    let receivers = join_all((0..20).map(|i| {
+        h.writer.submit(Intake {
+            event: dtmf("A", &i.to_string()),
+            decision: None,
+            received_at_ms: 1_000,
+        })
+    }))
+    .await;
+    h.shutdown.cancel();
+    for r in receivers {
+        r.unwrap().await.unwrap().unwrap();
+    }
+    assert_eq!(h.store.head_seq().await.unwrap(), 20);
+    let writer = h.writer.clone();
+    h.stop().await;
+    assert!(!writer.is_running());
+    assert!(matches!(
+        writer
+            .submit(Intake {
+                event: dtmf("A", "1"),
+                decision: None,
+                received_at_ms: 1
+            })
+            .await,
+        Err(StoreError::WriterClosed)
+    ));
+}
+
+#[tokio::test]
+async fn set_done_overrides_and_reports_unknown_calls() {
+    let h = Harness::new(16).await;
+    h.append(new_call("A", Direction::In, &[]), Some(accept()), 1_000)
+        .await;
+    let call = h.writer.set_done("A".into(), true).await.unwrap().unwrap();
+    assert!(call.done);
+    assert!(h.store.get_call("A").await.unwrap().unwrap().done);
+    assert_eq!(h.writer.set_done("nope".into(), true).await.unwrap(), None);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn list_calls_pages_newest_first_with_filters() {
+    let h = Harness::new(16).await;
+    for i in 0..7 {
+        let direction = if i % 2 == 0 {
+            Direction::In
+        } else {
+            Direction::Out
+        };
+        let mut e = new_call(&format!("c{i}"), direction, &[]);
+        e.from = format!("49{i}");
+        // c5 and c6 share a timestamp: ties go by call_id, descending.
+        h.append(e, None, 1_000 * i.min(5)).await;
+    }
+    let mut pages = Vec::new();
+    let mut token = None;
+    loop {
+        let (calls, next) = h
+            .store
+            .list_calls(&CallQuery {
+                limit: 3,
+                page_token: token,
+                ..CallQuery::default()
+            })
+            .await
+            .unwrap();
+        pages.push(calls.iter().map(|c| c.call_id.clone()).collect::<Vec<_>>());
+        match next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        [vec!["c6", "c5", "c4"], vec!["c3", "c2", "c1"], vec!["c0"]]
+    );
+
+    let (inbound, _) = h
+        .store
+        .list_calls(&CallQuery {
+            direction: Some(Direction::In),
+            done: Some(false),
+            state: Some(CallState::NewCall),
+            ..CallQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = inbound.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(ids, ["c6", "c4", "c2", "c0"]);
+
+    let (by_number, next) = h
+        .store
+        .list_calls(&CallQuery {
+            number: Some("493".into()),
+            ..CallQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_number.len(), 1);
+    assert_eq!(by_number[0].call_id, "c3");
+    assert_eq!(next, None);
+
+    let bad = h
+        .store
+        .list_calls(&CallQuery {
+            page_token: Some("not a token!".into()),
+            ..CallQuery::default()
+        })
+        .await;
+    assert!(matches!(bad, Err(StoreError::BadPageToken)));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn settings_round_trip_with_version_and_audit() {
+    let h = Harness::new(16).await;
+    assert_eq!(h.store.load_settings().await.unwrap(), Settings::default());
+    let settings = Settings {
+        block_list: vec![
+            BlockEntry {
+                pattern: "4930*".into(),
+                note: "spam".into(),
+            },
+            BlockEntry {
+                pattern: "anonymous".into(),
+                note: String::new(),
+            },
+        ],
+        routing_table: vec![RoutingRule {
+            dest: "49*".into(),
+            caller_id: "4930123".into(),
+            note: "DE".into(),
+        }],
+        default_caller_id: Some("4930999".into()),
+        version: 0,
+    };
+    let audit = |action: &str| AuditRecord {
+        at_ms: 7,
+        client: "127.0.0.1:5000".into(),
+        action: action.into(),
+        detail: "{}".into(),
+    };
+    let saved = h
+        .store
+        .save_settings(&settings, &audit("import.zammad"))
+        .await
+        .unwrap();
+    assert_eq!(saved.version, 1);
+    assert_eq!(h.store.load_settings().await.unwrap(), saved);
+
+    let cleared = Settings {
+        default_caller_id: None,
+        block_list: vec![settings.block_list[1].clone()],
+        ..settings.clone()
+    };
+    let saved = h
+        .store
+        .save_settings(&cleared, &audit("block.remove"))
+        .await
+        .unwrap();
+    assert_eq!(saved.version, 2);
+    let loaded = h.store.load_settings().await.unwrap();
+    assert_eq!(loaded.default_caller_id, None);
+    assert_eq!(loaded.block_list, cleared.block_list);
+
+    let entries = h.store.list_audit(0, None).await.unwrap();
+    let actions: Vec<_> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["block.remove", "import.zammad"]);
+    let older = h.store.list_audit(10, Some(entries[0].id)).await.unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].action, "import.zammad");
+    assert_eq!(older[0].client, "127.0.0.1:5000");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn settings_save_waits_for_a_busy_writer() {
+    let h = Harness::new(16).await;
+    let writes = join_all((0..200).map(|i| {
+        let writer = h.writer.clone();
+        async move {
+            writer
+                .submit(Intake {
+                    event: dtmf("A", &i.to_string()),
+                    decision: None,
+                    received_at_ms: 1,
+                })
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }));
+    let audit = AuditRecord {
+        at_ms: 1,
+        client: "test".into(),
+        action: "x".into(),
+        detail: String::new(),
+    };
+    let defaults = Settings::default();
+    let saves = join_all((0..5).map(|_| h.store.save_settings(&defaults, &audit)));
+    let (_, saves) = tokio::join!(writes, saves);
+    for s in saves {
+        s.unwrap();
+    }
+    assert_eq!(h.store.load_settings().await.unwrap().version, 5);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn open_fails_with_the_path_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("sidecar.db");
+    let path = path.to_str().unwrap();
+    let err = Store::open(path).await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(message.contains(path), "{message}");
+    assert!(message.starts_with("cannot open database "), "{message}");
+    assert!(
+        message.contains("unable to open database file"),
+        "{message}"
+    );
+
+    let err = Store::open("/proc/sidecar-test/x.db").await.unwrap_err();
+    assert!(err.to_string().contains("/proc/sidecar-test/x.db"), "{err}");
+}
+
+#[tokio::test]
+async fn open_accepts_a_sqlite_url_and_creates_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("url.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert!(path.exists());
+    assert!(store.ping().await);
+    assert_eq!(store.head_seq().await.unwrap(), 0);
+    assert_eq!(store.path(), path.display().to_string());
+}
+
+#[tokio::test]
+async fn failed_batch_answers_every_request_and_leaves_no_gap() {
+    let h = Harness::new(16).await;
+    h.append(dtmf("ok", "1"), None, 1).await;
+    // Make the database refuse one call's events.
+    sqlx::query(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON events WHEN NEW.call_id = 'boom' \
+         BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+    )
+    .execute(&h.store.inner.pool)
+    .await
+    .unwrap();
+    // Submitted together, so they usually share one batch.
+    let receivers = join_all(["ok", "boom", "ok"].map(|call_id| {
+        h.writer.submit(Intake {
+            event: dtmf(call_id, "2"),
+            decision: None,
+            received_at_ms: 2,
+        })
+    }))
+    .await;
+    let results: Vec<_> = join_all(receivers.into_iter().map(|r| r.unwrap()))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    // Whatever batched with "boom" failed as a whole; the rest committed.
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert!(failed >= 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(r, StoreError::Write(m) if m.contains("refused by test")),
+            "{r}"
+        );
+    }
+    assert!(h.writer.is_running());
+    let next = h.append(dtmf("ok", "3"), None, 3).await;
+    let seqs: Vec<u64> = h
+        .store
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=seq_of(&next)).collect::<Vec<_>>());
+    assert_eq!(seqs.len(), 1 + (3 - failed) + 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn maintenance_sweeps_and_purges_periodically() {
+    let h = Harness::new(16).await;
+    // Received at 1970 + 1 s: stale and past retention. The sweep ends it
+    // now, so the call row itself stays for another retention period.
+    h.append(
+        new_call("ancient", Direction::In, &[]),
+        Some(accept()),
+        1_000,
+    )
+    .await;
+    h.append(
+        new_call("recent", Direction::In, &[]),
+        Some(accept()),
+        now_ms(),
+    )
+    .await;
+    let task = spawn_maintenance(
+        h.writer.clone(),
+        Duration::from_secs(3600),
+        Duration::from_secs(86_400),
+        Duration::from_millis(20),
+        h.shutdown.clone(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seqs: Vec<u64> = h
+            .store
+            .events_after(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        // The old newCall (seq 1) purged; the sweep's timeout event (seq 3) kept.
+        if seqs == [2, 3] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events: {seqs:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ancient = h.store.get_call("ancient").await.unwrap().unwrap();
+    assert_eq!(ancient.state, CallState::Hangup);
+    assert_eq!(ancient.cause, "timeout");
+    assert!(ancient.ended_synthetically);
+    let recent = h.store.get_call("recent").await.unwrap().unwrap();
+    assert_eq!(recent.state, CallState::NewCall);
+    h.shutdown.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
