@@ -187,7 +187,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: shutdown.clone(),
     });
 
-    let router = http::router(app.clone()).layer(tower_http::timeout::TimeoutLayer::new(
+    let router = http::router(app.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(15),
     ));
     let http_task = tokio::spawn(

@@ -1,0 +1,148 @@
+//! Replies to sipgate, byte for byte as Zammad's sipgate controller writes
+//! them (XML declaration, `onHangup` before `onAnswer`, two-space indent,
+//! trailing newline).
+
+use quick_xml::escape::escape;
+
+const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `<Response/>`: for answer and hangup, whose replies sipgate discards.
+    Empty,
+    /// Subscribe to the follow-up events, no instruction.
+    Plain { callback: String },
+    /// `<Reject reason="busy"/>`.
+    Reject { callback: String },
+    /// `<Dial callerId="…"><Number>{number}</Number></Dial>`.
+    Dial {
+        callback: String,
+        caller_id: String,
+        number: String,
+    },
+}
+
+fn open(callback: &str) -> String {
+    let url = escape(callback);
+    format!("{DECLARATION}<Response onHangup=\"{url}\" onAnswer=\"{url}\"")
+}
+
+pub fn render(reply: &Reply) -> String {
+    match reply {
+        Reply::Empty => format!("{DECLARATION}<Response/>\n"),
+        Reply::Plain { callback } => format!("{}/>\n", open(callback)),
+        Reply::Reject { callback } => format!(
+            "{}>\n  <Reject reason=\"busy\"/>\n</Response>\n",
+            open(callback)
+        ),
+        Reply::Dial {
+            callback,
+            caller_id,
+            number,
+        } => format!(
+            "{}>\n  <Dial callerId=\"{}\">\n    <Number>{}</Number>\n  </Dial>\n</Response>\n",
+            open(callback),
+            escape(caller_id.as_str()),
+            escape(number.as_str())
+        ),
+    }
+}
+
+/// `<Response><Error>reason</Error></Response>`, the body of every 4xx.
+pub fn render_error(reason: &str) -> String {
+    format!(
+        "{DECLARATION}<Response>\n  <Error>{}</Error>\n</Response>\n",
+        escape(reason)
+    )
+}
+
+/// `{base}/api/v1/sipgate[/{token}]/{direction}`.
+pub fn callback_url(base: &str, token: Option<&str>, direction: &str) -> String {
+    let base = base.trim_end_matches('/');
+    match token {
+        Some(token) => format!("{base}/api/v1/sipgate/{token}/{direction}"),
+        None => format!("{base}/api/v1/sipgate/{direction}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quick_xml::{Reader, events::Event};
+
+    use super::*;
+
+    const URL: &str = "http://zammad.example.com/api/v1/sipgate/TOKEN/in";
+
+    #[test]
+    fn replies_match_zammad_exactly() {
+        assert_eq!(
+            render(&Reply::Plain { callback: URL.into() }),
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\"/>\n")
+        );
+        assert_eq!(
+            render(&Reply::Reject { callback: URL.into() }),
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n  <Reject reason=\"busy\"/>\n</Response>\n")
+        );
+        assert_eq!(
+            render(&Reply::Dial {
+                callback: URL.into(),
+                caller_id: "4930777000000".into(),
+                number: "4912347114711".into()
+            }),
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n  <Dial callerId=\"4930777000000\">\n    <Number>4912347114711</Number>\n  </Dial>\n</Response>\n")
+        );
+        assert_eq!(render(&Reply::Empty), "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response/>\n");
+        assert_eq!(
+            render_error("Invalid token, please contact your admin!"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>\n  <Error>Invalid token, please contact your admin!</Error>\n</Response>\n"
+        );
+    }
+
+    #[test]
+    fn callback_urls() {
+        assert_eq!(callback_url("https://a.example/", Some("t"), "out"), "https://a.example/api/v1/sipgate/t/out");
+        assert_eq!(callback_url("http://a:8080", None, "in"), "http://a:8080/api/v1/sipgate/in");
+    }
+
+    fn well_formed(xml: &str) -> Vec<String> {
+        let mut reader = Reader::from_str(xml);
+        let mut seen = Vec::new();
+        loop {
+            match reader.read_event().expect("well-formed XML") {
+                Event::Eof => return seen,
+                Event::Start(e) | Event::Empty(e) => {
+                    for a in e.attributes() {
+                        let a = a.unwrap();
+                        seen.push(a.unescape_value().unwrap().into_owned());
+                    }
+                }
+                Event::Text(t) => seen.push(
+                    quick_xml::escape::unescape(&t.decode().unwrap())
+                        .unwrap()
+                        .into_owned(),
+                ),
+                Event::GeneralRef(r) => seen.push(format!("&{};", r.decode().unwrap())),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn nasty_values_are_escaped_and_survive_a_parse() {
+        let url = "https://u:p@h/x?a=1&b=\"2\"<'3'>";
+        let xml = render(&Reply::Dial {
+            callback: url.into(),
+            caller_id: "1&2".into(),
+            number: "<3>".into(),
+        });
+        let values = well_formed(&xml);
+        assert!(values.contains(&url.to_string()), "{values:?}");
+        assert!(values.contains(&"1&2".to_string()));
+        assert!(values.iter().any(|v| v.contains("<3>")));
+        let error = well_formed(&render_error("a < b & \"c\""));
+        assert!(error.iter().any(|v| v.contains("a < b & \"c\"")), "{error:?}");
+        for reply in [Reply::Empty, Reply::Plain { callback: url.into() }, Reply::Reject { callback: url.into() }] {
+            well_formed(&render(&reply));
+        }
+    }
+}
