@@ -79,6 +79,11 @@ pub fn normalize_number(input: &str, country_code: &str) -> Result<String, Numbe
     if e164.is_empty() {
         return Err(NumberError(format!("'{trimmed}' has no digits")));
     }
+    if e164.starts_with('0') {
+        return Err(NumberError(format!(
+            "'{trimmed}' is not a phone number: no country code starts with 0"
+        )));
+    }
     if e164.len() > MAX_DIGITS {
         return Err(NumberError(format!(
             "'{trimmed}' has too many digits (at most {MAX_DIGITS})"
@@ -200,6 +205,8 @@ mod tests {
             ("49+30", "'+' may only come first"),
             ("+", "'+' may only come first"),
             ("()", "no digits"),
+            ("+0301234", "no country code starts with 0"),
+            ("000301234", "no country code starts with 0"),
             ("123456789012345678901", "too many digits"),
         ] {
             let e = normalize_number(input, "49").unwrap_err().to_string();
@@ -234,8 +241,8 @@ mod tests {
         assert!(!pattern_matches("4930600000000", "49306000000001"));
         assert!(pattern_matches("49*11", "4912347114711"));
         assert!(!pattern_matches("49*11", "4911"));
-        assert!(pattern_matches("4*1*1", "4111"));
-        assert!(!pattern_matches("4*1*1", "411"));
+        assert!(pattern_matches("4*1*1", "41111"));
+        assert!(!pattern_matches("4*1*1", "4111"));
     }
 
     /// Straightforward recursive matcher to check the fast one against.
