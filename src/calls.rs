@@ -145,10 +145,13 @@ fn created(event: &Event, at_ms: i64) -> CallRecord {
     }
 }
 
-/// A newCall for a known call (late, or repeated) only fills what is missing.
+/// A newCall for a call whose row an earlier answer/hangup created (repeats
+/// never get here: the writer drops them). Its numbers and leg ids are
+/// authoritative, as Zammad only takes `from`/`to` from a newCall; state and
+/// times stay as they are.
 fn fill_missing(call: &mut CallRecord, event: &Event, decision: Option<&Decision>) {
     fn fill(field: &mut String, value: &str) {
-        if field.is_empty() {
+        if !value.is_empty() {
             *field = value.to_owned();
         }
     }

@@ -81,9 +81,11 @@ impl TestServer {
         let mut request = self
             .client
             .post(format!("{}{}", self.http, path))
-            .header("content-type", "application/x-www-form-urlencoded; charset=UTF-8")
             .header("user-agent", "sipgate.io")
             .body(body);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            request = request.header("content-type", "application/x-www-form-urlencoded; charset=UTF-8");
+        }
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
