@@ -283,9 +283,9 @@ impl ServeArgs {
         let basic_auth = match self.basic_auth {
             None => None,
             Some(s) => {
-                let (user, password) = s.split_once(':').ok_or_else(|| {
-                    "--basic-auth must be 'user:password'".to_string()
-                })?;
+                let (user, password) = s
+                    .split_once(':')
+                    .ok_or_else(|| "--basic-auth must be 'user:password'".to_string())?;
                 if user.is_empty() || password.is_empty() {
                     return Err("--basic-auth needs a non-empty user and password".into());
                 }
@@ -309,7 +309,10 @@ impl ServeArgs {
             bridges.push(BridgeConfig {
                 target: BridgeTarget::Webhook {
                     url,
-                    secret: self.forward_secret.filter(|s| !s.is_empty()).map(Secret::new),
+                    secret: self
+                        .forward_secret
+                        .filter(|s| !s.is_empty())
+                        .map(Secret::new),
                 },
                 state: bridge_state_path(&self.database, "webhook"),
                 delivery: self.delivery.clone(),
@@ -322,7 +325,10 @@ impl ServeArgs {
             metrics_addr,
             database: self.database,
             public_url: self.public_url.filter(|s| !s.is_empty()),
-            webhook_token: self.webhook_token.filter(|s| !s.is_empty()).map(Secret::new),
+            webhook_token: self
+                .webhook_token
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
             basic_auth,
             signature: self.signature,
             signature_key: self.signature_key,

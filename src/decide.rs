@@ -88,12 +88,26 @@ impl Decision {
             }
         };
         match (&self.action, &self.rule) {
-            (Action::Reject, Rule::Block { index, pattern, note: n }) => format!(
+            (
+                Action::Reject,
+                Rule::Block {
+                    index,
+                    pattern,
+                    note: n,
+                },
+            ) => format!(
                 "rejected (busy): caller matches block entry {pattern} (#{}{})",
                 index + 1,
                 note(n)
             ),
-            (Action::SetCallerId, Rule::Route { index, dest, note: n }) => format!(
+            (
+                Action::SetCallerId,
+                Rule::Route {
+                    index,
+                    dest,
+                    note: n,
+                },
+            ) => format!(
                 "caller ID {} from routing rule {dest} (#{}{})",
                 self.caller_id.as_deref().unwrap_or_default(),
                 index + 1,
@@ -162,7 +176,11 @@ pub fn decide(
                     },
                 };
             }
-            match settings.default_caller_id.as_deref().filter(|c| !c.is_empty()) {
+            match settings
+                .default_caller_id
+                .as_deref()
+                .filter(|c| !c.is_empty())
+            {
                 Some(caller_id) => Decision {
                     action: Action::SetCallerId,
                     caller_id: Some(caller_id.to_string()),
@@ -214,7 +232,9 @@ mod tests {
     #[test]
     fn inbound_blocking_matches_what_zammad_matches_and_more() {
         let s = settings();
-        let reject = |from: &str| decide(&s, Direction::In, from, "4930600000000", "49").action == Action::Reject;
+        let reject = |from: &str| {
+            decide(&s, Direction::In, from, "4930600000000", "49").action == Action::Reject
+        };
         // Zammad's exact match.
         assert!(reject("4912347114711"));
         // Typed differently, same number.
@@ -244,14 +264,26 @@ mod tests {
         assert_eq!(caller("4912347114711").as_deref(), Some("4930777000002"));
         assert_eq!(caller("0221 1234567").as_deref(), Some("4930777000002"));
         assert_eq!(caller("33123456789").as_deref(), Some("4930777000000"));
-        assert_eq!(decide(&s, Direction::Out, "x", "", "49"), Decision::accept());
+        assert_eq!(
+            decide(&s, Direction::Out, "x", "", "49"),
+            Decision::accept()
+        );
         // Outbound calls are never blocked, inbound calls never routed.
-        assert_eq!(decide(&s, Direction::Out, "anonymous", "33123", "49").action, Action::SetCallerId);
-        assert_eq!(decide(&s, Direction::In, "33123", "4930600000000", "49").action, Action::Accept);
+        assert_eq!(
+            decide(&s, Direction::Out, "anonymous", "33123", "49").action,
+            Action::SetCallerId
+        );
+        assert_eq!(
+            decide(&s, Direction::In, "33123", "4930600000000", "49").action,
+            Action::Accept
+        );
 
         let mut no_default = settings();
         no_default.default_caller_id = None;
-        assert_eq!(decide(&no_default, Direction::Out, "x", "33123", "49"), Decision::accept());
+        assert_eq!(
+            decide(&no_default, Direction::Out, "x", "33123", "49"),
+            Decision::accept()
+        );
         assert!(Decision::accept().explain().contains("no rule"));
     }
 }

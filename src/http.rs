@@ -43,8 +43,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/sipgate/{direction}", post(webhook_without_token))
         .route("/api/v1/sipgate/{direction}/", post(webhook_without_token))
-        .route("/api/v1/sipgate/{token}/{direction}", post(webhook_with_token))
-        .route("/api/v1/sipgate/{token}/{direction}/", post(webhook_with_token))
+        .route(
+            "/api/v1/sipgate/{token}/{direction}",
+            post(webhook_with_token),
+        )
+        .route(
+            "/api/v1/sipgate/{token}/{direction}/",
+            post(webhook_with_token),
+        )
         .with_state(app)
 }
 
@@ -179,7 +185,8 @@ async fn handle(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let peer_trusted = peer.is_some_and(|ip| config.trusted_proxies.iter().any(|n| n.contains(&ip)));
+    let peer_trusted =
+        peer.is_some_and(|ip| config.trusted_proxies.iter().any(|n| n.contains(&ip)));
     check_source(app, peer, peer_trusted, request.headers())?;
 
     match (&config.webhook_token, token) {
@@ -208,7 +215,11 @@ async fn handle(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok());
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            });
         match given {
             Some(g) if bool::from(g.ct_eq(expected.as_bytes())) => {}
             _ => return Err(WebhookError::BasicAuthRequired),
@@ -358,7 +369,9 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Vec<
             if too_large {
                 Err(WebhookError::PayloadTooLarge(limit))
             } else {
-                Err(WebhookError::BadRequest(format!("could not read the body: {e}")))
+                Err(WebhookError::BadRequest(format!(
+                    "could not read the body: {e}"
+                )))
             }
         }
     }
@@ -366,7 +379,12 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Vec<
 
 /// The address a push really came from: the TCP peer, or, when the peer is a
 /// trusted proxy, the right-most `X-Forwarded-For` entry that is not one.
-fn source_address(peer: Option<IpAddr>, peer_trusted: bool, headers: &HeaderMap, app: &App) -> Option<IpAddr> {
+fn source_address(
+    peer: Option<IpAddr>,
+    peer_trusted: bool,
+    headers: &HeaderMap,
+    app: &App,
+) -> Option<IpAddr> {
     if !peer_trusted {
         return peer;
     }
@@ -415,7 +433,8 @@ fn base_url(app: &App, headers: &HeaderMap, peer_trusted: bool) -> String {
                 .filter(|h| {
                     !h.is_empty()
                         && h.bytes().all(|b| {
-                            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                            b.is_ascii_alphanumeric()
+                                || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
                         })
                 })
                 .map(str::to_owned)

@@ -141,8 +141,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --signature-key {}", path.display()))?;
-            SignatureVerifier::from_pem(&pem)
-                .with_context(|| format!("--signature-key {} is not an RSA public key", path.display()))?
+            SignatureVerifier::from_pem(&pem).with_context(|| {
+                format!(
+                    "--signature-key {} is not an RSA public key",
+                    path.display()
+                )
+            })?
         }
     };
     let store = Store::open(&config.database).await?;
@@ -156,7 +160,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
-    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let prometheus = prometheus();
 
     let shutdown = CancellationToken::new();
@@ -187,10 +194,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: shutdown.clone(),
     });
 
-    let router = http::router(app.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        Duration::from_secs(15),
-    ));
+    let router =
+        http::router(app.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(15),
+        ));
     let http_task = tokio::spawn(
         axum::serve(
             http_listener,
@@ -271,13 +279,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Starts the bridges configured to run in this process.
 fn spawn_bridges(app: &Arc<App>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     use crate::{
-        bridge::{cursor::Cursor, delivery, delivery::Sink, source::LocalSource, webhook::WebhookSink, zammad::ZammadSink},
+        bridge::{
+            cursor::Cursor, delivery, delivery::Sink, source::LocalSource, webhook::WebhookSink,
+            zammad::ZammadSink,
+        },
         config::BridgeTarget,
     };
     let mut tasks = Vec::new();
     for bridge in &app.config.bridges {
         let sink: Box<dyn Sink> = match &bridge.target {
-            BridgeTarget::Zammad { cti_url } => Box::new(ZammadSink::new(cti_url.expose(), &bridge.delivery)?),
+            BridgeTarget::Zammad { cti_url } => {
+                Box::new(ZammadSink::new(cti_url.expose(), &bridge.delivery)?)
+            }
             BridgeTarget::Webhook { url, secret } => Box::new(WebhookSink::new(
                 url,
                 secret.as_ref().map(|s| s.expose()),

@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
     let client = cli.client.clone();
     let result = match cli.command {
         Command::Serve(ref args) => {
-            let args = args.clone();
+            let args = (**args).clone();
             serve(cli, args).await
         }
         Command::Settings { json, command } => cli::run_settings(&client, json, command).await,

@@ -133,7 +133,9 @@ pub fn normalize_pattern(input: &str, country_code: &str) -> Result<String, Numb
         out.push_str(&digits);
     }
     if out.chars().filter(char::is_ascii_digit).count() > MAX_DIGITS {
-        return Err(NumberError(format!("pattern '{trimmed}' has too many digits")));
+        return Err(NumberError(format!(
+            "pattern '{trimmed}' has too many digits"
+        )));
     }
     Ok(out)
 }
@@ -227,7 +229,12 @@ mod tests {
         assert_eq!(p("+49 30 1234"), "49301234");
         assert_eq!(p("anonymous"), "anonymous");
         assert!(normalize_pattern("", "49").is_err());
-        assert!(normalize_pattern("49*x", "49").unwrap_err().to_string().contains("'x'"));
+        assert!(
+            normalize_pattern("49*x", "49")
+                .unwrap_err()
+                .to_string()
+                .contains("'x'")
+        );
         assert!(normalize_pattern("4.9.*", "49").is_ok());
     }
 

@@ -31,13 +31,40 @@ async fn run(server: &TestServer, args: &[&str]) -> Output {
 async fn settings_commands_change_what_the_webhook_answers() {
     let server = TestServer::start().await;
 
-    let added = run(&server, &["settings", "block", "add", "+49 30 1234567", "--note", "spam"]).await;
+    let added = run(
+        &server,
+        &[
+            "settings",
+            "block",
+            "add",
+            "+49 30 1234567",
+            "--note",
+            "spam",
+        ],
+    )
+    .await;
     assert!(added.success, "{}", added.stderr);
     assert!(added.stdout.contains("49301234567"), "{}", added.stdout);
 
-    let routed = run(&server, &["settings", "route", "add", "49*", "030 777 000 01", "--note", "de"]).await;
+    let routed = run(
+        &server,
+        &[
+            "settings",
+            "route",
+            "add",
+            "49*",
+            "030 777 000 01",
+            "--note",
+            "de",
+        ],
+    )
+    .await;
     assert!(routed.success, "{}", routed.stderr);
-    let default = run(&server, &["settings", "default-caller-id", "set", "4930777000000"]).await;
+    let default = run(
+        &server,
+        &["settings", "default-caller-id", "set", "4930777000000"],
+    )
+    .await;
     assert!(default.success, "{}", default.stderr);
 
     let shown = run(&server, &["settings", "show", "--json"]).await;
@@ -47,13 +74,30 @@ async fn settings_commands_change_what_the_webhook_answers() {
     assert_eq!(json["routing_table"][0]["caller_id"], "493077700001");
     assert_eq!(json["default_caller_id"], "4930777000000");
 
-    let evaluated = run(&server, &["settings", "evaluate", "--direction", "in", "--from", "030 1234567", "--to", "4930600000000", "--json"]).await;
+    let evaluated = run(
+        &server,
+        &[
+            "settings",
+            "evaluate",
+            "--direction",
+            "in",
+            "--from",
+            "030 1234567",
+            "--to",
+            "4930600000000",
+            "--json",
+        ],
+    )
+    .await;
     assert!(evaluated.success, "{}", evaluated.stderr);
     let json: serde_json::Value = serde_json::from_str(&evaluated.stdout).unwrap();
     assert_eq!(json["decision"]["action"], "reject");
 
     let reply = server
-        .post("/api/v1/sipgate/in", &new_call("in", "49301234567", "4930600000000", "cli1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "49301234567", "4930600000000", "cli1"),
+        )
         .await;
     assert!(reply.body.contains("Reject"), "{}", reply.body);
 
@@ -64,14 +108,26 @@ async fn settings_commands_change_what_the_webhook_answers() {
     std::fs::write(&file, &exported.stdout).unwrap();
     let removed = run(&server, &["settings", "block", "remove", "030 1234567"]).await;
     assert!(removed.success, "{}", removed.stderr);
-    let imported = run(&server, &["settings", "import-zammad", file.to_str().unwrap()]).await;
+    let imported = run(
+        &server,
+        &["settings", "import-zammad", file.to_str().unwrap()],
+    )
+    .await;
     assert!(imported.success, "{}", imported.stderr);
-    assert!(imported.stdout.contains("49301234567"), "{}", imported.stdout);
+    assert!(
+        imported.stdout.contains("49301234567"),
+        "{}",
+        imported.stdout
+    );
 
     let audit = run(&server, &["settings", "audit"]).await;
     assert!(audit.success);
     assert!(audit.stdout.contains("import.zammad"), "{}", audit.stdout);
-    assert!(audit.stdout.contains("sipgate-sidecar-cli"), "{}", audit.stdout);
+    assert!(
+        audit.stdout.contains("sipgate-sidecar-cli"),
+        "{}",
+        audit.stdout
+    );
 }
 
 #[tokio::test]
@@ -82,9 +138,17 @@ async fn mistakes_say_what_to_fix_and_exit_non_zero() {
     assert!(bad.stderr.contains("invalid input"), "{}", bad.stderr);
     assert!(bad.stderr.contains("12ab"), "{}", bad.stderr);
 
-    let missing = run(&server, &["settings", "import-zammad", "/nonexistent/file.json"]).await;
+    let missing = run(
+        &server,
+        &["settings", "import-zammad", "/nonexistent/file.json"],
+    )
+    .await;
     assert!(!missing.success);
-    assert!(missing.stderr.contains("/nonexistent/file.json"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("/nonexistent/file.json"),
+        "{}",
+        missing.stderr
+    );
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
         .args(["settings", "show", "--server", "http://127.0.0.1:1"])
@@ -99,13 +163,19 @@ async fn mistakes_say_what_to_fix_and_exit_non_zero() {
 async fn calls_list_and_watch_print_json_lines() {
     let server = TestServer::start().await;
     server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "4930600000000", "w1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "4930600000000", "w1"),
+        )
         .await;
-    server.post("/api/v1/sipgate/in", &hangup("in", "w1", "cancel")).await;
+    server
+        .post("/api/v1/sipgate/in", &hangup("in", "w1", "cancel"))
+        .await;
 
     let listed = run(&server, &["calls", "list", "--json", "--limit", "10"]).await;
     assert!(listed.success, "{}", listed.stderr);
-    let call: serde_json::Value = serde_json::from_str(listed.stdout.lines().next().unwrap()).unwrap();
+    let call: serde_json::Value =
+        serde_json::from_str(listed.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(call["call_id"], "w1");
     assert_eq!(call["state"], "hangup");
     assert_eq!(call["done"], false);
@@ -113,7 +183,14 @@ async fn calls_list_and_watch_print_json_lines() {
     assert_eq!(call["direction"], "in");
 
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
-        .args(["watch", "--json", "--after-seq", "1", "--server", &server.grpc])
+        .args([
+            "watch",
+            "--json",
+            "--after-seq",
+            "1",
+            "--server",
+            &server.grpc,
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -131,7 +208,10 @@ async fn calls_list_and_watch_print_json_lines() {
     assert_eq!(event["from"], "492111234567");
     // Live events follow.
     server
-        .post("/api/v1/sipgate/out", &new_call("out", "4930600000000", "4940123", "w2"))
+        .post(
+            "/api/v1/sipgate/out",
+            &new_call("out", "4930600000000", "4940123", "w2"),
+        )
         .await;
     let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
         .await
@@ -139,6 +219,13 @@ async fn calls_list_and_watch_print_json_lines() {
         .unwrap()
         .unwrap();
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!((event["seq"].as_u64(), event["event"].as_str(), event["direction"].as_str()), (Some(3), Some("newCall"), Some("out")));
+    assert_eq!(
+        (
+            event["seq"].as_u64(),
+            event["event"].as_str(),
+            event["direction"].as_str()
+        ),
+        (Some(3), Some("newCall"), Some("out"))
+    );
     watch.kill().await.unwrap();
 }

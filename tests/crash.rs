@@ -61,7 +61,11 @@ async fn spawn_server(database: &str) -> (Child, String, String) {
         .to_string();
     let grpc = format!(
         "http://{}",
-        line.split("gRPC on ").nth(1).and_then(|s| s.split(',').next()).unwrap().trim()
+        line.split("gRPC on ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap()
+            .trim()
     );
     (child, http, grpc)
 }
@@ -105,7 +109,11 @@ async fn acknowledged_events_survive_sigkill() {
         s.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 50, "only {} pushes acknowledged", acked.len());
+    assert!(
+        acked.len() >= 50,
+        "only {} pushes acknowledged",
+        acked.len()
+    );
 
     // Restart on the same database and read everything back over gRPC.
     let mut config = test_config(&dir);
@@ -115,9 +123,18 @@ async fn acknowledged_events_survive_sigkill() {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     let expected: Vec<u64> = (1..=events.len() as u64).collect();
     assert_eq!(seqs, expected, "sequence numbers have no gap");
-    let stored: std::collections::HashSet<&str> = events.iter().map(|e| e.call_id.as_str()).collect();
-    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(id.as_str())).collect();
-    assert!(lost.is_empty(), "{} acknowledged events lost: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    let stored: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.call_id.as_str()).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !stored.contains(id.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 
     // A resumed stream delivers them too, and new events continue the sequence.
     let head = events.len() as u64;
@@ -140,7 +157,10 @@ async fn acknowledged_events_survive_sigkill() {
         assert_eq!(e.seq, expected);
     }
     let reply = restarted
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "4930600000000", "after-crash"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "4930600000000", "after-crash"),
+        )
         .await;
     assert_eq!(reply.status, 200);
     let e = tokio::time::timeout(Duration::from_secs(10), stream.message())

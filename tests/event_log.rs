@@ -40,7 +40,11 @@ async fn push(server: &TestServer, body: &str) {
 async fn inbound_call_answered_by_a_person() {
     let server = TestServer::start().await;
     let mut stream = subscribe(&server, Some(0)).await;
-    push(&server, &new_call("in", "492111234567", "4930600000000", "p1")).await;
+    push(
+        &server,
+        &new_call("in", "492111234567", "4930600000000", "p1"),
+    )
+    .await;
     push(&server, &answer("in", "p1", "Alice Agent")).await;
     push(&server, &hangup("in", "p1", "normalClearing")).await;
 
@@ -52,30 +56,62 @@ async fn inbound_call_answered_by_a_person() {
     assert_eq!(call.from, "492111234567");
     assert_eq!(call.to, "4930600000000");
     assert_eq!(call.answering_number, "4921199999999");
-    assert!(call.duration_waiting_secs.is_some_and(|s| (0..5).contains(&s)));
-    assert!(call.duration_talking_secs.is_some_and(|s| (0..5).contains(&s)));
+    assert!(
+        call.duration_waiting_secs
+            .is_some_and(|s| (0..5).contains(&s))
+    );
+    assert!(
+        call.duration_talking_secs
+            .is_some_and(|s| (0..5).contains(&s))
+    );
     assert!(call.start_at_ms >= call.initialized_at_ms && call.end_at_ms >= call.start_at_ms);
 
-    let events = [next(&mut stream).await, next(&mut stream).await, next(&mut stream).await];
+    let events = [
+        next(&mut stream).await,
+        next(&mut stream).await,
+        next(&mut stream).await,
+    ];
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3]);
     let kinds: Vec<proto::EventKind> = events.iter().map(|e| e.kind()).collect();
     assert_eq!(
         kinds,
-        [proto::EventKind::NewCall, proto::EventKind::Answer, proto::EventKind::Hangup]
+        [
+            proto::EventKind::NewCall,
+            proto::EventKind::Answer,
+            proto::EventKind::Hangup
+        ]
     );
-    let states: Vec<CallState> = events.iter().map(|e| e.call.as_ref().unwrap().state()).collect();
-    assert_eq!(states, [CallState::NewCall, CallState::Answer, CallState::Hangup]);
+    let states: Vec<CallState> = events
+        .iter()
+        .map(|e| e.call.as_ref().unwrap().state())
+        .collect();
+    assert_eq!(
+        states,
+        [CallState::NewCall, CallState::Answer, CallState::Hangup]
+    );
     // The raw form travels with the event, unknown fields included.
-    assert!(events[0].raw_form.iter().any(|f| f.key == "xcid" && f.value == "5aada1e696b94cec"));
-    assert_eq!(events[0].decision.as_ref().unwrap().action(), proto::Action::Accept);
+    assert!(
+        events[0]
+            .raw_form
+            .iter()
+            .any(|f| f.key == "xcid" && f.value == "5aada1e696b94cec")
+    );
+    assert_eq!(
+        events[0].decision.as_ref().unwrap().action(),
+        proto::Action::Accept
+    );
 }
 
 #[tokio::test]
 async fn call_to_voicemail_links_the_legs_and_stays_not_done() {
     let server = TestServer::start().await;
     // Leg A rings Alice, then is forwarded to the voicemail (sipgate #134).
-    push(&server, &new_call("in", "492111234567", "4930600000000", "legA")).await;
+    push(
+        &server,
+        &new_call("in", "492111234567", "4930600000000", "legA"),
+    )
+    .await;
     push(
         &server,
         &form(&[
@@ -121,7 +157,11 @@ async fn call_to_voicemail_links_the_legs_and_stays_not_done() {
 #[tokio::test]
 async fn unanswered_inbound_call_is_missed() {
     let server = TestServer::start().await;
-    push(&server, &new_call("in", "492111234567", "4930600000000", "m1")).await;
+    push(
+        &server,
+        &new_call("in", "492111234567", "4930600000000", "m1"),
+    )
+    .await;
     push(&server, &hangup("in", "m1", "cancel")).await;
     let call = server.call("m1").await;
     assert_eq!(call.state(), CallState::Hangup);
@@ -158,7 +198,11 @@ async fn unanswered_inbound_call_is_missed() {
 #[tokio::test]
 async fn outbound_calls_are_always_done() {
     let server = TestServer::start().await;
-    push(&server, &new_call("out", "4930600000000", "492111234567", "out1")).await;
+    push(
+        &server,
+        &new_call("out", "4930600000000", "492111234567", "out1"),
+    )
+    .await;
     assert!(server.call("out1").await.done);
     push(&server, &hangup("out", "out1", "busy")).await;
     let call = server.call("out1").await;
@@ -181,7 +225,10 @@ async fn a_blocked_call_ends_at_once_with_a_synthetic_event() {
         .unwrap();
     let mut stream = subscribe(&server, None).await;
     let reply = server
-        .post("/api/v1/sipgate/in", &new_call("in", "4930123456", "4930600000000", "blk"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "4930123456", "4930600000000", "blk"),
+        )
         .await;
     assert!(reply.body.contains("Reject"));
 
@@ -226,7 +273,10 @@ async fn duplicates_get_the_same_answer_and_are_stored_once() {
         .unwrap();
     let replay = server.post("/api/v1/sipgate/out", &body).await;
     assert_eq!(replay.status, 200);
-    assert_eq!(replay.body, first.body, "a replay gets the original decision");
+    assert_eq!(
+        replay.body, first.body,
+        "a replay gets the original decision"
+    );
 
     push(&server, &hangup("out", "dup1", "normalClearing")).await;
     push(&server, &hangup("out", "dup1", "normalClearing")).await;
@@ -261,17 +311,29 @@ async fn late_and_unknown_events_never_fail_or_reopen_a_call() {
     assert_eq!(server.call("ghost").await.state(), CallState::Hangup);
 
     // Out of order: the hangup overtakes the answer.
-    push(&server, &new_call("in", "492111234567", "4930600000000", "ooo")).await;
+    push(
+        &server,
+        &new_call("in", "492111234567", "4930600000000", "ooo"),
+    )
+    .await;
     push(&server, &hangup("in", "ooo", "cancel")).await;
     push(&server, &answer("in", "ooo", "Alice")).await;
     let call = server.call("ooo").await;
-    assert_eq!(call.state(), CallState::Hangup, "a late answer never reopens an ended call");
+    assert_eq!(
+        call.state(),
+        CallState::Hangup,
+        "a late answer never reopens an ended call"
+    );
     assert!(!call.done);
     assert_eq!(call.cause, "cancel");
 
     // A newCall arriving after its hangup fills in the numbers but keeps the end.
     push(&server, &hangup("in", "late-new", "cancel")).await;
-    push(&server, &new_call("in", "492111234567", "4930600000001", "late-new")).await;
+    push(
+        &server,
+        &new_call("in", "492111234567", "4930600000001", "late-new"),
+    )
+    .await;
     let late = server.call("late-new").await;
     assert_eq!(late.state(), CallState::Hangup);
     assert_eq!(late.to, "4930600000001");
@@ -281,10 +343,18 @@ async fn late_and_unknown_events_never_fail_or_reopen_a_call() {
 async fn call_log_lists_newest_first_with_filters_and_paging() {
     let server = TestServer::start().await;
     for i in 0..5 {
-        push(&server, &new_call("in", "492111234567", "4930600000000", &format!("list{i}"))).await;
+        push(
+            &server,
+            &new_call("in", "492111234567", "4930600000000", &format!("list{i}")),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    push(&server, &new_call("out", "4930600000000", "4940999", "list-out")).await;
+    push(
+        &server,
+        &new_call("out", "4930600000000", "4940999", "list-out"),
+    )
+    .await;
     let mut calls = server.calls().await;
     let page1 = calls
         .list_calls(proto::ListCallsRequest {
@@ -329,7 +399,11 @@ async fn a_lagging_subscriber_still_gets_every_event_in_order() {
     let posts = (0..total).map(|i| {
         let server = &server;
         async move {
-            let body = form(&[("event", "dtmf"), ("callId", &format!("lag{}", i % 7)), ("dtmf", "5")]);
+            let body = form(&[
+                ("event", "dtmf"),
+                ("callId", &format!("lag{}", i % 7)),
+                ("dtmf", "5"),
+            ]);
             assert_eq!(server.post("/api/v1/sipgate/in", &body).await.status, 200);
         }
     });
@@ -345,7 +419,11 @@ async fn a_subscriber_resumes_after_a_disconnect_with_exactly_the_missed_events(
     let server = TestServer::start().await;
     let mut stream = subscribe(&server, None).await;
     for i in 0..3 {
-        push(&server, &new_call("in", "492111234567", "4930600000000", &format!("r{i}"))).await;
+        push(
+            &server,
+            &new_call("in", "492111234567", "4930600000000", &format!("r{i}")),
+        )
+        .await;
     }
     let mut last = 0;
     for _ in 0..3 {
@@ -355,7 +433,11 @@ async fn a_subscriber_resumes_after_a_disconnect_with_exactly_the_missed_events(
     drop(stream);
 
     for i in 3..8 {
-        push(&server, &new_call("in", "492111234567", "4930600000000", &format!("r{i}"))).await;
+        push(
+            &server,
+            &new_call("in", "492111234567", "4930600000000", &format!("r{i}")),
+        )
+        .await;
     }
     let mut resumed = subscribe(&server, Some(last)).await;
     let mut got = Vec::new();
@@ -402,7 +484,10 @@ async fn subscription_filters_by_direction_kind_and_number() {
     push(&server, &hangup("out", "f2", "normalClearing")).await;
 
     let e = next(&mut outbound_hangups).await;
-    assert_eq!((e.call_id.as_str(), e.kind()), ("f2", proto::EventKind::Hangup));
+    assert_eq!(
+        (e.call_id.as_str(), e.kind()),
+        ("f2", proto::EventKind::Hangup)
+    );
     assert_eq!(e.seq, 4);
     // hangup() bodies carry from=492111234567.
     let first = next(&mut by_number).await;
@@ -413,7 +498,11 @@ async fn subscription_filters_by_direction_kind_and_number() {
 #[tokio::test]
 async fn shutdown_ends_streams_with_unavailable_and_a_restart_continues_the_sequence() {
     let server = TestServer::start().await;
-    push(&server, &new_call("in", "492111234567", "4930600000000", "s1")).await;
+    push(
+        &server,
+        &new_call("in", "492111234567", "4930600000000", "s1"),
+    )
+    .await;
     let mut stream = subscribe(&server, Some(0)).await;
     assert_eq!(next(&mut stream).await.seq, 1);
 
@@ -429,7 +518,11 @@ async fn shutdown_ends_streams_with_unavailable_and_a_restart_continues_the_sequ
     let dir = server.stop().await;
     let config = test_config(&dir);
     let restarted = TestServer::start_in(dir, config).await;
-    push(&restarted, &new_call("in", "492111234567", "4930600000000", "s2")).await;
+    push(
+        &restarted,
+        &new_call("in", "492111234567", "4930600000000", "s2"),
+    )
+    .await;
     let seqs: Vec<u64> = restarted.all_events().await.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2]);
 }

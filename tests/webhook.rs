@@ -9,7 +9,10 @@ use sipgate_sidecar::{config::SignatureMode, proto};
 async fn unblocked_inbound_call_gets_the_plain_response_with_callbacks() {
     let server = TestServer::start().await;
     let reply = server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "4930600000000", "c1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "4930600000000", "c1"),
+        )
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.content_type, "application/xml; charset=UTF-8");
@@ -39,7 +42,10 @@ async fn blocked_caller_is_rejected_busy_and_settings_apply_to_the_next_webhook(
         .unwrap();
 
     let reply = server
-        .post("/api/v1/sipgate/in", &new_call("in", "4930123456", "4930600000000", "b2"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "4930123456", "4930600000000", "b2"),
+        )
         .await;
     assert_eq!(reply.status, 200);
     let url = "https://pbx.example.com/api/v1/sipgate/in";
@@ -60,7 +66,10 @@ async fn blocked_caller_is_rejected_busy_and_settings_apply_to_the_next_webhook(
         .await
         .unwrap();
     let after = server
-        .post("/api/v1/sipgate/in", &new_call("in", "4930123456", "4930600000000", "b3"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "4930123456", "4930600000000", "b3"),
+        )
         .await;
     assert_eq!(after.body, plain_reply(url));
 }
@@ -69,7 +78,10 @@ async fn blocked_caller_is_rejected_busy_and_settings_apply_to_the_next_webhook(
 async fn prefix_and_anonymous_block_entries() {
     let server = TestServer::start().await;
     let mut settings = server.settings().await;
-    for (pattern, note) in [("0171*", "mobile spam range"), ("anonymous", "hidden callers")] {
+    for (pattern, note) in [
+        ("0171*", "mobile spam range"),
+        ("anonymous", "hidden callers"),
+    ] {
         settings
             .add_block_entry(proto::AddBlockEntryRequest {
                 pattern: pattern.into(),
@@ -79,20 +91,40 @@ async fn prefix_and_anonymous_block_entries() {
             .unwrap();
     }
     let hidden = server
-        .post("/api/v1/sipgate/in", &new_call("in", "anonymous", "4930600000000", "a1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "anonymous", "4930600000000", "a1"),
+        )
         .await;
-    assert!(hidden.body.contains("<Reject reason=\"busy\"/>"), "{}", hidden.body);
+    assert!(
+        hidden.body.contains("<Reject reason=\"busy\"/>"),
+        "{}",
+        hidden.body
+    );
     let ranged = server
-        .post("/api/v1/sipgate/in", &new_call("in", "491711234567", "4930600000000", "a2"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "491711234567", "4930600000000", "a2"),
+        )
         .await;
-    assert!(ranged.body.contains("<Reject reason=\"busy\"/>"), "{}", ranged.body);
+    assert!(
+        ranged.body.contains("<Reject reason=\"busy\"/>"),
+        "{}",
+        ranged.body
+    );
     let other = server
-        .post("/api/v1/sipgate/in", &new_call("in", "491721234567", "4930600000000", "a3"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "491721234567", "4930600000000", "a3"),
+        )
         .await;
     assert!(!other.body.contains("Reject"), "{}", other.body);
     // Outbound calls are never blocked.
     let outbound = server
-        .post("/api/v1/sipgate/out", &new_call("out", "anonymous", "491711234567", "a4"))
+        .post(
+            "/api/v1/sipgate/out",
+            &new_call("out", "anonymous", "491711234567", "a4"),
+        )
         .await;
     assert!(!outbound.body.contains("Reject"), "{}", outbound.body);
 }
@@ -131,19 +163,28 @@ async fn outbound_calls_get_the_routed_or_default_caller_id() {
     };
 
     let exact = server
-        .post("/api/v1/sipgate/tok3n/out", &new_call("out", "4930600000000", "4912347114711", "o1"))
+        .post(
+            "/api/v1/sipgate/tok3n/out",
+            &new_call("out", "4930600000000", "4912347114711", "o1"),
+        )
         .await;
     assert_eq!(exact.status, 200);
     assert_eq!(exact.body, dial("4930777000001", "4912347114711"));
 
     let pattern = server
-        .post("/api/v1/sipgate/tok3n/out", &new_call("out", "4930600000000", "41441234567", "o2"))
+        .post(
+            "/api/v1/sipgate/tok3n/out",
+            &new_call("out", "4930600000000", "41441234567", "o2"),
+        )
         .await;
     assert_eq!(pattern.body, dial("41440000000", "41441234567"));
 
     // No rule and no default: the plain response.
     let none = server
-        .post("/api/v1/sipgate/tok3n/out", &new_call("out", "4930600000000", "33123456789", "o3"))
+        .post(
+            "/api/v1/sipgate/tok3n/out",
+            &new_call("out", "4930600000000", "33123456789", "o3"),
+        )
         .await;
     assert_eq!(none.body, plain_reply(url));
 
@@ -154,13 +195,19 @@ async fn outbound_calls_get_the_routed_or_default_caller_id() {
         .await
         .unwrap();
     let default = server
-        .post("/api/v1/sipgate/tok3n/out", &new_call("out", "4930600000000", "33123456789", "o4"))
+        .post(
+            "/api/v1/sipgate/tok3n/out",
+            &new_call("out", "4930600000000", "33123456789", "o4"),
+        )
         .await;
     assert_eq!(default.body, dial("4930777000000", "33123456789"));
 
     // `direction` decides, not the path segment: an outbound push to /in.
     let via_in = server
-        .post("/api/v1/sipgate/tok3n/in", &new_call("out", "4930600000000", "4912347114711", "o5"))
+        .post(
+            "/api/v1/sipgate/tok3n/in",
+            &new_call("out", "4930600000000", "4912347114711", "o5"),
+        )
         .await;
     assert_eq!(via_in.body, dial("4930777000001", "4912347114711"));
 }
@@ -169,20 +216,33 @@ async fn outbound_calls_get_the_routed_or_default_caller_id() {
 async fn answer_and_hangup_get_an_empty_response_and_dtmf_keeps_the_callbacks() {
     let server = TestServer::start().await;
     server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "4930600000000", "d1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "4930600000000", "d1"),
+        )
         .await;
-    let answered = server.post("/api/v1/sipgate/in", &answer("in", "d1", "Alice")).await;
+    let answered = server
+        .post("/api/v1/sipgate/in", &answer("in", "d1", "Alice"))
+        .await;
     assert_eq!(answered.status, 200);
     assert_eq!(
         answered.body,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response/>\n"
     );
     let dtmf = server
-        .post("/api/v1/sipgate/in", &form(&[("event", "dtmf"), ("dtmf", "0815"), ("callId", "d1")]))
+        .post(
+            "/api/v1/sipgate/in",
+            &form(&[("event", "dtmf"), ("dtmf", "0815"), ("callId", "d1")]),
+        )
         .await;
     assert_eq!(dtmf.status, 200);
-    assert_eq!(dtmf.body, plain_reply(&format!("{}/api/v1/sipgate/in", server.http)));
-    let hung_up = server.post("/api/v1/sipgate/in", &hangup("in", "d1", "normalClearing")).await;
+    assert_eq!(
+        dtmf.body,
+        plain_reply(&format!("{}/api/v1/sipgate/in", server.http))
+    );
+    let hung_up = server
+        .post("/api/v1/sipgate/in", &hangup("in", "d1", "normalClearing"))
+        .await;
     assert_eq!(hung_up.status, 200);
     assert!(hung_up.body.contains("<Response/>"));
 }
@@ -207,7 +267,9 @@ async fn zammad_config_round_trips_through_import_and_export() {
     }"#;
     let mut settings = server.settings().await;
     let imported = settings
-        .import_zammad(proto::ImportZammadRequest { json: zammad.into() })
+        .import_zammad(proto::ImportZammadRequest {
+            json: zammad.into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -228,9 +290,16 @@ async fn zammad_config_round_trips_through_import_and_export() {
 
     // And the imported rules decide calls.
     let routed = server
-        .post("/api/v1/sipgate/out", &new_call("out", "4930600000000", "4940123456", "z1"))
+        .post(
+            "/api/v1/sipgate/out",
+            &new_call("out", "4930600000000", "4940123456", "z1"),
+        )
         .await;
-    assert!(routed.body.contains("callerId=\"4930777000002\""), "{}", routed.body);
+    assert!(
+        routed.body.contains("callerId=\"4930777000002\""),
+        "{}",
+        routed.body
+    );
 
     // Re-importing the export changes nothing but the version.
     let again = settings
@@ -416,9 +485,16 @@ async fn routing_rules_can_be_inserted_and_reordered_and_changes_are_audited() {
     }
     // 49* is first, so Berlin gets the German caller ID...
     let first = server
-        .post("/api/v1/sipgate/out", &new_call("out", "4930600000000", "4930123456", "r1"))
+        .post(
+            "/api/v1/sipgate/out",
+            &new_call("out", "4930600000000", "4930123456", "r1"),
+        )
         .await;
-    assert!(first.body.contains("callerId=\"4930777000002\""), "{}", first.body);
+    assert!(
+        first.body.contains("callerId=\"4930777000002\""),
+        "{}",
+        first.body
+    );
     // ...until the more specific rule goes first.
     let reordered = settings
         .reorder_routing_table(proto::ReorderRoutingTableRequest {
@@ -429,9 +505,16 @@ async fn routing_rules_can_be_inserted_and_reordered_and_changes_are_audited() {
         .into_inner();
     assert_eq!(reordered.routing_table[0].dest, "4930*");
     let second = server
-        .post("/api/v1/sipgate/out", &new_call("out", "4930600000000", "4930123456", "r2"))
+        .post(
+            "/api/v1/sipgate/out",
+            &new_call("out", "4930600000000", "4930123456", "r2"),
+        )
         .await;
-    assert!(second.body.contains("callerId=\"4930777000003\""), "{}", second.body);
+    assert!(
+        second.body.contains("callerId=\"4930777000003\""),
+        "{}",
+        second.body
+    );
 
     let bad_order = settings
         .reorder_routing_table(proto::ReorderRoutingTableRequest {
@@ -459,8 +542,15 @@ async fn routing_rules_can_be_inserted_and_reordered_and_changes_are_audited() {
         .unwrap()
         .into_inner();
     let actions: Vec<&str> = audit.entries.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["route.add", "route.reorder", "route.add", "route.add"]);
-    assert!(audit.entries[0].client.contains("127.0.0.1"), "{:?}", audit.entries[0]);
+    assert_eq!(
+        actions,
+        ["route.add", "route.reorder", "route.add", "route.add"]
+    );
+    assert!(
+        audit.entries[0].client.contains("127.0.0.1"),
+        "{:?}",
+        audit.entries[0]
+    );
 }
 
 #[tokio::test]
@@ -471,7 +561,11 @@ async fn real_signed_push_passes_and_a_changed_byte_is_refused() {
     let signature = signature.trim();
 
     let ok = server
-        .post_with("/api/v1/sipgate/in", body.clone(), &[("x-sipgate-signature", signature)])
+        .post_with(
+            "/api/v1/sipgate/in",
+            body.clone(),
+            &[("x-sipgate-signature", signature)],
+        )
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body.contains("onAnswer"), "{}", ok.body);
@@ -480,14 +574,22 @@ async fn real_signed_push_passes_and_a_changed_byte_is_refused() {
     let at = tampered.iter().position(|b| *b == b'7').unwrap();
     tampered[at] = b'8';
     let refused = server
-        .post_with("/api/v1/sipgate/in", tampered, &[("x-sipgate-signature", signature)])
+        .post_with(
+            "/api/v1/sipgate/in",
+            tampered,
+            &[("x-sipgate-signature", signature)],
+        )
         .await;
     assert_eq!(refused.status, 401);
     assert!(refused.body.contains("<Error>"), "{}", refused.body);
 
     let unsigned = server.post_with("/api/v1/sipgate/in", body, &[]).await;
     assert_eq!(unsigned.status, 401);
-    assert!(unsigned.body.contains("X-Sipgate-Signature"), "{}", unsigned.body);
+    assert!(
+        unsigned.body.contains("X-Sipgate-Signature"),
+        "{}",
+        unsigned.body
+    );
     assert_eq!(server.head_seq().await, 1, "only the valid push was stored");
 }
 
@@ -499,33 +601,130 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     })
     .await;
     let good = new_call("in", "492111234567", "4930600000000", "ok1");
-    let cases: Vec<(&str, Vec<u8>, Option<&str>, u16, &str)> = vec![
-        ("/api/v1/sipgate/wrong/in", good.clone().into(), None, 401, "wrong webhook token"),
-        ("/api/v1/sipgate/in", good.clone().into(), None, 401, "token missing"),
-        ("/api/v1/sipgate/right/in", vec![b'a'; 5000], None, 413, "larger than"),
-        ("/api/v1/sipgate/right/in", good.clone().into(), Some("application/json"), 400, "not application/x-www-form-urlencoded"),
-        ("/api/v1/sipgate/right/in", b"event=newCall&from=%FF%FE&callId=x&direction=in".to_vec(), None, 400, "UTF-8"),
-        ("/api/v1/sipgate/right/in", b"event=newCall&callId=%ZZ".to_vec(), None, 400, "percent"),
-        ("/api/v1/sipgate/right/in", form(&[("direction", "in"), ("callId", "x")]).into(), None, 400, "event"),
-        ("/api/v1/sipgate/right/in", form(&[("event", "ringing"), ("callId", "x")]).into(), None, 400, "ringing"),
-        ("/api/v1/sipgate/right/in", form(&[("event", "newCall"), ("direction", "sideways"), ("callId", "x")]).into(), None, 400, "sideways"),
-        ("/api/v1/sipgate/right/in", form(&[("event", "newCall"), ("callId", "x")]).into(), None, 400, "direction"),
-        ("/api/v1/sipgate/right/in", form(&[("event", "newCall"), ("direction", "in")]).into(), None, 400, "callId"),
-        ("/api/v1/sipgate/right/in", form(&[("event", "hangup"), ("callId", "")]).into(), None, 400, "callId"),
+    /// path, body, content type, expected status, words the reason must contain
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "/api/v1/sipgate/wrong/in",
+            good.clone().into(),
+            None,
+            401,
+            "wrong webhook token",
+        ),
+        (
+            "/api/v1/sipgate/in",
+            good.clone().into(),
+            None,
+            401,
+            "token missing",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            vec![b'a'; 5000],
+            None,
+            413,
+            "larger than",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            good.clone().into(),
+            Some("application/json"),
+            400,
+            "not application/x-www-form-urlencoded",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            b"event=newCall&from=%FF%FE&callId=x&direction=in".to_vec(),
+            None,
+            400,
+            "UTF-8",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            b"event=newCall&callId=%ZZ".to_vec(),
+            None,
+            400,
+            "percent",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            form(&[("direction", "in"), ("callId", "x")]).into(),
+            None,
+            400,
+            "event",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            form(&[("event", "ringing"), ("callId", "x")]).into(),
+            None,
+            400,
+            "ringing",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            form(&[
+                ("event", "newCall"),
+                ("direction", "sideways"),
+                ("callId", "x"),
+            ])
+            .into(),
+            None,
+            400,
+            "sideways",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            form(&[("event", "newCall"), ("callId", "x")]).into(),
+            None,
+            400,
+            "direction",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            form(&[("event", "newCall"), ("direction", "in")]).into(),
+            None,
+            400,
+            "callId",
+        ),
+        (
+            "/api/v1/sipgate/right/in",
+            form(&[("event", "hangup"), ("callId", "")]).into(),
+            None,
+            400,
+            "callId",
+        ),
     ];
     for (path, body, content_type, status, reason) in cases {
-        let headers: Vec<(&str, &str)> = content_type.map(|c| ("content-type", c)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|c| ("content-type", c))
+            .into_iter()
+            .collect();
         let reply = server.post_with(path, body, &headers).await;
         assert_eq!(reply.status, status, "{path} {reason}: {}", reply.body);
-        assert!(reply.content_type.starts_with("application/xml"), "{}", reply.content_type);
-        assert!(reply.body.contains("<Response>\n  <Error>"), "{}", reply.body);
-        assert!(reply.body.contains(reason), "expected '{reason}' in {}", reply.body);
+        assert!(
+            reply.content_type.starts_with("application/xml"),
+            "{}",
+            reply.content_type
+        );
+        assert!(
+            reply.body.contains("<Response>\n  <Error>"),
+            "{}",
+            reply.body
+        );
+        assert!(
+            reply.body.contains(reason),
+            "expected '{reason}' in {}",
+            reply.body
+        );
     }
     assert_eq!(server.head_seq().await, 0, "no bad request stored anything");
 
     // dtmf carries no direction and is fine; an unknown path segment is a 404.
     let dtmf = server
-        .post("/api/v1/sipgate/right/out", &form(&[("event", "dtmf"), ("callId", "x")]))
+        .post(
+            "/api/v1/sipgate/right/out",
+            &form(&[("event", "dtmf"), ("callId", "x")]),
+        )
         .await;
     assert_eq!(dtmf.status, 200);
     let sideways = server.post("/api/v1/sipgate/right/sideways", &good).await;
@@ -560,7 +759,9 @@ async fn basic_auth_challenges_first_like_sipgate_expects() {
     // The follow-up URLs carry the credentials so answer/hangup pass too.
     let port = server.http.rsplit(':').next().unwrap();
     assert!(
-        ok.body.contains(&format!("http://sipgate:pw@127.0.0.1:{port}/api/v1/sipgate/in")),
+        ok.body.contains(&format!(
+            "http://sipgate:pw@127.0.0.1:{port}/api/v1/sipgate/in"
+        )),
         "{}",
         ok.body
     );
@@ -575,7 +776,11 @@ async fn source_allowlist_uses_the_tcp_peer() {
     let body = new_call("in", "492111234567", "4930600000000", "ip1");
     // A spoofed X-Forwarded-For from an untrusted peer does not help.
     let reply = refused
-        .post_with("/api/v1/sipgate/in", body.clone().into(), &[("x-forwarded-for", "217.116.118.254")])
+        .post_with(
+            "/api/v1/sipgate/in",
+            body.clone().into(),
+            &[("x-forwarded-for", "217.116.118.254")],
+        )
         .await;
     assert_eq!(reply.status, 403);
     assert!(reply.body.contains("127.0.0.1"), "{}", reply.body);
@@ -607,10 +812,21 @@ async fn grpc_token_guards_every_call_including_health_and_reflection() {
         req.metadata_mut().insert("authorization", token.clone());
         Ok(req)
     };
-    let mut settings = proto::settings_client::SettingsClient::with_interceptor(channel.clone(), with_token.clone());
-    assert!(settings.get_settings(proto::GetSettingsRequest {}).await.is_ok());
+    let mut settings = proto::settings_client::SettingsClient::with_interceptor(
+        channel.clone(),
+        with_token.clone(),
+    );
+    assert!(
+        settings
+            .get_settings(proto::GetSettingsRequest {})
+            .await
+            .is_ok()
+    );
 
-    let mut health = tonic_health::pb::health_client::HealthClient::with_interceptor(channel.clone(), with_token.clone());
+    let mut health = tonic_health::pb::health_client::HealthClient::with_interceptor(
+        channel.clone(),
+        with_token.clone(),
+    );
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "sidecar.v1.Settings".into(),
@@ -618,11 +834,16 @@ async fn grpc_token_guards_every_call_including_health_and_reflection() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
     let mut unauthenticated_health = tonic_health::pb::health_client::HealthClient::new(channel);
     assert_eq!(
         unauthenticated_health
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new()
+            })
             .await
             .unwrap_err()
             .code(),
@@ -639,7 +860,9 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let mut v1_client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
     let mut stream = v1_client
         .server_reflection_info(futures::stream::iter([request]))
@@ -653,16 +876,26 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
         panic!("unexpected reflection answer");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for wanted in ["sidecar.v1.Settings", "sidecar.v1.CallEvents", "sidecar.v1.CallLog", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+    for wanted in [
+        "sidecar.v1.Settings",
+        "sidecar.v1.CallEvents",
+        "sidecar.v1.CallLog",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} missing from {names:?}"
+        );
     }
 
     let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-            "sidecar.v1.Settings".into(),
-        )),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "sidecar.v1.Settings".into(),
+            ),
+        ),
     };
     let mut stream = alpha
         .server_reflection_info(futures::stream::iter([request]))
@@ -680,7 +913,12 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
 async fn health_endpoints_answer() {
     let server = TestServer::start().await;
     for path in ["/healthz", "/readyz"] {
-        let response = server.client.get(format!("{}{path}", server.http)).send().await.unwrap();
+        let response = server
+            .client
+            .get(format!("{}{path}", server.http))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
 }
@@ -694,5 +932,8 @@ async fn an_unusable_database_path_stops_start_with_the_path_and_reason() {
         Ok(_) => panic!("start must fail"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(error.contains("/proc/sipgate-sidecar-test/nope.db"), "{error}");
+    assert!(
+        error.contains("/proc/sipgate-sidecar-test/nope.db"),
+        "{error}"
+    );
 }

@@ -38,7 +38,8 @@ impl Cursor {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot read bridge state {}", path.display()));
+                return Err(e)
+                    .with_context(|| format!("cannot read bridge state {}", path.display()));
             }
         };
         Ok(Cursor { path, after_seq })

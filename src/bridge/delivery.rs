@@ -124,7 +124,8 @@ async fn deliver(
         tries += 1;
         let reason = match verdict {
             Verdict::Delivered => {
-                metrics::counter!("sidecar_bridge_delivered_total", "bridge" => bridge).increment(1);
+                metrics::counter!("sidecar_bridge_delivered_total", "bridge" => bridge)
+                    .increment(1);
                 tracing::debug!(bridge, seq = event.seq, kind, call_id = %event.call_id, "delivered");
                 return Ok(true);
             }
@@ -136,7 +137,8 @@ async fn deliver(
             Verdict::Failed(reason) | Verdict::Refused(reason) => {
                 attempts += 1;
                 if attempts >= args.max_attempts {
-                    metrics::counter!("sidecar_bridge_refused_total", "bridge" => bridge).increment(1);
+                    metrics::counter!("sidecar_bridge_refused_total", "bridge" => bridge)
+                        .increment(1);
                     tracing::error!(
                         bridge,
                         seq = event.seq,

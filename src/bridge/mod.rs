@@ -45,7 +45,12 @@ pub struct DeliveryArgs {
     #[arg(long, env = "SIDECAR_BRIDGE_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
     /// After --max-attempts refusals of one event: stop the bridge, or skip the event.
-    #[arg(long, env = "SIDECAR_BRIDGE_ON_REFUSAL", value_enum, default_value = "stop")]
+    #[arg(
+        long,
+        env = "SIDECAR_BRIDGE_ON_REFUSAL",
+        value_enum,
+        default_value = "stop"
+    )]
     pub on_refusal: OnRefusal,
     /// First retry delay in milliseconds (doubles up to --max-backoff-ms).
     #[arg(long, env = "SIDECAR_BRIDGE_BACKOFF_MS", default_value_t = 500)]
@@ -72,7 +77,11 @@ impl Default for DeliveryArgs {
 impl DeliveryArgs {
     pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u64 << attempt.saturating_sub(1).min(16);
-        Duration::from_millis(self.backoff_ms.saturating_mul(factor).min(self.max_backoff_ms))
+        Duration::from_millis(
+            self.backoff_ms
+                .saturating_mul(factor)
+                .min(self.max_backoff_ms),
+        )
     }
 
     pub fn http_client(&self) -> anyhow::Result<reqwest::Client> {
@@ -120,14 +129,22 @@ mod tests {
     fn http_statuses_map_to_verdicts() {
         use reqwest::StatusCode;
         assert_eq!(verdict_for_status(StatusCode::OK, "{}"), Verdict::Delivered);
-        assert!(matches!(verdict_for_status(StatusCode::BAD_GATEWAY, ""), Verdict::Failed(_)));
+        assert!(matches!(
+            verdict_for_status(StatusCode::BAD_GATEWAY, ""),
+            Verdict::Failed(_)
+        ));
         assert!(matches!(
             verdict_for_status(StatusCode::TOO_MANY_REQUESTS, ""),
             Verdict::Failed(_)
         ));
-        let Verdict::Refused(why) = verdict_for_status(StatusCode::UNAUTHORIZED, "{\"error\":\"Invalid token\"}") else {
+        let Verdict::Refused(why) =
+            verdict_for_status(StatusCode::UNAUTHORIZED, "{\"error\":\"Invalid token\"}")
+        else {
             panic!("401 is a refusal");
         };
-        assert!(why.contains("401") && why.contains("Invalid token"), "{why}");
+        assert!(
+            why.contains("401") && why.contains("Invalid token"),
+            "{why}"
+        );
     }
 }

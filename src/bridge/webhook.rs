@@ -30,7 +30,9 @@ impl WebhookSink {
         Ok(WebhookSink {
             client: args.http_client()?,
             url: url.to_string(),
-            secret: secret.filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()),
+            secret: secret
+                .filter(|s| !s.is_empty())
+                .map(|s| s.as_bytes().to_vec()),
         })
     }
 }

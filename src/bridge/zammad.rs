@@ -97,7 +97,10 @@ pub fn disagreement(event: &proto::CallEvent, zammad_reply: &str) -> Option<Stri
         Some("reject") => "reject".to_string(),
         Some("dial") => format!(
             "caller ID {}",
-            reply.get("caller_id").and_then(|c| c.as_str()).unwrap_or("?")
+            reply
+                .get("caller_id")
+                .and_then(|c| c.as_str())
+                .unwrap_or("?")
         ),
         _ => "no instruction".to_string(),
     };
@@ -106,7 +109,8 @@ pub fn disagreement(event: &proto::CallEvent, zammad_reply: &str) -> Option<Stri
         proto::Action::SetCallerId => format!("caller ID {}", ours.caller_id),
         _ => "no instruction".to_string(),
     };
-    (theirs != ours_said).then(|| format!("Zammad would say {theirs}, the sidecar said {ours_said}"))
+    (theirs != ours_said)
+        .then(|| format!("Zammad would say {theirs}, the sidecar said {ours_said}"))
 }
 
 #[async_trait::async_trait]
@@ -161,7 +165,9 @@ mod tests {
     }
 
     fn get<'a>(form: &'a [(&str, String)], key: &str) -> Option<&'a str> {
-        form.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        form.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
@@ -219,7 +225,10 @@ mod tests {
         let form = zammad_form(&e).unwrap();
         assert_eq!(get(&form, "from"), Some("4930777000000"));
         assert_eq!(
-            disagreement(&e, r#"{"action":"dial","caller_id":"4930777000000","number":"x"}"#),
+            disagreement(
+                &e,
+                r#"{"action":"dial","caller_id":"4930777000000","number":"x"}"#
+            ),
             None
         );
         assert!(disagreement(&e, "{}").unwrap().contains("no instruction"));

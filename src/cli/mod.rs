@@ -21,7 +21,10 @@ use crate::{
         webhook::WebhookSink, zammad::ZammadSink,
     },
     config::{LogFormat, ServeArgs},
-    proto::{self, call_events_client::CallEventsClient, call_log_client::CallLogClient, settings_client::SettingsClient},
+    proto::{
+        self, call_events_client::CallEventsClient, call_log_client::CallLogClient,
+        settings_client::SettingsClient,
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -34,7 +37,13 @@ pub struct Cli {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Log format.
-    #[arg(long, global = true, env = "SIDECAR_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "SIDECAR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -44,17 +53,27 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// gRPC address of the running sidecar.
-    #[arg(long, global = true, env = "SIDECAR_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "SIDECAR_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub server: String,
     /// Bearer token for the gRPC API (serve: require it; clients: send it).
-    #[arg(long, global = true, env = "SIDECAR_GRPC_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SIDECAR_GRPC_TOKEN",
+        hide_env_values = true
+    )]
     pub grpc_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the sidecar: webhook listener, gRPC API, writer.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show and change the block list, routing table and default caller ID.
     Settings {
         /// Machine-readable JSON output.
@@ -94,7 +113,11 @@ pub enum BridgeCommand {
         #[arg(long, env = "SIDECAR_BRIDGE_CTI_URL", hide_env_values = true)]
         cti_url: String,
         /// Cursor file: the last delivered sequence number.
-        #[arg(long, env = "SIDECAR_BRIDGE_STATE", default_value = "sipgate-sidecar-zammad.cursor")]
+        #[arg(
+            long,
+            env = "SIDECAR_BRIDGE_STATE",
+            default_value = "sipgate-sidecar-zammad.cursor"
+        )]
         state: PathBuf,
         /// Without a cursor file, start with new events instead of the whole log.
         #[arg(long)]
@@ -109,7 +132,11 @@ pub enum BridgeCommand {
         /// Sign bodies: X-Sidecar-Signature: sha256=HMAC-SHA256(secret, body) in hex.
         #[arg(long, env = "SIDECAR_BRIDGE_SECRET", hide_env_values = true)]
         secret: Option<String>,
-        #[arg(long, env = "SIDECAR_BRIDGE_STATE", default_value = "sipgate-sidecar-webhook.cursor")]
+        #[arg(
+            long,
+            env = "SIDECAR_BRIDGE_STATE",
+            default_value = "sipgate-sidecar-webhook.cursor"
+        )]
         state: PathBuf,
         #[arg(long)]
         start_from_now: bool,
@@ -165,7 +192,9 @@ pub enum BlockCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
-    Remove { number: String },
+    Remove {
+        number: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,7 +209,9 @@ pub enum RouteCommand {
         #[arg(long)]
         position: Option<u32>,
     },
-    Remove { pattern: String },
+    Remove {
+        pattern: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,7 +254,12 @@ pub type Authed = InterceptedService<Channel, ClientAuth>;
 
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<Authed> {
     let endpoint = Endpoint::from_shared(args.server.clone())
-        .with_context(|| format!("--server '{}' is not a URL like http://127.0.0.1:50051", args.server))?
+        .with_context(|| {
+            format!(
+                "--server '{}' is not a URL like http://127.0.0.1:50051",
+                args.server
+            )
+        })?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.with_context(|| {
         format!(
@@ -240,9 +276,12 @@ pub async fn connect(args: &ClientArgs) -> anyhow::Result<Authed> {
         None => None,
     };
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let client = format!("sipgate-sidecar-cli/{} user={user}", env!("CARGO_PKG_VERSION"))
-        .parse()
-        .unwrap_or_else(|_| MetadataValue::from_static("sipgate-sidecar-cli"));
+    let client = format!(
+        "sipgate-sidecar-cli/{} user={user}",
+        env!("CARGO_PKG_VERSION")
+    )
+    .parse()
+    .unwrap_or_else(|_| MetadataValue::from_static("sipgate-sidecar-cli"));
     Ok(InterceptedService::new(
         channel,
         ClientAuth {
@@ -265,7 +304,11 @@ fn status_error(status: Status) -> anyhow::Error {
     anyhow::anyhow!("{what}: {}", status.message())
 }
 
-pub async fn run_settings(args: &ClientArgs, json: bool, command: SettingsCommand) -> anyhow::Result<()> {
+pub async fn run_settings(
+    args: &ClientArgs,
+    json: bool,
+    command: SettingsCommand,
+) -> anyhow::Result<()> {
     let mut client = SettingsClient::new(connect(args).await?);
     let snapshot = match command {
         SettingsCommand::Show => client.get_settings(proto::GetSettingsRequest {}).await,
@@ -276,7 +319,9 @@ pub async fn run_settings(args: &ClientArgs, json: bool, command: SettingsComman
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
-            client.import_zammad(proto::ImportZammadRequest { json: text }).await
+            client
+                .import_zammad(proto::ImportZammadRequest { json: text })
+                .await
         }
         SettingsCommand::ExportZammad => {
             let exported = client
@@ -289,7 +334,10 @@ pub async fn run_settings(args: &ClientArgs, json: bool, command: SettingsComman
         SettingsCommand::Block { command } => match command {
             BlockCommand::Add { number, note } => {
                 client
-                    .add_block_entry(proto::AddBlockEntryRequest { pattern: number, note })
+                    .add_block_entry(proto::AddBlockEntryRequest {
+                        pattern: number,
+                        note,
+                    })
                     .await
             }
             BlockCommand::Remove { number } => {
@@ -391,7 +439,11 @@ pub async fn run_calls(args: &ClientArgs, command: CallsCommand) -> anyhow::Resu
 
 /// Streams events until interrupted; reconnects and resumes after the last
 /// sequence number it printed when the connection drops.
-pub async fn run_watch(args: &ClientArgs, json: bool, after_seq: Option<u64>) -> anyhow::Result<()> {
+pub async fn run_watch(
+    args: &ClientArgs,
+    json: bool,
+    after_seq: Option<u64>,
+) -> anyhow::Result<()> {
     let mut last = after_seq;
     let mut failures = 0u32;
     loop {
@@ -472,6 +524,14 @@ pub async fn run_bridge(
     let source = GrpcSource {
         client: args.clone(),
     };
-    delivery::run(&source, sink.as_ref(), cursor, start_from_now, &delivery, shutdown).await?;
+    delivery::run(
+        &source,
+        sink.as_ref(),
+        cursor,
+        start_from_now,
+        &delivery,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }

@@ -65,7 +65,10 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
         }));
         return;
     }
-    println!("Block list ({} entries, inbound calls):", s.block_list.len());
+    println!(
+        "Block list ({} entries, inbound calls):",
+        s.block_list.len()
+    );
     for (i, b) in s.block_list.iter().enumerate() {
         println!("  {:>3}. {:<24} {}", i + 1, b.pattern, b.note);
     }

@@ -63,7 +63,12 @@ impl call_log_server::CallLog for CallLogService {
             state,
             number,
         };
-        let (calls, next) = self.app.store.list_calls(&query).await.map_err(store_status)?;
+        let (calls, next) = self
+            .app
+            .store
+            .list_calls(&query)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(proto::ListCallsResponse {
             calls: calls.iter().map(convert::call).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -76,7 +81,13 @@ impl call_log_server::CallLog for CallLogService {
     ) -> Result<Response<proto::Call>, Status> {
         let call_id = request.into_inner().call_id;
         require_call_id(&call_id)?;
-        match self.app.store.get_call(&call_id).await.map_err(store_status)? {
+        match self
+            .app
+            .store
+            .get_call(&call_id)
+            .await
+            .map_err(store_status)?
+        {
             Some(call) => Ok(Response::new(convert::call(&call))),
             None => Err(Status::not_found(format!("no call with call_id {call_id}"))),
         }
@@ -96,7 +107,10 @@ impl call_log_server::CallLog for CallLogService {
             .map_err(store_status)?
         {
             Some(call) => Ok(Response::new(convert::call(&call))),
-            None => Err(Status::not_found(format!("no call with call_id {}", r.call_id))),
+            None => Err(Status::not_found(format!(
+                "no call with call_id {}",
+                r.call_id
+            ))),
         }
     }
 }

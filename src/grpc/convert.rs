@@ -82,9 +82,12 @@ pub fn decision(d: &Decision) -> proto::Decision {
             *index as i32,
             note.clone(),
         ),
-        Rule::Route { index, dest, note } => {
-            (proto::RuleKind::Route, dest.clone(), *index as i32, note.clone())
-        }
+        Rule::Route { index, dest, note } => (
+            proto::RuleKind::Route,
+            dest.clone(),
+            *index as i32,
+            note.clone(),
+        ),
         Rule::DefaultCallerId => (
             proto::RuleKind::DefaultCallerId,
             String::new(),

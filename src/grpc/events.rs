@@ -36,20 +36,25 @@ impl call_events_server::CallEvents for EventsService {
         let r = request.into_inner();
         let mut filter = EventFilter::default();
         for d in &r.directions {
-            filter.directions.push(convert::direction_from(*d).ok_or_else(|| {
-                Status::invalid_argument(format!("unknown direction {d} in the filter"))
-            })?);
+            filter
+                .directions
+                .push(convert::direction_from(*d).ok_or_else(|| {
+                    Status::invalid_argument(format!("unknown direction {d} in the filter"))
+                })?);
         }
         for k in &r.kinds {
-            filter.kinds.push(convert::event_kind_from(*k).ok_or_else(|| {
-                Status::invalid_argument(format!("unknown event kind {k} in the filter"))
-            })?);
+            filter
+                .kinds
+                .push(convert::event_kind_from(*k).ok_or_else(|| {
+                    Status::invalid_argument(format!("unknown event kind {k} in the filter"))
+                })?);
         }
         let cc = self.app.settings.country_code();
         for n in &r.numbers {
-            filter.numbers.push(numbers::normalize_number(n, cc).map_err(|e| {
-                Status::invalid_argument(format!("number filter: {e}"))
-            })?);
+            filter.numbers.push(
+                numbers::normalize_number(n, cc)
+                    .map_err(|e| Status::invalid_argument(format!("number filter: {e}")))?,
+            );
         }
         let stream = self
             .app

@@ -16,7 +16,10 @@ use tonic::{Request, Status, service::Interceptor, service::interceptor::Interce
 
 use crate::{
     App,
-    proto::{call_events_server::CallEventsServer, call_log_server::CallLogServer, settings_server::SettingsServer},
+    proto::{
+        call_events_server::CallEventsServer, call_log_server::CallLogServer,
+        settings_server::SettingsServer,
+    },
     store::StoreError,
 };
 

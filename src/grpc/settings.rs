@@ -270,7 +270,8 @@ impl settings_server::Settings for SettingsService {
             Status::invalid_argument("direction must be DIRECTION_IN or DIRECTION_OUT")
         })?;
         let cc = self.cc();
-        let normalized = |n: &str| numbers::normalize_number(n, cc).unwrap_or_else(|_| n.to_string());
+        let normalized =
+            |n: &str| numbers::normalize_number(n, cc).unwrap_or_else(|_| n.to_string());
         let decision = decide::decide(&self.app.settings.snapshot(), direction, &r.from, &r.to, cc);
         Ok(Response::new(proto::EvaluateResponse {
             decision: Some(convert::decision(&decision)),
@@ -283,8 +284,9 @@ impl settings_server::Settings for SettingsService {
         &self,
         request: Request<proto::ImportZammadRequest>,
     ) -> Result<Response<proto::SettingsSnapshot>, Status> {
-        let imported = zammad::import(&request.get_ref().json, self.cc())
-            .map_err(|e| Status::invalid_argument(format!("Zammad sipgate_config not imported: {e}")))?;
+        let imported = zammad::import(&request.get_ref().json, self.cc()).map_err(|e| {
+            Status::invalid_argument(format!("Zammad sipgate_config not imported: {e}"))
+        })?;
         let detail = json!({
             "block_entries": imported.block_list.len(),
             "routing_rules": imported.routing_table.len(),

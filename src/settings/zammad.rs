@@ -23,7 +23,9 @@ fn text<'a>(item: &'a Value, key: &str, at: &str) -> Result<&'a str, ImportError
     match item.get(key) {
         None | Some(Value::Null) => Ok(""),
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(ImportError(format!("{at}.{key} must be a string, not {other}"))),
+        Some(other) => Err(ImportError(format!(
+            "{at}.{key} must be a string, not {other}"
+        ))),
     }
 }
 
@@ -39,10 +41,15 @@ pub fn import(json: &str, cc: &str) -> Result<ImportedSettings, ImportError> {
     let root: Value =
         serde_json::from_str(json).map_err(|e| ImportError(format!("not valid JSON: {e}")))?;
     if !root.is_object() {
-        return Err(ImportError("expected a JSON object with 'inbound' and 'outbound'".into()));
+        return Err(ImportError(
+            "expected a JSON object with 'inbound' and 'outbound'".into(),
+        ));
     }
     let mut block_list: Vec<BlockEntry> = Vec::new();
-    for (i, item) in list(&root, "inbound", "block_caller_ids")?.iter().enumerate() {
+    for (i, item) in list(&root, "inbound", "block_caller_ids")?
+        .iter()
+        .enumerate()
+    {
         let at = format!("inbound.block_caller_ids[{i}]");
         let raw = text(item, "caller_id", &at)?;
         let entry = validate::block_entry(raw, text(item, "note", &at)?, cc)
@@ -59,8 +66,13 @@ pub fn import(json: &str, cc: &str) -> Result<ImportedSettings, ImportError> {
     for (i, item) in list(&root, "outbound", "routing_table")?.iter().enumerate() {
         let at = format!("outbound.routing_table[{i}]");
         let dest = text(item, "dest", &at)?;
-        let rule = validate::routing_rule(dest, text(item, "caller_id", &at)?, text(item, "note", &at)?, cc)
-            .map_err(|e| ImportError(format!("{at} (dest '{dest}'): {e}")))?;
+        let rule = validate::routing_rule(
+            dest,
+            text(item, "caller_id", &at)?,
+            text(item, "note", &at)?,
+            cc,
+        )
+        .map_err(|e| ImportError(format!("{at} (dest '{dest}'): {e}")))?;
         if let Some(j) = routing_table.iter().position(|r| r.dest == rule.dest) {
             return Err(ImportError(format!(
                 "{at} and outbound.routing_table[{j}] have the same destination {}",
@@ -69,20 +81,23 @@ pub fn import(json: &str, cc: &str) -> Result<ImportedSettings, ImportError> {
         }
         routing_table.push(rule);
     }
-    let default_caller_id = match root.get("outbound").map(|o| text(o, "default_caller_id", "outbound")) {
-        None => None,
-        Some(raw) => {
-            let raw = raw?;
-            if raw.trim().is_empty() {
-                None
-            } else {
-                Some(
-                    validate::caller_id(raw, cc)
-                        .map_err(|e| ImportError(format!("outbound.default_caller_id '{raw}': {e}")))?,
-                )
+    let default_caller_id =
+        match root
+            .get("outbound")
+            .map(|o| text(o, "default_caller_id", "outbound"))
+        {
+            None => None,
+            Some(raw) => {
+                let raw = raw?;
+                if raw.trim().is_empty() {
+                    None
+                } else {
+                    Some(validate::caller_id(raw, cc).map_err(|e| {
+                        ImportError(format!("outbound.default_caller_id '{raw}': {e}"))
+                    })?)
+                }
             }
-        }
-    };
+        };
     Ok(ImportedSettings {
         block_list,
         routing_table,
@@ -145,13 +160,33 @@ mod tests {
 
     #[test]
     fn errors_name_the_entry() {
-        let bad = import(r#"{"inbound":{"block_caller_ids":[{"caller_id":"1"},{"caller_id":"12ab"}]}}"#, "49").unwrap_err();
+        let bad = import(
+            r#"{"inbound":{"block_caller_ids":[{"caller_id":"1"},{"caller_id":"12ab"}]}}"#,
+            "49",
+        )
+        .unwrap_err();
         assert!(bad.to_string().contains("block_caller_ids[1]"), "{bad}");
-        let dup = import(r#"{"inbound":{"block_caller_ids":[{"caller_id":"030 1"},{"caller_id":"+49301"}]}}"#, "49").unwrap_err();
+        let dup = import(
+            r#"{"inbound":{"block_caller_ids":[{"caller_id":"030 1"},{"caller_id":"+49301"}]}}"#,
+            "49",
+        )
+        .unwrap_err();
         assert!(dup.to_string().contains("same number 49301"), "{dup}");
-        let empty_caller = import(r#"{"outbound":{"routing_table":[{"dest":"49*","caller_id":""}]}}"#, "49").unwrap_err();
-        assert!(empty_caller.to_string().contains("routing_table[0]"), "{empty_caller}");
-        assert!(import("{nope", "49").unwrap_err().to_string().contains("not valid JSON"));
+        let empty_caller = import(
+            r#"{"outbound":{"routing_table":[{"dest":"49*","caller_id":""}]}}"#,
+            "49",
+        )
+        .unwrap_err();
+        assert!(
+            empty_caller.to_string().contains("routing_table[0]"),
+            "{empty_caller}"
+        );
+        assert!(
+            import("{nope", "49")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON")
+        );
         assert!(import("[]", "49").is_err());
     }
 }

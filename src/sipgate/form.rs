@@ -81,10 +81,14 @@ impl Event {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let kind_name = get("event").filter(|e| !e.is_empty()).ok_or(EventError::MissingEvent)?;
+        let kind_name = get("event")
+            .filter(|e| !e.is_empty())
+            .ok_or(EventError::MissingEvent)?;
         let kind = EventKind::parse(kind_name)
             .ok_or_else(|| EventError::UnknownEvent(kind_name.chars().take(64).collect()))?;
-        let call_id = get("callId").filter(|c| !c.is_empty()).ok_or(EventError::MissingCallId)?;
+        let call_id = get("callId")
+            .filter(|c| !c.is_empty())
+            .ok_or(EventError::MissingCallId)?;
         let direction = match get("direction").filter(|d| !d.is_empty()) {
             Some(d) => Some(
                 Direction::parse(d)
@@ -150,31 +154,45 @@ mod tests {
 
     #[test]
     fn documented_bodies_decode() {
-        let group = event("event=newCall&from=492111234567&to=4915791234567&direction=in&callId=123456&user%5B%5D=Alice&user%5B%5D=Bob&userId%5B%5D=w0&userId%5B%5D=w1&fullUserId%5B%5D=1234567w0&fullUserId%5B%5D=1234567w1");
+        let group = event(
+            "event=newCall&from=492111234567&to=4915791234567&direction=in&callId=123456&user%5B%5D=Alice&user%5B%5D=Bob&userId%5B%5D=w0&userId%5B%5D=w1&fullUserId%5B%5D=1234567w0&fullUserId%5B%5D=1234567w1",
+        );
         assert_eq!(group.users, ["Alice", "Bob"]);
         assert_eq!(group.user_ids, ["w0", "w1"]);
         assert_eq!(group.full_user_ids, ["1234567w0", "1234567w1"]);
 
-        let out = event("event=newCall&direction=out&from=4930600000000&to=4912347114711&callId=8621106404543334274-3&user%5B%5D=user+1");
+        let out = event(
+            "event=newCall&direction=out&from=4930600000000&to=4912347114711&callId=8621106404543334274-3&user%5B%5D=user+1",
+        );
         assert_eq!(out.direction, Some(Direction::Out));
         assert_eq!(out.users, ["user 1"]);
 
-        let answer = event("event=answer&callId=123456&user=John+Doe&userId=w0&fullUserId=1234567w0&from=492111234567&to=4915791234567&direction=in&answeringNumber=21199999999");
+        let answer = event(
+            "event=answer&callId=123456&user=John+Doe&userId=w0&fullUserId=1234567w0&from=492111234567&to=4915791234567&direction=in&answeringNumber=21199999999",
+        );
         assert_eq!(answer.kind, EventKind::Answer);
         assert_eq!(answer.users, ["John Doe"]);
         assert_eq!(answer.user_ids, ["w0"]);
         assert_eq!(answer.answering_number, "21199999999");
 
-        let hangup = event("event=hangup&cause=normalClearing&callId=123456&from=492111234567&to=4915791234567&direction=in&answeringNumber=4921199999999");
+        let hangup = event(
+            "event=hangup&cause=normalClearing&callId=123456&from=492111234567&to=4915791234567&direction=in&answeringNumber=4921199999999",
+        );
         assert_eq!(hangup.cause, "normalClearing");
         assert!(hangup.users.is_empty());
 
         let dtmf = event("event=dtmf&dtmf=1&callId=123456");
-        assert_eq!((dtmf.kind, dtmf.direction, dtmf.dtmf.as_str()), (EventKind::Dtmf, None, "1"));
-        let no_digits = event("event=dtmf&callId=54566B150B0C0D3A5D564D5F565F735B54565B54505E535E78595756455045544647465F5A57");
+        assert_eq!(
+            (dtmf.kind, dtmf.direction, dtmf.dtmf.as_str()),
+            (EventKind::Dtmf, None, "1")
+        );
+        let no_digits = event(
+            "event=dtmf&callId=54566B150B0C0D3A5D564D5F565F735B54565B54505E535E78595756455045544647465F5A57",
+        );
         assert_eq!(no_digits.dtmf, "");
 
-        let indexed = event("callId=x&direction=in&event=newCall&user%5B%5D%5B0%5D=TestUser&userId%5B0%5D=1");
+        let indexed =
+            event("callId=x&direction=in&event=newCall&user%5B%5D%5B0%5D=TestUser&userId%5B0%5D=1");
         assert_eq!(indexed.users, ["TestUser"]);
         assert_eq!(indexed.user_ids, ["1"]);
         let unknown_cause = event("event=hangup&callId=1&cause=chanunavail");
@@ -201,17 +219,30 @@ mod tests {
         let err = |body: &str| Event::from_form(parse_form(body.as_bytes()).unwrap()).unwrap_err();
         assert_eq!(err("callId=1"), EventError::MissingEvent);
         assert_eq!(err("event=&callId=1"), EventError::MissingEvent);
-        assert_eq!(err("event=ringing&callId=1"), EventError::UnknownEvent("ringing".into()));
+        assert_eq!(
+            err("event=ringing&callId=1"),
+            EventError::UnknownEvent("ringing".into())
+        );
         assert_eq!(err("event=hangup"), EventError::MissingCallId);
         assert_eq!(err("event=hangup&callId="), EventError::MissingCallId);
         assert_eq!(err("event=newCall&callId=1"), EventError::MissingDirection);
-        assert_eq!(err("event=answer&callId=1&direction=up"), EventError::BadDirection("up".into()));
-        assert!(err("event=ringing&callId=1").to_string().contains("expected newCall"));
+        assert_eq!(
+            err("event=answer&callId=1&direction=up"),
+            EventError::BadDirection("up".into())
+        );
+        assert!(
+            err("event=ringing&callId=1")
+                .to_string()
+                .contains("expected newCall")
+        );
     }
 
     fn encode(s: &str) -> String {
         s.split(' ')
-            .map(|p| percent_encoding::utf8_percent_encode(p, percent_encoding::NON_ALPHANUMERIC).to_string())
+            .map(|p| {
+                percent_encoding::utf8_percent_encode(p, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            })
             .collect::<Vec<_>>()
             .join("+")
     }

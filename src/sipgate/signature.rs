@@ -56,11 +56,15 @@ impl SignatureVerifier {
 
     /// Checks `header` (base64) against the exact bytes of `body`.
     pub fn verify(&self, body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
-        let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(SignatureError::Missing)?;
+        let header = header
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .ok_or(SignatureError::Missing)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(header)
             .map_err(|_| SignatureError::Malformed)?;
-        let signature = Signature::try_from(bytes.as_slice()).map_err(|_| SignatureError::Invalid)?;
+        let signature =
+            Signature::try_from(bytes.as_slice()).map_err(|_| SignatureError::Invalid)?;
         self.key
             .verify(body, &signature)
             .map_err(|_| SignatureError::Invalid)
@@ -79,7 +83,11 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     fn signature(name: &str) -> String {
@@ -101,38 +109,67 @@ mod tests {
         let verifier = SignatureVerifier::sipgate();
         let body = fixture("sipgate-vector-2.body");
         let sig = signature("sipgate-vector-2.sig");
-        let changed = String::from_utf8(body.clone())
-            .unwrap()
-            .replace("fullUserId%5B%5D%5B0%5D=123456789", "fullUserId%5B%5D%5B0%5D=123456779");
-        assert_eq!(verifier.verify(changed.as_bytes(), Some(&sig)), Err(SignatureError::Invalid));
+        let changed = String::from_utf8(body.clone()).unwrap().replace(
+            "fullUserId%5B%5D%5B0%5D=123456789",
+            "fullUserId%5B%5D%5B0%5D=123456779",
+        );
+        assert_eq!(
+            verifier.verify(changed.as_bytes(), Some(&sig)),
+            Err(SignatureError::Invalid)
+        );
         let mut newline = body.clone();
         newline.push(b'\n');
-        assert_eq!(verifier.verify(&newline, Some(&sig)), Err(SignatureError::Invalid));
+        assert_eq!(
+            verifier.verify(&newline, Some(&sig)),
+            Err(SignatureError::Invalid)
+        );
     }
 
     #[test]
     fn missing_or_garbage_headers_are_refused() {
         let verifier = SignatureVerifier::sipgate();
         assert_eq!(verifier.verify(b"x", None), Err(SignatureError::Missing));
-        assert_eq!(verifier.verify(b"x", Some("  ")), Err(SignatureError::Missing));
-        assert_eq!(verifier.verify(b"x", Some("not base64!")), Err(SignatureError::Malformed));
-        assert_eq!(verifier.verify(b"x", Some("AAAA")), Err(SignatureError::Invalid));
+        assert_eq!(
+            verifier.verify(b"x", Some("  ")),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verifier.verify(b"x", Some("not base64!")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verifier.verify(b"x", Some("AAAA")),
+            Err(SignatureError::Invalid)
+        );
     }
 
     #[test]
     fn a_key_from_a_pem_file_replaces_sipgates() {
-        let private = RsaPrivateKey::from_pkcs8_pem(&String::from_utf8(fixture("test-signing-key.pem")).unwrap())
-            .or_else(|_| {
-                use rsa::pkcs1::DecodeRsaPrivateKey;
-                RsaPrivateKey::from_pkcs1_pem(&String::from_utf8(fixture("test-signing-key.pem")).unwrap())
-            })
-            .unwrap();
+        let private = RsaPrivateKey::from_pkcs8_pem(
+            &String::from_utf8(fixture("test-signing-key.pem")).unwrap(),
+        )
+        .or_else(|_| {
+            use rsa::pkcs1::DecodeRsaPrivateKey;
+            RsaPrivateKey::from_pkcs1_pem(
+                &String::from_utf8(fixture("test-signing-key.pem")).unwrap(),
+            )
+        })
+        .unwrap();
         let body = b"event=hangup&callId=1&cause=normalClearing";
         let sig = SigningKey::<Sha256>::new(private).sign(body).to_bytes();
         let header = base64::engine::general_purpose::STANDARD.encode(sig);
-        let own = SignatureVerifier::from_pem(&String::from_utf8(fixture("test-signing-key.pub.pem")).unwrap()).unwrap();
+        let own = SignatureVerifier::from_pem(
+            &String::from_utf8(fixture("test-signing-key.pub.pem")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(own.verify(body, Some(&header)), Ok(()));
-        assert_eq!(SignatureVerifier::sipgate().verify(body, Some(&header)), Err(SignatureError::Invalid));
-        assert!(matches!(SignatureVerifier::from_pem("nope"), Err(SignatureError::BadKey(_))));
+        assert_eq!(
+            SignatureVerifier::sipgate().verify(body, Some(&header)),
+            Err(SignatureError::Invalid)
+        );
+        assert!(matches!(
+            SignatureVerifier::from_pem("nope"),
+            Err(SignatureError::BadKey(_))
+        ));
     }
 }

@@ -76,12 +76,20 @@ mod tests {
     #[test]
     fn replies_match_zammad_exactly() {
         assert_eq!(
-            render(&Reply::Plain { callback: URL.into() }),
-            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\"/>\n")
+            render(&Reply::Plain {
+                callback: URL.into()
+            }),
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\"/>\n"
+            )
         );
         assert_eq!(
-            render(&Reply::Reject { callback: URL.into() }),
-            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n  <Reject reason=\"busy\"/>\n</Response>\n")
+            render(&Reply::Reject {
+                callback: URL.into()
+            }),
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n  <Reject reason=\"busy\"/>\n</Response>\n"
+            )
         );
         assert_eq!(
             render(&Reply::Dial {
@@ -89,9 +97,14 @@ mod tests {
                 caller_id: "4930777000000".into(),
                 number: "4912347114711".into()
             }),
-            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n  <Dial callerId=\"4930777000000\">\n    <Number>4912347114711</Number>\n  </Dial>\n</Response>\n")
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n  <Dial callerId=\"4930777000000\">\n    <Number>4912347114711</Number>\n  </Dial>\n</Response>\n"
+            )
         );
-        assert_eq!(render(&Reply::Empty), "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response/>\n");
+        assert_eq!(
+            render(&Reply::Empty),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response/>\n"
+        );
         assert_eq!(
             render_error("Invalid token, please contact your admin!"),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>\n  <Error>Invalid token, please contact your admin!</Error>\n</Response>\n"
@@ -100,8 +113,14 @@ mod tests {
 
     #[test]
     fn callback_urls() {
-        assert_eq!(callback_url("https://a.example/", Some("t"), "out"), "https://a.example/api/v1/sipgate/t/out");
-        assert_eq!(callback_url("http://a:8080", None, "in"), "http://a:8080/api/v1/sipgate/in");
+        assert_eq!(
+            callback_url("https://a.example/", Some("t"), "out"),
+            "https://a.example/api/v1/sipgate/t/out"
+        );
+        assert_eq!(
+            callback_url("http://a:8080", None, "in"),
+            "http://a:8080/api/v1/sipgate/in"
+        );
     }
 
     fn well_formed(xml: &str) -> Vec<String> {
@@ -119,7 +138,8 @@ mod tests {
                 Event::Text(t) => seen.push(t.decode().unwrap().into_owned()),
                 Event::GeneralRef(r) => {
                     let name = r.decode().unwrap();
-                    let resolved = quick_xml::escape::resolve_xml_entity(&name).expect("a known entity");
+                    let resolved =
+                        quick_xml::escape::resolve_xml_entity(&name).expect("a known entity");
                     seen.push(resolved.to_string());
                 }
                 _ => {}
@@ -141,7 +161,15 @@ mod tests {
         assert!(values.concat().contains("<3>"), "{values:?}");
         let error = well_formed(&render_error("a < b & \"c\""));
         assert!(error.concat().contains("a < b & \"c\""), "{error:?}");
-        for reply in [Reply::Empty, Reply::Plain { callback: url.into() }, Reply::Reject { callback: url.into() }] {
+        for reply in [
+            Reply::Empty,
+            Reply::Plain {
+                callback: url.into(),
+            },
+            Reply::Reject {
+                callback: url.into(),
+            },
+        ] {
             well_formed(&render(&reply));
         }
     }

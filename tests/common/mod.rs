@@ -83,8 +83,14 @@ impl TestServer {
             .post(format!("{}{}", self.http, path))
             .header("user-agent", "sipgate.io")
             .body(body);
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
-            request = request.header("content-type", "application/x-www-form-urlencoded; charset=UTF-8");
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            );
         }
         for (k, v) in headers {
             request = request.header(*k, *v);
