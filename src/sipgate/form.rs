@@ -8,7 +8,9 @@ use super::event::{Direction, Event, EventKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormError {
-    #[error("body is not form-encoded: '%' must be followed by two hex digits (at byte {0})")]
+    #[error(
+        "body is not form-encoded: malformed percent-encoding at byte {0} ('%' must be followed by two hex digits)"
+    )]
     BadPercentEncoding(usize),
     #[error("body is not valid UTF-8 after percent-decoding")]
     NotUtf8,

@@ -2,7 +2,7 @@
 //! them (XML declaration, `onHangup` before `onAnswer`, two-space indent,
 //! trailing newline).
 
-use quick_xml::escape::escape;
+use quick_xml::escape::{escape, partial_escape};
 
 const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 
@@ -43,7 +43,7 @@ pub fn render(reply: &Reply) -> String {
             "{}>\n  <Dial callerId=\"{}\">\n    <Number>{}</Number>\n  </Dial>\n</Response>\n",
             open(callback),
             escape(caller_id.as_str()),
-            escape(number.as_str())
+            partial_escape(number.as_str())
         ),
     }
 }
@@ -52,7 +52,7 @@ pub fn render(reply: &Reply) -> String {
 pub fn render_error(reason: &str) -> String {
     format!(
         "{DECLARATION}<Response>\n  <Error>{}</Error>\n</Response>\n",
-        escape(reason)
+        partial_escape(reason)
     )
 }
 
