@@ -199,6 +199,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(15),
         ));
+    // Replies and stream messages are small: send them at once (no Nagle).
+    let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http_task = tokio::spawn(
         axum::serve(
             http_listener,

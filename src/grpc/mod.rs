@@ -86,6 +86,19 @@ impl Interceptor for BearerAuth {
     }
 }
 
+/// Accepted connections with TCP_NODELAY: a streamed event goes out at once
+/// instead of waiting for Nagle's algorithm.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
+}
+
 /// Serves the gRPC API on `listener` until `shutdown` completes.
 pub async fn serve(
     app: Arc<App>,
@@ -130,6 +143,6 @@ pub async fn serve(
             calls::CallLogService::new(app.clone()),
             auth,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
