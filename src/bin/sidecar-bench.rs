@@ -526,14 +526,16 @@ async fn start_subscribers(
             .into_inner();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut received, mut latencies, mut ordered, mut last) = (0u64, Vec::new(), true, 0u64);
+            let (mut received, mut latencies, mut ordered, mut last) =
+                (0u64, Vec::new(), true, 0u64);
             loop {
-                let item = match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
-                    Ok(item) => item,
-                    // Quiet for 200 ms: done once the load has stopped.
-                    Err(_) if stop.load(Ordering::Relaxed) => None,
-                    Err(_) => continue,
-                };
+                let item =
+                    match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                        Ok(item) => item,
+                        // Quiet for 200 ms: done once the load has stopped.
+                        Err(_) if stop.load(Ordering::Relaxed) => None,
+                        Err(_) => continue,
+                    };
                 let Some(Ok(event)) = item else { break };
                 let now = epoch.elapsed().as_micros() as u64;
                 if last != 0 && event.seq != last + 1 {

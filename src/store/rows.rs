@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Executor, Sqlite};
+use std::sync::Arc;
+
+use sqlx::{Executor, QueryBuilder, Sqlite};
 
 use super::{StoreError, StoredEvent};
 use crate::calls::CallRecord;
@@ -25,33 +27,51 @@ struct Payload {
     call: CallRecord,
 }
 
-pub(super) async fn insert_event(
+/// Rows per INSERT: 10 parameters each stays far below SQLite's limit.
+const INSERT_CHUNK: usize = 500;
+
+/// Inserts `events` (with their dedupe keys) in a few multi-row statements.
+pub(super) async fn insert_events(
     conn: &mut SqliteConnection,
-    e: &StoredEvent,
-    dedupe_key: Option<&str>,
+    events: &[Arc<StoredEvent>],
+    dedupe_keys: &[Option<String>],
 ) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(&PayloadRef {
-        event: &e.event,
-        decision: e.decision.as_ref(),
-        call: &e.call,
-    })?;
-    sqlx::query(
-        "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
-         received_at_ms, synthetic, dedupe_key, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(e.seq as i64)
-    .bind(e.event.kind.as_str())
-    .bind(&e.event.call_id)
-    .bind(e.event.direction.map(|d| d.as_str()))
-    .bind(&e.event.from)
-    .bind(&e.event.to)
-    .bind(e.received_at_ms)
-    .bind(e.synthetic)
-    .bind(dedupe_key)
-    .bind(payload)
-    .execute(conn)
-    .await?;
+    debug_assert_eq!(events.len(), dedupe_keys.len());
+    for (chunk, keys) in events
+        .chunks(INSERT_CHUNK)
+        .zip(dedupe_keys.chunks(INSERT_CHUNK))
+    {
+        let payloads = chunk
+            .iter()
+            .map(|e| {
+                serde_json::to_string(&PayloadRef {
+                    event: &e.event,
+                    decision: e.decision.as_ref(),
+                    call: &e.call,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
+             received_at_ms, synthetic, dedupe_key, payload) ",
+        );
+        insert.push_values(
+            chunk.iter().zip(keys).zip(payloads),
+            |mut row, ((e, key), payload)| {
+                row.push_bind(e.seq as i64)
+                    .push_bind(e.event.kind.as_str())
+                    .push_bind(e.event.call_id.clone())
+                    .push_bind(e.event.direction.map(|d| d.as_str()))
+                    .push_bind(e.event.from.clone())
+                    .push_bind(e.event.to.clone())
+                    .push_bind(e.received_at_ms)
+                    .push_bind(e.synthetic)
+                    .push_bind(key.clone())
+                    .push_bind(payload);
+            },
+        );
+        insert.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -100,16 +120,19 @@ where
     Ok(head as u64)
 }
 
-/// The seq of the event already stored under `dedupe_key`, if any.
-pub(super) async fn seq_by_dedupe_key(
+/// The stored (dedupe key, seq) pairs among `keys`.
+pub(super) async fn seqs_by_dedupe_keys(
     conn: &mut SqliteConnection,
-    dedupe_key: &str,
-) -> Result<Option<u64>, StoreError> {
-    let seq: Option<(i64,)> = sqlx::query_as("SELECT seq FROM events WHERE dedupe_key = $1")
-        .bind(dedupe_key)
-        .fetch_optional(conn)
-        .await?;
-    Ok(seq.map(|(s,)| s as u64))
+    keys: &[String; 3],
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT dedupe_key, seq FROM events WHERE dedupe_key IN ($1, $2, $3)")
+            .bind(&keys[0])
+            .bind(&keys[1])
+            .bind(&keys[2])
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(|(k, s)| (k, s as u64)).collect())
 }
 
 pub(super) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<CallRecord>, StoreError>

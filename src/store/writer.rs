@@ -7,6 +7,7 @@
 //! Sequence numbers are assigned here from an in-memory counter, restored
 //! when a transaction fails, so the log never has a gap.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -270,6 +271,63 @@ struct Writer {
     fanout: Fanout,
     /// The seq the next appended event gets.
     next_seq: u64,
+    /// Calls as stored; the writer is the only one changing them.
+    cache: CallCache,
+}
+
+/// The writer's view of recent calls, so a repeated or follow-up event costs
+/// no read. Every change goes through the writer, so an entry is the stored
+/// truth; after a failed transaction the whole cache is dropped.
+#[derive(Default)]
+struct CallCache {
+    calls: HashMap<String, CachedCall>,
+}
+
+struct CachedCall {
+    record: Option<CallRecord>,
+    /// Seq of the stored newCall, answer and hangup (the dedupe keys).
+    originals: [Option<u64>; 3],
+}
+
+/// Entries kept before the cache starts over (a few MB).
+const CACHE_LIMIT: usize = 20_000;
+
+impl CallCache {
+    async fn entry(
+        &mut self,
+        conn: &mut SqliteConnection,
+        call_id: &str,
+    ) -> Result<&mut CachedCall, StoreError> {
+        if !self.calls.contains_key(call_id) {
+            let record = rows::load_call(&mut *conn, call_id).await?;
+            let keys = [EventKind::NewCall, EventKind::Answer, EventKind::Hangup]
+                .map(|kind| format!("{}:{call_id}", kind.as_str()));
+            let found = rows::seqs_by_dedupe_keys(&mut *conn, &keys).await?;
+            let originals =
+                keys.map(|key| found.iter().find(|(k, _)| *k == key).map(|(_, seq)| *seq));
+            self.calls
+                .insert(call_id.to_owned(), CachedCall { record, originals });
+        }
+        Ok(self
+            .calls
+            .get_mut(call_id)
+            .expect("the entry was inserted above"))
+    }
+
+    fn store(&mut self, call: &CallRecord) {
+        if let Some(entry) = self.calls.get_mut(&call.call_id) {
+            entry.record = Some(call.clone());
+        }
+    }
+}
+
+fn dedupe_slot(kind: EventKind) -> Option<usize> {
+    match kind {
+        EventKind::NewCall => Some(0),
+        EventKind::Answer => Some(1),
+        EventKind::Hangup => Some(2),
+        EventKind::Dtmf => None,
+    }
 }
 
 /// What one batch produced, applied only after its commit.
@@ -277,6 +335,8 @@ struct Writer {
 struct BatchEffects {
     outcomes: Vec<Outcome>,
     published: Vec<Arc<StoredEvent>>,
+    /// Dedupe keys of `published`, inserted together before the commit.
+    dedupe_keys: Vec<Option<String>>,
     duplicates: u64,
 }
 
@@ -289,6 +349,7 @@ impl Writer {
             connection,
             fanout,
             next_seq: head + 1,
+            cache: CallCache::default(),
         })
     }
 
@@ -308,8 +369,10 @@ impl Writer {
                 }
             }
             Err(error) => {
-                // Nothing of the batch was stored: hand its seqs out again.
+                // Nothing of the batch was stored: hand its seqs out again,
+                // and forget call states the batch had changed.
                 self.next_seq = first_seq;
+                self.cache.calls.clear();
                 tracing::error!(%error, commands = batch.len(), "writer transaction failed");
                 metrics::counter!("sidecar_writer_errors_total").increment(1);
                 let reason = error.to_string();
@@ -321,34 +384,41 @@ impl Writer {
     }
 
     async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
+        if self.cache.calls.len() > CACHE_LIMIT {
+            self.cache.calls.clear();
+        }
         let mut tx = self.connection.begin_with("BEGIN IMMEDIATE").await?;
         let mut effects = BatchEffects::default();
         let mut seq = SeqCounter(&mut self.next_seq);
+        let cache = &mut self.cache;
         let result = async {
             for command in batch {
                 let outcome = match command {
                     Command::Append(intake, _) => {
-                        let committed = append(&mut tx, &mut seq, intake, &mut effects).await?;
+                        let committed =
+                            append(&mut tx, &mut seq, cache, intake, &mut effects).await?;
                         if matches!(committed, Committed::Duplicate { .. }) {
                             effects.duplicates += 1;
                         }
                         Outcome::Append(committed)
                     }
                     Command::SetDone { call_id, done, .. } => {
-                        Outcome::SetDone(set_done(&mut tx, call_id, *done).await?)
+                        Outcome::SetDone(set_done(&mut tx, cache, call_id, *done).await?)
                     }
                     Command::Sweep {
                         cutoff_ms, now_ms, ..
                     } => Outcome::Sweep(
-                        sweep(&mut tx, &mut seq, *cutoff_ms, *now_ms, &mut effects).await?,
+                        sweep(&mut tx, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
                     ),
                     Command::Purge { cutoff_ms, .. } => {
+                        cache.calls.clear();
                         let (events, calls) = purge(&mut tx, seq.last(), *cutoff_ms).await?;
                         Outcome::Purge(events, calls)
                     }
                 };
                 effects.outcomes.push(outcome);
             }
+            rows::insert_events(&mut tx, &effects.published, &effects.dedupe_keys).await?;
             Ok::<_, StoreError>(())
         }
         .await;
@@ -395,25 +465,23 @@ fn dedupe_key(event: &Event) -> Option<String> {
 async fn append(
     conn: &mut SqliteConnection,
     seq: &mut SeqCounter<'_>,
+    cache: &mut CallCache,
     intake: &Intake,
     effects: &mut BatchEffects,
 ) -> Result<Committed, StoreError> {
     let event = &intake.event;
-    let dedupe_key = dedupe_key(event);
-    if let Some(key) = &dedupe_key {
-        // Earlier events of the same batch are visible: same transaction.
-        if let Some(original) = rows::seq_by_dedupe_key(conn, key).await? {
-            let call = rows::load_call(&mut *conn, &event.call_id).await?;
-            return Ok(Committed::Duplicate {
-                seq: original,
-                decision: call.and_then(|c| c.decision),
-            });
-        }
+    let slot = dedupe_slot(event.kind);
+    let entry = cache.entry(conn, &event.call_id).await?;
+    // Earlier events of the same batch are in the cache already.
+    if let Some(original) = slot.and_then(|i| entry.originals[i]) {
+        return Ok(Committed::Duplicate {
+            seq: original,
+            decision: entry.record.as_ref().and_then(|c| c.decision.clone()),
+        });
     }
 
-    let previous = rows::load_call(&mut *conn, &event.call_id).await?;
     let call = calls::apply(
-        previous.as_ref(),
+        entry.record.as_ref(),
         event,
         intake.decision.as_ref(),
         intake.received_at_ms,
@@ -427,9 +495,13 @@ async fn append(
         decision: intake.decision.clone(),
         call: call.clone(),
     };
-    rows::insert_event(conn, &stored, dedupe_key.as_deref()).await?;
+    if let Some(i) = slot {
+        entry.originals[i] = Some(stored.seq);
+    }
+    entry.record = Some(call.clone());
     rows::upsert_call(conn, &call).await?;
     let appended = stored.seq;
+    effects.dedupe_keys.push(dedupe_key(event));
     effects.published.push(Arc::new(stored));
 
     // sipgate sends no hangup after a Reject: end the call here.
@@ -438,7 +510,16 @@ async fn append(
         .as_ref()
         .is_some_and(|d| d.action == Action::Reject);
     if event.kind == EventKind::NewCall && rejected && call.state != CallState::Hangup {
-        end_synthetically(conn, seq, &call, "rejected", intake.received_at_ms, effects).await?;
+        end_synthetically(
+            conn,
+            seq,
+            cache,
+            &call,
+            "rejected",
+            intake.received_at_ms,
+            effects,
+        )
+        .await?;
     }
     Ok(Committed::Appended {
         seq: appended,
@@ -451,6 +532,7 @@ async fn append(
 async fn end_synthetically(
     conn: &mut SqliteConnection,
     seq: &mut SeqCounter<'_>,
+    cache: &mut CallCache,
     call: &CallRecord,
     cause: &str,
     at_ms: i64,
@@ -466,36 +548,40 @@ async fn end_synthetically(
         decision: None,
         call: ended,
     };
-    rows::insert_event(conn, &stored, None).await?;
     rows::upsert_call(conn, &stored.call).await?;
+    cache.store(&stored.call);
+    effects.dedupe_keys.push(None);
     effects.published.push(Arc::new(stored));
     Ok(())
 }
 
 async fn set_done(
     conn: &mut SqliteConnection,
+    cache: &mut CallCache,
     call_id: &str,
     done: bool,
 ) -> Result<Option<CallRecord>, StoreError> {
-    let Some(mut call) = rows::load_call(&mut *conn, call_id).await? else {
+    let Some(mut call) = cache.entry(conn, call_id).await?.record.clone() else {
         return Ok(None);
     };
     call.done = done;
     call.updated_at_ms = super::now_ms();
     rows::upsert_call(conn, &call).await?;
+    cache.store(&call);
     Ok(Some(call))
 }
 
 async fn sweep(
     conn: &mut SqliteConnection,
     seq: &mut SeqCounter<'_>,
+    cache: &mut CallCache,
     cutoff_ms: i64,
     now_ms: i64,
     effects: &mut BatchEffects,
 ) -> Result<usize, StoreError> {
     let stale = rows::stale_open_calls(conn, cutoff_ms).await?;
     for call in &stale {
-        end_synthetically(conn, seq, call, "timeout", now_ms, effects).await?;
+        end_synthetically(conn, seq, cache, call, "timeout", now_ms, effects).await?;
     }
     if !stale.is_empty() {
         tracing::info!(calls = stale.len(), "sweep ended calls with no hangup");
