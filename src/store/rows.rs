@@ -148,43 +148,51 @@ where
         .transpose()
 }
 
-pub(super) async fn upsert_call(
+/// Inserts or replaces `calls` (distinct call ids) in multi-row statements.
+pub(super) async fn upsert_calls(
     conn: &mut SqliteConnection,
-    call: &CallRecord,
+    calls: &[CallRecord],
 ) -> Result<(), StoreError> {
-    let record = serde_json::to_string(call)?;
-    sqlx::query(
-        "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
-         initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
-         first_leg_call_id, xcid, ended_synthetically, record) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-         ON CONFLICT (call_id) DO UPDATE SET \
-         direction = excluded.direction, from_number = excluded.from_number, \
-         to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
-         cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
-         start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
-         updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
-         first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
-         ended_synthetically = excluded.ended_synthetically, record = excluded.record",
-    )
-    .bind(&call.call_id)
-    .bind(call.direction.map(|d| d.as_str()))
-    .bind(&call.from)
-    .bind(&call.to)
-    .bind(call.state.as_str())
-    .bind(call.done)
-    .bind(&call.cause)
-    .bind(call.initialized_at_ms)
-    .bind(call.start_at_ms)
-    .bind(call.end_at_ms)
-    .bind(call.updated_at_ms)
-    .bind(&call.orig_call_id)
-    .bind(&call.first_leg_call_id)
-    .bind(&call.xcid)
-    .bind(call.ended_synthetically)
-    .bind(record)
-    .execute(conn)
-    .await?;
+    for chunk in calls.chunks(INSERT_CHUNK) {
+        let records = chunk
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut upsert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
+             initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
+             first_leg_call_id, xcid, ended_synthetically, record) ",
+        );
+        upsert.push_values(chunk.iter().zip(records), |mut row, (call, record)| {
+            row.push_bind(call.call_id.clone())
+                .push_bind(call.direction.map(|d| d.as_str()))
+                .push_bind(call.from.clone())
+                .push_bind(call.to.clone())
+                .push_bind(call.state.as_str())
+                .push_bind(call.done)
+                .push_bind(call.cause.clone())
+                .push_bind(call.initialized_at_ms)
+                .push_bind(call.start_at_ms)
+                .push_bind(call.end_at_ms)
+                .push_bind(call.updated_at_ms)
+                .push_bind(call.orig_call_id.clone())
+                .push_bind(call.first_leg_call_id.clone())
+                .push_bind(call.xcid.clone())
+                .push_bind(call.ended_synthetically)
+                .push_bind(record);
+        });
+        upsert.push(
+            " ON CONFLICT (call_id) DO UPDATE SET \
+             direction = excluded.direction, from_number = excluded.from_number, \
+             to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
+             cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
+             start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
+             updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
+             first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
+             ended_synthetically = excluded.ended_synthetically, record = excluded.record",
+        );
+        upsert.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -337,7 +337,31 @@ struct BatchEffects {
     published: Vec<Arc<StoredEvent>>,
     /// Dedupe keys of `published`, inserted together before the commit.
     dedupe_keys: Vec<Option<String>>,
+    /// Calls changed by the batch, latest state once each, written together.
+    dirty: Vec<CallRecord>,
+    dirty_index: HashMap<String, usize>,
     duplicates: u64,
+}
+
+impl BatchEffects {
+    fn touch(&mut self, call: &CallRecord) {
+        match self.dirty_index.get(&call.call_id) {
+            Some(&i) => self.dirty[i] = call.clone(),
+            None => {
+                self.dirty_index
+                    .insert(call.call_id.clone(), self.dirty.len());
+                self.dirty.push(call.clone());
+            }
+        }
+    }
+
+    /// Writes what is pending, so queries of the calls table see it.
+    async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        rows::upsert_calls(conn, &self.dirty).await?;
+        self.dirty.clear();
+        self.dirty_index.clear();
+        Ok(())
+    }
 }
 
 impl Writer {
@@ -402,15 +426,16 @@ impl Writer {
                         }
                         Outcome::Append(committed)
                     }
-                    Command::SetDone { call_id, done, .. } => {
-                        Outcome::SetDone(set_done(&mut tx, cache, call_id, *done).await?)
-                    }
+                    Command::SetDone { call_id, done, .. } => Outcome::SetDone(
+                        set_done(&mut tx, cache, call_id, *done, &mut effects).await?,
+                    ),
                     Command::Sweep {
                         cutoff_ms, now_ms, ..
                     } => Outcome::Sweep(
                         sweep(&mut tx, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
                     ),
                     Command::Purge { cutoff_ms, .. } => {
+                        effects.flush(&mut tx).await?;
                         cache.calls.clear();
                         let (events, calls) = purge(&mut tx, seq.last(), *cutoff_ms).await?;
                         Outcome::Purge(events, calls)
@@ -418,6 +443,7 @@ impl Writer {
                 };
                 effects.outcomes.push(outcome);
             }
+            effects.flush(&mut tx).await?;
             rows::insert_events(&mut tx, &effects.published, &effects.dedupe_keys).await?;
             Ok::<_, StoreError>(())
         }
@@ -499,7 +525,7 @@ async fn append(
         entry.originals[i] = Some(stored.seq);
     }
     entry.record = Some(call.clone());
-    rows::upsert_call(conn, &call).await?;
+    effects.touch(&call);
     let appended = stored.seq;
     effects.dedupe_keys.push(dedupe_key(event));
     effects.published.push(Arc::new(stored));
@@ -511,15 +537,13 @@ async fn append(
         .is_some_and(|d| d.action == Action::Reject);
     if event.kind == EventKind::NewCall && rejected && call.state != CallState::Hangup {
         end_synthetically(
-            conn,
             seq,
             cache,
             &call,
             "rejected",
             intake.received_at_ms,
             effects,
-        )
-        .await?;
+        );
     }
     Ok(Committed::Appended {
         seq: appended,
@@ -529,15 +553,14 @@ async fn append(
 }
 
 /// Appends a synthetic hangup for `call` and stores the ended call.
-async fn end_synthetically(
-    conn: &mut SqliteConnection,
+fn end_synthetically(
     seq: &mut SeqCounter<'_>,
     cache: &mut CallCache,
     call: &CallRecord,
     cause: &str,
     at_ms: i64,
     effects: &mut BatchEffects,
-) -> Result<(), StoreError> {
+) {
     let event = calls::synthetic_hangup(call, cause);
     let ended = calls::apply(Some(call), &event, None, at_ms, true);
     let stored = StoredEvent {
@@ -548,11 +571,10 @@ async fn end_synthetically(
         decision: None,
         call: ended,
     };
-    rows::upsert_call(conn, &stored.call).await?;
+    effects.touch(&stored.call);
     cache.store(&stored.call);
     effects.dedupe_keys.push(None);
     effects.published.push(Arc::new(stored));
-    Ok(())
 }
 
 async fn set_done(
@@ -560,13 +582,14 @@ async fn set_done(
     cache: &mut CallCache,
     call_id: &str,
     done: bool,
+    effects: &mut BatchEffects,
 ) -> Result<Option<CallRecord>, StoreError> {
     let Some(mut call) = cache.entry(conn, call_id).await?.record.clone() else {
         return Ok(None);
     };
     call.done = done;
     call.updated_at_ms = super::now_ms();
-    rows::upsert_call(conn, &call).await?;
+    effects.touch(&call);
     cache.store(&call);
     Ok(Some(call))
 }
@@ -581,7 +604,7 @@ async fn sweep(
 ) -> Result<usize, StoreError> {
     let stale = rows::stale_open_calls(conn, cutoff_ms).await?;
     for call in &stale {
-        end_synthetically(conn, seq, cache, call, "timeout", now_ms, effects).await?;
+        end_synthetically(seq, cache, call, "timeout", now_ms, effects);
     }
     if !stale.is_empty() {
         tracing::info!(calls = stale.len(), "sweep ended calls with no hangup");
