@@ -187,7 +187,7 @@ impl Subscription {
                 return self.finish(SubscribeError::ShuttingDown);
             }
             if let Some(e) = self.ready.pop_front() {
-                return Some(Ok(e));
+                return Some(Ok(self.record_lag(e)));
             }
             let last = match self.last_sent {
                 Some(last) => last,
@@ -234,7 +234,7 @@ impl Subscription {
                 Ok(e) if e.seq == last + 1 => {
                     self.last_sent = Some(e.seq);
                     if self.filter.matches(&e) {
-                        return Some(Ok(e));
+                        return Some(Ok(self.record_lag(e)));
                     }
                 }
                 // A gap, or the channel overtook us: the store has it all.
@@ -245,6 +245,16 @@ impl Subscription {
                 Err(RecvError::Closed) => return self.finish(SubscribeError::ShuttingDown),
             }
         }
+    }
+
+    /// How many events this subscriber is behind the newest one as it gets `e`.
+    fn record_lag(&self, e: Arc<StoredEvent>) -> Arc<StoredEvent> {
+        let head = self.fanout.0.head.load(Ordering::Relaxed);
+        if head != HEAD_UNKNOWN {
+            metrics::histogram!("sidecar_subscriber_lag_events")
+                .record(head.saturating_sub(e.seq) as f64);
+        }
+        e
     }
 
     /// "From now" for a subscription made before the writer reported the
