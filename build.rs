@@ -17,6 +17,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .compile_fds(descriptors.clone())?;
+    // The server's view of the API, in which a streamed `CallEvent` is bytes
+    // encoded once per event and shared by every subscriber.
+    let wire = out.join("wire");
+    std::fs::create_dir_all(&wire)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .out_dir(&wire)
+        .extern_path(
+            ".sidecar.v1.CallEvent",
+            "crate::grpc::wire::EncodedCallEvent",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

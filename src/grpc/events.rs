@@ -5,12 +5,17 @@ use std::{pin::Pin, sync::Arc};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{convert, store_status};
+use super::{
+    convert, store_status,
+    wire::{
+        self, EncodedCallEvent,
+        generated::{self as proto, call_events_server},
+    },
+};
 use crate::{
     App,
     fanout::{EventFilter, SubscribeError},
     numbers,
-    proto::{self, call_events_server},
 };
 
 pub struct EventsService {
@@ -23,7 +28,7 @@ impl EventsService {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<proto::CallEvent, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedCallEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl call_events_server::CallEvents for EventsService {
@@ -61,7 +66,7 @@ impl call_events_server::CallEvents for EventsService {
             .fanout
             .subscribe(r.after_seq, filter, self.app.shutdown.clone())
             .map(|item| match item {
-                Ok(event) => Ok(convert::event(&event)),
+                Ok(event) => Ok(wire::encoded(&event)),
                 Err(SubscribeError::ShuttingDown) => Err(Status::unavailable(
                     "the sidecar is shutting down; reconnect and resume with after_seq",
                 )),
@@ -90,7 +95,10 @@ impl call_events_server::CallEvents for EventsService {
         let head_seq = self.app.store.head_seq().await.map_err(store_status)?;
         let next_after_seq = events.last().map_or(r.after_seq, |e| e.seq);
         Ok(Response::new(proto::ListEventsResponse {
-            events: events.iter().map(convert::event).collect(),
+            events: events
+                .into_iter()
+                .map(|e| wire::encoded(&std::sync::Arc::new(e)))
+                .collect(),
             next_after_seq,
             head_seq,
         }))

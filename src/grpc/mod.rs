@@ -6,6 +6,7 @@ pub mod calls;
 pub mod convert;
 pub mod events;
 pub mod settings;
+pub mod wire;
 
 use std::{future::Future, sync::Arc};
 
@@ -16,10 +17,8 @@ use tonic::{Request, Status, service::Interceptor, service::interceptor::Interce
 
 use crate::{
     App,
-    proto::{
-        call_events_server::CallEventsServer, call_log_server::CallLogServer,
-        settings_server::SettingsServer,
-    },
+    grpc::wire::generated::call_events_server::CallEventsServer,
+    proto::{call_log_server::CallLogServer, settings_server::SettingsServer},
     store::StoreError,
 };
 

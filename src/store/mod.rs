@@ -56,6 +56,9 @@ pub struct StoredEvent {
     pub decision: Option<Decision>,
     /// The call after this event was applied.
     pub call: CallRecord,
+    /// The event as the gRPC stream sends it, encoded on first use and
+    /// shared by every live subscriber (see `grpc::wire`).
+    pub wire: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// A settings change to record: what, when, by which client.

@@ -105,6 +105,7 @@ where
                 synthetic,
                 decision,
                 call,
+                wire: Default::default(),
             })
         })
         .collect()

@@ -520,6 +520,7 @@ async fn append(
         synthetic: false,
         decision: intake.decision.clone(),
         call: call.clone(),
+        wire: Default::default(),
     };
     if let Some(i) = slot {
         entry.originals[i] = Some(stored.seq);
@@ -570,6 +571,7 @@ fn end_synthetically(
         synthetic: true,
         decision: None,
         call: ended,
+        wire: Default::default(),
     };
     effects.touch(&stored.call);
     cache.store(&stored.call);
