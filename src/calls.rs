@@ -255,7 +255,6 @@ pub fn synthetic_hangup(call: &CallRecord, cause: &str) -> Event {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::decide::{Action, Rule};
     use proptest::prelude::*;
 
     /// A bare event of `kind` for `call_id`; tests set what they need.
@@ -305,14 +304,6 @@ pub(crate) mod tests {
         }
     }
 
-    fn accept() -> Decision {
-        Decision {
-            action: Action::Accept,
-            caller_id: None,
-            rule: Rule::None,
-        }
-    }
-
     /// Applies `events` in order, one second apart starting at t = 1000 s.
     fn run(events: &[Event]) -> CallRecord {
         let mut call: Option<CallRecord> = None;
@@ -339,7 +330,7 @@ pub(crate) mod tests {
 
     #[test]
     fn inbound_new_call_is_not_done_and_records_decision() {
-        let d = accept();
+        let d = Decision::accept();
         let c = apply(
             None,
             &new_call("A", Direction::In, &["Alice", "Bob"]),
@@ -496,15 +487,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rejected_call_ends_with_synthetic_hangup() {
-        let reject = Decision {
-            action: Action::Reject,
-            caller_id: None,
-            rule: Rule::Block {
-                index: 0,
-                pattern: "4930*".into(),
-                note: "spam".into(),
-            },
-        };
+        let reject = crate::store::testing::reject();
         let c = apply(
             None,
             &new_call("R", Direction::In, &["Alice"]),
@@ -570,7 +553,7 @@ pub(crate) mod tests {
         let dup_new = apply(
             Some(&answered),
             &new_call("A", Direction::In, &["Zed"]),
-            Some(&accept()),
+            Some(&Decision::accept()),
             1_030_000,
             false,
         );
@@ -646,7 +629,7 @@ pub(crate) mod tests {
 
     #[test]
     fn new_call_after_hangup_fills_gaps_but_keeps_the_end() {
-        let d = accept();
+        let d = Decision::accept();
         let ended = apply(
             None,
             &hangup_with("L", Direction::In, "cancel"),

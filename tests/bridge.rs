@@ -432,8 +432,7 @@ async fn crm(State(crm): State<Arc<Mutex<Crm>>>, headers: HeaderMap, body: Bytes
     StatusCode::NO_CONTENT
 }
 
-#[tokio::test]
-async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
+async fn fake_crm() -> (Arc<Mutex<Crm>>, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received: Arc<Mutex<Crm>> = Arc::default();
@@ -444,6 +443,12 @@ async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
             .with_state(received.clone()),
     )
     .await;
+    (received, addr)
+}
+
+#[tokio::test]
+async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
+    let (received, addr) = fake_crm().await;
 
     let server = TestServer::start_with(|c| {
         c.bridges.push(BridgeConfig {
@@ -484,16 +489,7 @@ async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
 
 #[tokio::test]
 async fn a_wrong_forwarder_secret_is_caught_by_the_receiver() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received: Arc<Mutex<Crm>> = Arc::default();
-    serve_on(
-        listener,
-        Router::new()
-            .route("/hook", post(crm))
-            .with_state(received.clone()),
-    )
-    .await;
+    let (received, addr) = fake_crm().await;
     let server = TestServer::start().await;
     answered_call(&server, "s1").await;
     let token = CancellationToken::new();

@@ -7,7 +7,8 @@ use futures::future::join_all;
 
 use super::*;
 use crate::calls::tests::new_call;
-use crate::store::testing::{Harness, accept, dtmf};
+use crate::decide::Decision;
+use crate::store::testing::{Harness, dtmf};
 use crate::store::{Committed, Intake, WriterHandle};
 
 /// Submits `n` dtmf events for `call_id` at once and waits for all commits.
@@ -118,8 +119,12 @@ async fn filters_select_what_is_sent() {
         },
         h.shutdown.clone(),
     );
-    h.append(new_call("in1", Direction::In, &[]), Some(accept()), 1)
-        .await; // 1
+    h.append(
+        new_call("in1", Direction::In, &[]),
+        Some(Decision::accept()),
+        1,
+    )
+    .await; // 1
     h.append(dtmf("in1", "1"), None, 2).await; // 2
     h.append(new_call("out1", Direction::Out, &[]), None, 3)
         .await; // 3

@@ -95,10 +95,7 @@ impl call_events_server::CallEvents for EventsService {
         let head_seq = self.app.store.head_seq().await.map_err(store_status)?;
         let next_after_seq = events.last().map_or(r.after_seq, |e| e.seq);
         Ok(Response::new(proto::ListEventsResponse {
-            events: events
-                .into_iter()
-                .map(|e| wire::encoded(&std::sync::Arc::new(e)))
-                .collect(),
+            events: events.iter().map(wire::encoded).collect(),
             next_after_seq,
             head_seq,
         }))

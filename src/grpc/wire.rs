@@ -2,8 +2,6 @@
 //! the same bytes go to every subscriber, instead of converting and encoding
 //! it again for each of them. Clients see an ordinary `sidecar.v1.CallEvent`.
 
-use std::sync::Arc;
-
 use bytes::{BufMut, Bytes};
 use prost::Message;
 
@@ -49,8 +47,8 @@ impl Message for EncodedCallEvent {
 }
 
 /// The event's encoding, computed on first use and kept with the event, so
-/// all live subscribers (who share the same `Arc`) reuse it.
-pub fn encoded(event: &Arc<StoredEvent>) -> EncodedCallEvent {
+/// all live subscribers (who share the same `Arc<StoredEvent>`) reuse it.
+pub fn encoded(event: &StoredEvent) -> EncodedCallEvent {
     EncodedCallEvent(
         event
             .wire

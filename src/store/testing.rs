@@ -84,14 +84,6 @@ pub(crate) fn dtmf(call_id: &str, digits: &str) -> Event {
     }
 }
 
-pub(crate) fn accept() -> Decision {
-    Decision {
-        action: Action::Accept,
-        caller_id: None,
-        rule: Rule::None,
-    }
-}
-
 pub(crate) fn reject() -> Decision {
     Decision {
         action: Action::Reject,

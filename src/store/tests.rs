@@ -2,7 +2,7 @@
 
 use futures::future::join_all;
 
-use super::testing::{Harness, accept, dtmf, reject};
+use super::testing::{Harness, dtmf, reject};
 use super::*;
 use crate::calls::tests::{event, new_call};
 use crate::sipgate::event::EventKind;
@@ -30,7 +30,7 @@ async fn group_commit_of_concurrent_submits_is_gap_free() {
             writer
                 .submit(Intake {
                     event: new_call(&format!("c{i}"), Direction::In, &["Alice"]),
-                    decision: Some(accept()),
+                    decision: Some(Decision::accept()),
                     received_at_ms: 1_000 + i as i64,
                 })
                 .await
@@ -62,7 +62,7 @@ async fn duplicate_new_call_answers_the_original_decision() {
     let first = h
         .append(
             new_call("A", Direction::In, &["Alice"]),
-            Some(accept()),
+            Some(Decision::accept()),
             1_000,
         )
         .await;
@@ -79,7 +79,7 @@ async fn duplicate_new_call_answers_the_original_decision() {
         again,
         Committed::Duplicate {
             seq: 1,
-            decision: Some(accept())
+            decision: Some(Decision::accept())
         }
     );
     // A duplicate hangup also reports the call's newCall decision.
@@ -89,7 +89,7 @@ async fn duplicate_new_call_answers_the_original_decision() {
         dup_hangup,
         Committed::Duplicate {
             seq: 2,
-            decision: Some(accept())
+            decision: Some(Decision::accept())
         }
     );
     assert_eq!(h.store.head_seq().await.unwrap(), 2);
@@ -102,7 +102,7 @@ async fn duplicates_within_one_batch_are_caught() {
     let receivers = join_all((0..5).map(|i| {
         h.writer.submit(Intake {
             event: new_call("A", Direction::In, &[]),
-            decision: Some(accept()),
+            decision: Some(Decision::accept()),
             received_at_ms: 1_000 + i,
         })
     }))
@@ -116,7 +116,7 @@ async fn duplicates_within_one_batch_are_caught() {
             }
             Committed::Duplicate { seq, decision } => {
                 assert_eq!(seq, 1);
-                assert_eq!(decision, Some(accept()));
+                assert_eq!(decision, Some(Decision::accept()));
             }
         }
     }
@@ -128,8 +128,12 @@ async fn duplicates_within_one_batch_are_caught() {
 #[tokio::test]
 async fn repeated_dtmf_is_appended_each_time() {
     let h = Harness::new(16).await;
-    h.append(new_call("A", Direction::In, &[]), Some(accept()), 1_000)
-        .await;
+    h.append(
+        new_call("A", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
     let a = h.append(dtmf("A", "1"), None, 2_000).await;
     let b = h.append(dtmf("A", "1"), None, 3_000).await;
     assert!(matches!(a, Committed::Appended { seq: 2, .. }));
@@ -184,7 +188,7 @@ async fn stored_event_round_trips_raw_form_and_call_snapshot() {
         ("event".into(), "newCall".into()),
         ("somethingNew".into(), "kept".into()),
     ];
-    h.append(e.clone(), Some(accept()), 1_234).await;
+    h.append(e.clone(), Some(Decision::accept()), 1_234).await;
     let stored = &h.store.events_after(0, 10).await.unwrap()[0];
     assert_eq!(stored.event, e);
     assert_eq!(stored.received_at_ms, 1_234);
@@ -216,14 +220,22 @@ async fn answer_and_hangup_for_unknown_calls_create_rows() {
 #[tokio::test]
 async fn sweep_ends_stale_calls_with_a_timeout_event() {
     let h = Harness::new(16).await;
-    h.append(new_call("old", Direction::In, &[]), Some(accept()), 1_000)
-        .await;
-    h.append(new_call("done", Direction::In, &[]), Some(accept()), 1_000)
-        .await;
+    h.append(
+        new_call("old", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
+    h.append(
+        new_call("done", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
     h.append(hangup("done", "cancel"), None, 2_000).await;
     h.append(
         new_call("fresh", Direction::In, &[]),
-        Some(accept()),
+        Some(Decision::accept()),
         90_000,
     )
     .await;
@@ -259,11 +271,19 @@ async fn sweep_ends_stale_calls_with_a_timeout_event() {
 #[tokio::test]
 async fn purge_drops_old_rows_but_keeps_the_newest_event() {
     let h = Harness::new(16).await;
-    h.append(new_call("a", Direction::In, &[]), Some(accept()), 1_000)
-        .await;
+    h.append(
+        new_call("a", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
     h.append(hangup("a", "cancel"), None, 2_000).await;
-    h.append(new_call("b", Direction::In, &[]), Some(accept()), 50_000)
-        .await;
+    h.append(
+        new_call("b", Direction::In, &[]),
+        Some(Decision::accept()),
+        50_000,
+    )
+    .await;
     assert_eq!(h.writer.purge(10_000).await.unwrap(), (2, 1));
     let left: Vec<u64> = h
         .store
@@ -340,8 +360,12 @@ async fn shutdown_commits_what_was_queued() {
 #[tokio::test]
 async fn set_done_overrides_and_reports_unknown_calls() {
     let h = Harness::new(16).await;
-    h.append(new_call("A", Direction::In, &[]), Some(accept()), 1_000)
-        .await;
+    h.append(
+        new_call("A", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
     let call = h.writer.set_done("A".into(), true).await.unwrap().unwrap();
     assert!(call.done);
     assert!(h.store.get_call("A").await.unwrap().unwrap().done);
@@ -608,13 +632,13 @@ async fn maintenance_sweeps_and_purges_periodically() {
     // now, so the call row itself stays for another retention period.
     h.append(
         new_call("ancient", Direction::In, &[]),
-        Some(accept()),
+        Some(Decision::accept()),
         1_000,
     )
     .await;
     h.append(
         new_call("recent", Direction::In, &[]),
-        Some(accept()),
+        Some(Decision::accept()),
         now_ms(),
     )
     .await;
