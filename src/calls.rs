@@ -234,21 +234,14 @@ fn first_leg(call_id: &str, orig_call_id: &str) -> String {
 /// a Reject (`cause = "rejected"`) or when the sweep gives up (`"timeout"`).
 pub fn synthetic_hangup(call: &CallRecord, cause: &str) -> Event {
     Event {
-        kind: EventKind::Hangup,
-        call_id: call.call_id.clone(),
         direction: call.direction,
         from: call.from.clone(),
         to: call.to.clone(),
         orig_call_id: call.orig_call_id.clone(),
         xcid: call.xcid.clone(),
-        users: Vec::new(),
-        user_ids: Vec::new(),
-        full_user_ids: Vec::new(),
-        answering_number: String::new(),
         cause: cause.to_owned(),
-        dtmf: String::new(),
         diversion: call.diversion.clone(),
-        raw: Vec::new(),
+        ..Event::new(EventKind::Hangup, call.call_id.clone())
     }
 }
 
@@ -260,21 +253,8 @@ pub(crate) mod tests {
     /// A bare event of `kind` for `call_id`; tests set what they need.
     pub(crate) fn event(kind: EventKind, call_id: &str, direction: Option<Direction>) -> Event {
         Event {
-            kind,
-            call_id: call_id.to_owned(),
             direction,
-            from: String::new(),
-            to: String::new(),
-            orig_call_id: String::new(),
-            xcid: String::new(),
-            users: Vec::new(),
-            user_ids: Vec::new(),
-            full_user_ids: Vec::new(),
-            answering_number: String::new(),
-            cause: String::new(),
-            dtmf: String::new(),
-            diversion: String::new(),
-            raw: Vec::new(),
+            ..Event::new(kind, call_id)
         }
     }
 

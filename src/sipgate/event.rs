@@ -81,3 +81,28 @@ pub struct Event {
     /// Every decoded field in wire order, unknown ones included.
     pub raw: Vec<(String, String)>,
 }
+
+impl Event {
+    /// An event of `kind` for `call_id` with every other field empty; set
+    /// the fields that matter with struct update syntax
+    /// (`Event { from: .., ..Event::new(kind, id) }`).
+    pub fn new(kind: EventKind, call_id: impl Into<String>) -> Self {
+        Event {
+            kind,
+            call_id: call_id.into(),
+            direction: None,
+            from: String::new(),
+            to: String::new(),
+            orig_call_id: String::new(),
+            xcid: String::new(),
+            users: Vec::new(),
+            user_ids: Vec::new(),
+            full_user_ids: Vec::new(),
+            answering_number: String::new(),
+            cause: String::new(),
+            dtmf: String::new(),
+            diversion: String::new(),
+            raw: Vec::new(),
+        }
+    }
+}
