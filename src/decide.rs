@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     numbers::{self, pattern_matches},
-    sipgate::event::Direction,
+    sipgate::{event::Direction, xml::Reply},
 };
 
 /// A block-list entry: normalised E.164 digits, a prefix pattern ending in
@@ -119,6 +119,28 @@ impl Decision {
             ),
             _ => "no rule applies: the call proceeds unchanged".to_string(),
         }
+    }
+}
+
+/// The reply that carries a newCall's (or dtmf's) decision to sipgate: a
+/// Reject, a Dial with the caller ID, or only the follow-up subscription.
+/// `to` is the number dialled, repeated in the Dial.
+pub fn reply_for(decision: Option<&Decision>, callback: String, to: String) -> Reply {
+    match decision {
+        Some(Decision {
+            action: Action::Reject,
+            ..
+        }) => Reply::Reject { callback },
+        Some(Decision {
+            action: Action::SetCallerId,
+            caller_id: Some(caller_id),
+            ..
+        }) => Reply::Dial {
+            callback,
+            caller_id: caller_id.clone(),
+            number: to,
+        },
+        _ => Reply::Plain { callback },
     }
 }
 

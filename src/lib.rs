@@ -26,27 +26,30 @@ pub mod fanout;
 pub mod grpc;
 pub mod http;
 pub mod numbers;
+pub mod paging;
 pub mod settings;
 pub mod sipgate;
 pub mod store;
+pub mod telemetry;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, OnceLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
     fanout::Fanout,
-    settings::manager::SettingsManager,
+    grpc::GrpcState,
+    http::{Guards, HttpState, Readiness, Webhook},
+    settings::SettingsManager,
     sipgate::signature::SignatureVerifier,
-    store::{Store, writer::WriterHandle},
+    store::Store,
 };
 
 /// Generated protobuf and tonic code for `proto/sidecar/v1`.
@@ -55,18 +58,6 @@ pub mod proto {
     /// Descriptor set served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("sidecar_descriptor");
-}
-
-/// Shared state of a running server.
-pub struct App {
-    pub config: Config,
-    pub settings: SettingsManager,
-    pub verifier: SignatureVerifier,
-    pub store: Store,
-    pub writer: WriterHandle,
-    pub fanout: Fanout,
-    /// Cancelled when the server begins shutting down; ends live streams.
-    pub shutdown: CancellationToken,
 }
 
 /// A started server: where it listens, and how to stop it.
@@ -105,52 +96,34 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The process-wide Prometheus recorder (installed once; several servers in
-/// one test process share it).
-pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let buckets = [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&buckets)
-                .expect("bucket list is not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::debug!("a metrics recorder was installed already");
-            }
-            handle
-        })
-        .clone()
-}
-
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
+/// The signature verifier: sipgate's built-in key, or the PEM file given.
+fn verifier(config: &Config) -> anyhow::Result<SignatureVerifier> {
+    let Some(path) = &config.signature_key else {
+        return Ok(SignatureVerifier::sipgate());
+    };
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --signature-key {}", path.display()))?;
+    SignatureVerifier::from_pem(&pem).with_context(|| {
+        format!(
+            "--signature-key {} is not an RSA public key",
+            path.display()
+        )
+    })
+}
+
 /// Opens the database, binds every listener and starts all tasks.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let verifier = match &config.signature_key {
-        None => SignatureVerifier::sipgate(),
-        Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --signature-key {}", path.display()))?;
-            SignatureVerifier::from_pem(&pem).with_context(|| {
-                format!(
-                    "--signature-key {} is not an RSA public key",
-                    path.display()
-                )
-            })?
-        }
-    };
+    let verifier = verifier(&config)?;
     let store = Store::open(&config.database).await?;
-    let settings = SettingsManager::load(store.clone(), config.country_code.clone()).await?;
+    let settings =
+        Arc::new(SettingsManager::load(store.clone(), config.country_code.clone()).await?);
 
     let http_listener = bind(config.http_addr, "webhook listener, --http-addr").await?;
     let grpc_listener = bind(config.grpc_addr, "gRPC listener, --grpc-addr").await?;
@@ -164,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    let prometheus = prometheus();
+    telemetry::prometheus();
 
     let shutdown = CancellationToken::new();
     // The writer outlives the listeners so in-flight webhooks still commit.
@@ -184,21 +157,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown.clone(),
     );
 
-    let app = Arc::new(App {
-        config,
+    let http_state = HttpState {
+        guards: Arc::new(Guards {
+            allow_sources: config.allow_sources.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            webhook_token: config.webhook_token.clone(),
+            basic_auth: config.basic_auth.clone(),
+        }),
+        webhook: Arc::new(Webhook {
+            settings: settings.clone(),
+            verifier,
+            signature: config.signature,
+            writer: writer.clone(),
+            reply_deadline: config.reply_deadline,
+            body_limit: config.body_limit,
+            public_url: config.public_url.clone(),
+            listen_addr: config.http_addr,
+            webhook_token: config.webhook_token.clone(),
+            basic_auth: config.basic_auth.clone(),
+        }),
+        readiness: Readiness {
+            writer: writer.clone(),
+            store: store.clone(),
+        },
+    };
+    let grpc_state = GrpcState {
         settings,
-        verifier,
-        store,
+        store: store.clone(),
         writer,
-        fanout,
-        shutdown: shutdown.clone(),
-    });
+        fanout: fanout.clone(),
+        token: config.grpc_token.clone(),
+        streams_end: shutdown.clone(),
+    };
 
-    let router =
-        http::router(app.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(15),
-        ));
     // Replies and stream messages are small: send them at once (no Nagle).
     let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
         let _ = tcp.set_nodelay(true);
@@ -206,45 +197,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_task = tokio::spawn(
         axum::serve(
             http_listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            http::router(http_state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future(),
     );
     let grpc_task = tokio::spawn(grpc::serve(
-        app.clone(),
+        grpc_state,
         grpc_listener,
         shutdown.clone().cancelled_owned(),
     ));
-    let metrics_task = metrics_listener.map(|listener| {
-        let handle = prometheus.clone();
-        let router = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let handle = handle.clone();
-                async move { handle.render() }
-            }),
-        );
-        let upkeep = prometheus.clone();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tick.tick() => upkeep.run_upkeep(),
-                }
-            }
-        });
-        tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
-        )
-    });
+    let metrics_task =
+        metrics_listener.map(|listener| telemetry::serve_metrics(listener, shutdown.clone()));
 
-    let bridge_tasks = spawn_bridges(&app)?;
-    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %app.config.database, "sipgate-sidecar started");
+    let bridge_tasks = spawn_bridges(&config, &fanout, &shutdown)?;
+    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %config.database, "sipgate-sidecar started");
 
     let token = shutdown.clone();
     let join = tokio::spawn(async move {
@@ -258,7 +225,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         for task in bridge_tasks {
             let _ = task.await;
         }
-        drop(app);
+        drop(fanout);
         writer_shutdown.cancel();
         writer_task.await.context("writer task panicked")?;
         http_result
@@ -281,7 +248,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// Starts the bridges configured to run in this process.
-fn spawn_bridges(app: &Arc<App>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+fn spawn_bridges(
+    config: &Config,
+    fanout: &Fanout,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     use crate::{
         bridge::{
             cursor::Cursor, delivery, delivery::Sink, source::LocalSource, webhook::WebhookSink,
@@ -290,7 +261,7 @@ fn spawn_bridges(app: &Arc<App>) -> anyhow::Result<Vec<JoinHandle<()>>> {
         config::BridgeTarget,
     };
     let mut tasks = Vec::new();
-    for bridge in &app.config.bridges {
+    for bridge in &config.bridges {
         let sink: Box<dyn Sink> = match &bridge.target {
             BridgeTarget::Zammad { cti_url } => {
                 Box::new(ZammadSink::new(cti_url.expose(), &bridge.delivery)?)
@@ -302,9 +273,12 @@ fn spawn_bridges(app: &Arc<App>) -> anyhow::Result<Vec<JoinHandle<()>>> {
             )?),
         };
         let cursor = Cursor::load(&bridge.state)?;
-        let source = LocalSource { app: app.clone() };
+        let source = LocalSource {
+            fanout: fanout.clone(),
+            shutdown: shutdown.clone(),
+        };
         let delivery_args = bridge.delivery.clone();
-        let shutdown = app.shutdown.clone();
+        let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let name = sink.name();
             tracing::info!(bridge = name, state = %cursor.path().display(), "bridge started in-process");

@@ -1,15 +1,14 @@
 //! Where a bridge reads events from: the sidecar's gRPC API (a separate
 //! process) or the in-process fan-out (a bridge inside `serve`).
 
-use std::sync::Arc;
-
 use futures::{StreamExt, stream::BoxStream};
 use tonic::Status;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
-    App,
     cli::{ClientArgs, connect},
-    fanout::{EventFilter, SubscribeError},
+    fanout::{EventFilter, Fanout},
     grpc::convert,
     proto::{self, call_events_client::CallEventsClient},
 };
@@ -45,20 +44,20 @@ impl EventSource for GrpcSource {
 
 /// Subscribes to the fan-out of the server it runs in.
 pub struct LocalSource {
-    pub app: Arc<App>,
+    pub fanout: Fanout,
+    /// Ends the stream when the server shuts down.
+    pub shutdown: CancellationToken,
 }
 
 #[async_trait::async_trait]
 impl EventSource for LocalSource {
     async fn subscribe(&self, after_seq: Option<u64>) -> anyhow::Result<EventStream> {
         let stream = self
-            .app
             .fanout
-            .subscribe(after_seq, EventFilter::default(), self.app.shutdown.clone())
+            .subscribe(after_seq, EventFilter::default(), self.shutdown.clone())
             .map(|item| match item {
                 Ok(event) => Ok(convert::event(&event)),
-                Err(SubscribeError::ShuttingDown) => Err(Status::unavailable("shutting down")),
-                Err(SubscribeError::Store(e)) => Err(Status::unavailable(e.to_string())),
+                Err(e) => Err(Status::from(e)),
             });
         Ok(stream.boxed())
     }

@@ -4,20 +4,26 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, store_status};
+use super::convert;
 use crate::{
-    App, numbers,
+    numbers, paging,
     proto::{self, call_log_server},
-    store::CallQuery,
+    store::{CallQuery, Store, WriterHandle},
 };
 
 pub struct CallLogService {
-    app: Arc<App>,
+    store: Store,
+    writer: WriterHandle,
+    country_code: Arc<str>,
 }
 
 impl CallLogService {
-    pub fn new(app: Arc<App>) -> Self {
-        CallLogService { app }
+    pub fn new(store: Store, writer: WriterHandle, country_code: Arc<str>) -> Self {
+        CallLogService {
+            store,
+            writer,
+            country_code,
+        }
     }
 }
 
@@ -51,24 +57,19 @@ impl call_log_server::CallLog for CallLogService {
             None
         } else {
             Some(
-                numbers::normalize_number(&r.number, self.app.settings.country_code())
+                numbers::normalize_number(&r.number, &self.country_code)
                     .map_err(|e| Status::invalid_argument(format!("number filter: {e}")))?,
             )
         };
         let query = CallQuery {
-            limit: if r.limit == 0 { 50 } else { r.limit.min(1000) },
+            limit: paging::CALLS.clamp(r.limit),
             page_token: (!r.page_token.is_empty()).then_some(r.page_token),
             direction,
             done: r.done,
             state,
             number,
         };
-        let (calls, next) = self
-            .app
-            .store
-            .list_calls(&query)
-            .await
-            .map_err(store_status)?;
+        let (calls, next) = self.store.list_calls(&query).await?;
         Ok(Response::new(proto::ListCallsResponse {
             calls: calls.iter().map(convert::call).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -81,13 +82,7 @@ impl call_log_server::CallLog for CallLogService {
     ) -> Result<Response<proto::Call>, Status> {
         let call_id = request.into_inner().call_id;
         require_call_id(&call_id)?;
-        match self
-            .app
-            .store
-            .get_call(&call_id)
-            .await
-            .map_err(store_status)?
-        {
+        match self.store.get_call(&call_id).await? {
             Some(call) => Ok(Response::new(convert::call(&call))),
             None => Err(Status::not_found(format!("no call with call_id {call_id}"))),
         }
@@ -99,13 +94,7 @@ impl call_log_server::CallLog for CallLogService {
     ) -> Result<Response<proto::Call>, Status> {
         let r = request.into_inner();
         require_call_id(&r.call_id)?;
-        match self
-            .app
-            .writer
-            .set_done(r.call_id.clone(), r.done)
-            .await
-            .map_err(store_status)?
-        {
+        match self.writer.set_done(r.call_id.clone(), r.done).await? {
             Some(call) => Ok(Response::new(convert::call(&call))),
             None => Err(Status::not_found(format!(
                 "no call with call_id {}",

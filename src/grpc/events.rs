@@ -3,28 +3,42 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert, store_status,
+    convert,
     wire::{
         self, EncodedCallEvent,
         generated::{self as proto, call_events_server},
     },
 };
 use crate::{
-    App,
-    fanout::{EventFilter, SubscribeError},
-    numbers,
+    fanout::{EventFilter, Fanout},
+    numbers, paging,
+    store::Store,
 };
 
 pub struct EventsService {
-    app: Arc<App>,
+    store: Store,
+    fanout: Fanout,
+    country_code: Arc<str>,
+    streams_end: CancellationToken,
 }
 
 impl EventsService {
-    pub fn new(app: Arc<App>) -> Self {
-        EventsService { app }
+    pub fn new(
+        store: Store,
+        fanout: Fanout,
+        country_code: Arc<str>,
+        streams_end: CancellationToken,
+    ) -> Self {
+        EventsService {
+            store,
+            fanout,
+            country_code,
+            streams_end,
+        }
     }
 }
 
@@ -54,7 +68,7 @@ impl call_events_server::CallEvents for EventsService {
                     Status::invalid_argument(format!("unknown event kind {k} in the filter"))
                 })?);
         }
-        let cc = self.app.settings.country_code();
+        let cc = &self.country_code;
         for n in &r.numbers {
             filter.numbers.push(
                 numbers::normalize_number(n, cc)
@@ -62,20 +76,11 @@ impl call_events_server::CallEvents for EventsService {
             );
         }
         let stream = self
-            .app
             .fanout
-            .subscribe(r.after_seq, filter, self.app.shutdown.clone())
+            .subscribe(r.after_seq, filter, self.streams_end.clone())
             .map(|item| match item {
                 Ok(event) => Ok(wire::encoded(&event)),
-                Err(SubscribeError::ShuttingDown) => Err(Status::unavailable(
-                    "the sidecar is shutting down; reconnect and resume with after_seq",
-                )),
-                Err(SubscribeError::Store(e)) => {
-                    tracing::error!(error = %e, "subscriber catch-up failed");
-                    Err(Status::unavailable(
-                        "the event database is unavailable; resume with after_seq",
-                    ))
-                }
+                Err(e) => Err(Status::from(e)),
             });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -85,14 +90,9 @@ impl call_events_server::CallEvents for EventsService {
         request: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
         let r = request.into_inner();
-        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
-        let events = self
-            .app
-            .store
-            .events_after(r.after_seq, limit)
-            .await
-            .map_err(store_status)?;
-        let head_seq = self.app.store.head_seq().await.map_err(store_status)?;
+        let limit = paging::EVENTS.clamp(r.limit);
+        let events = self.store.events_after(r.after_seq, limit).await?;
+        let head_seq = self.store.head_seq().await?;
         let next_after_seq = events.last().map_or(r.after_seq, |e| e.seq);
         Ok(Response::new(proto::ListEventsResponse {
             events: events.iter().map(wire::encoded).collect(),

@@ -6,6 +6,7 @@ pub mod calls;
 pub mod convert;
 pub mod events;
 pub mod settings;
+mod status;
 pub mod wire;
 
 use std::{future::Future, sync::Arc};
@@ -13,14 +14,30 @@ use std::{future::Future, sync::Arc};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, service::Interceptor, service::interceptor::InterceptedService};
 
 use crate::{
-    App,
+    config::Secret,
+    fanout::Fanout,
     grpc::wire::generated::call_events_server::CallEventsServer,
     proto::{call_log_server::CallLogServer, settings_server::SettingsServer},
-    store::StoreError,
+    settings::SettingsManager,
+    store::{Store, WriterHandle},
 };
+
+/// What the gRPC listener serves from.
+#[derive(Clone)]
+pub struct GrpcState {
+    pub settings: Arc<SettingsManager>,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub fanout: Fanout,
+    /// `authorization: Bearer <token>` required on every call when set.
+    pub token: Option<Secret>,
+    /// Cancelled when the server begins shutting down; ends live streams.
+    pub streams_end: CancellationToken,
+}
 
 /// Who made a change, for the audit trail: the peer address plus the
 /// client's self-description (`x-sidecar-client`, else `user-agent`).
@@ -36,18 +53,6 @@ pub fn client_identity<T>(request: &Request<T>) -> String {
     match described {
         Some(d) => format!("{peer} ({d})"),
         None => peer,
-    }
-}
-
-pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::BadPageToken => {
-            Status::invalid_argument("page_token is not one this server handed out")
-        }
-        other => {
-            tracing::error!(error = %other, "database request failed");
-            Status::unavailable("the database is unavailable; try again")
-        }
     }
 }
 
@@ -100,11 +105,12 @@ fn incoming(
 
 /// Serves the gRPC API on `listener` until `shutdown` completes.
 pub async fn serve(
-    app: Arc<App>,
+    state: GrpcState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let auth = BearerAuth::new(app.config.grpc_token.as_ref().map(|t| t.expose()));
+    let auth = BearerAuth::new(state.token.as_ref().map(|t| t.expose()));
+    let country_code: Arc<str> = state.settings.country_code().into();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SettingsServer<settings::SettingsService>>()
@@ -132,15 +138,20 @@ pub async fn serve(
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
         .add_service(SettingsServer::with_interceptor(
-            settings::SettingsService::new(app.clone()),
+            settings::SettingsService::new(state.settings.clone()),
             auth.clone(),
         ))
         .add_service(CallEventsServer::with_interceptor(
-            events::EventsService::new(app.clone()),
+            events::EventsService::new(
+                state.store.clone(),
+                state.fanout.clone(),
+                country_code.clone(),
+                state.streams_end.clone(),
+            ),
             auth.clone(),
         ))
         .add_service(CallLogServer::with_interceptor(
-            calls::CallLogService::new(app.clone()),
+            calls::CallLogService::new(state.store, state.writer, country_code),
             auth,
         ))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

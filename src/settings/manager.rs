@@ -7,25 +7,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::{Change, SettingsError};
 use crate::{
     decide::Settings,
-    store::{AuditRecord, Store, StoreError},
+    store::{AuditEntry, AuditRecord, Store, StoreError},
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// The change is not valid; nothing was stored.
-    #[error("{0}")]
-    Invalid(String),
-    /// The entry to change does not exist; nothing was stored.
-    #[error("{0}")]
-    NotFound(String),
-    /// The entry exists already; nothing was stored.
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("settings could not be stored: {0}")]
-    Store(#[from] StoreError),
-}
 
 pub struct SettingsManager {
     store: Store,
@@ -50,6 +36,15 @@ impl SettingsManager {
         self.current.load_full()
     }
 
+    /// The audit trail, newest first: at most `limit` entries older than `before_id`.
+    pub async fn audit(
+        &self,
+        limit: u32,
+        before_id: Option<u64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.list_audit(limit, before_id).await
+    }
+
     pub fn country_code(&self) -> &str {
         &self.country_code
     }
@@ -60,19 +55,18 @@ impl SettingsManager {
     pub async fn update(
         &self,
         client: &str,
-        action: &str,
-        detail: serde_json::Value,
-        change: impl FnOnce(&mut Settings) -> Result<(), SettingsError>,
+        change: Change,
     ) -> Result<Arc<Settings>, SettingsError> {
         let _guard = self.write_lock.lock().await;
         let mut next = (*self.current.load_full()).clone();
-        change(&mut next)?;
+        let action = change.action();
         let audit = AuditRecord {
             at_ms: crate::now_ms(),
             client: client.to_string(),
             action: action.to_string(),
-            detail: detail.to_string(),
+            detail: change.detail().to_string(),
         };
+        change.apply(&mut next)?;
         let stored = Arc::new(self.store.save_settings(&next, &audit).await?);
         self.current.store(stored.clone());
         tracing::info!(action, client, version = stored.version, "settings changed");

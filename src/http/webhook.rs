@@ -1,69 +1,59 @@
-//! The webhook listener: sipgate's pushes in, XML decisions out.
+//! The webhook handler: sipgate's pushes in, XML decisions out.
 //!
 //! Order of checks per request (each failure answers with an XML error and
-//! changes nothing): source address, path token, Basic credentials, body size,
+//! changes nothing): declared body size (the router's limit layer), path
+//! direction, source address, path token, Basic credentials, body size,
 //! content type, signature over the raw bytes, form decoding, event fields.
 //! Only then is the decision made from the in-memory settings snapshot and the
 //! event handed to the writer; the reply waits for the commit at most
 //! `reply_deadline`.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
-    Router,
     body::Body,
     extract::{ConnectInfo, Path, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
-use base64::Engine;
-use subtle::ConstantTimeEq;
+use http_body_util::LengthLimitError;
 
+use super::guards::Guards;
 use crate::{
-    App,
-    config::SignatureMode,
-    decide::{self, Action, Decision},
+    config::{BasicAuth, Secret, SignatureMode},
+    decide::{self, Decision},
+    settings::SettingsManager,
     sipgate::{
         event::{Direction, Event, EventKind},
         form::parse_form,
+        signature::SignatureVerifier,
         xml::{self, Reply},
     },
-    store::writer::{Committed, Intake},
+    store::{Committed, Intake, StoreError, WriterHandle},
+    telemetry::names,
 };
 
-/// The webhook router. No sockets: tests drive it with `oneshot`.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/sipgate/{direction}", post(webhook_without_token))
-        .route("/api/v1/sipgate/{direction}/", post(webhook_without_token))
-        .route(
-            "/api/v1/sipgate/{token}/{direction}",
-            post(webhook_with_token),
-        )
-        .route(
-            "/api/v1/sipgate/{token}/{direction}/",
-            post(webhook_with_token),
-        )
-        .with_state(app)
-}
-
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.writer.is_running() && app.store.ping().await {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: database or writer unavailable\n",
-        )
-            .into_response()
-    }
+/// Everything the handler needs past the guards.
+pub struct Webhook {
+    pub settings: Arc<SettingsManager>,
+    pub verifier: SignatureVerifier,
+    pub signature: SignatureMode,
+    pub writer: WriterHandle,
+    /// The longest a reply waits for its event's commit.
+    pub reply_deadline: Duration,
+    /// Largest body, as named in the 413 reason.
+    pub body_limit: usize,
+    /// Base of the onAnswer/onHangup URLs; derived from `Host` when unset.
+    pub public_url: Option<String>,
+    /// Fallback host for the callback URLs when a request has no usable `Host`.
+    pub listen_addr: SocketAddr,
+    /// Written into the callback URLs, so sipgate's follow-ups pass the guards.
+    pub webhook_token: Option<Secret>,
+    pub basic_auth: Option<BasicAuth>,
 }
 
 /// Why a push was refused. Each maps to a 4xx with an XML body saying why.
@@ -125,30 +115,42 @@ fn xml_headers() -> [(header::HeaderName, HeaderValue); 1] {
     )]
 }
 
-async fn webhook_without_token(
-    State(app): State<Arc<App>>,
+pub async fn without_token(
+    State(guards): State<Arc<Guards>>,
+    State(webhook): State<Arc<Webhook>>,
     Path(direction): Path<String>,
     request: Request,
 ) -> Response {
-    webhook(app, None, direction, request).await
+    answer(&guards, &webhook, None, direction, request).await
 }
 
-async fn webhook_with_token(
-    State(app): State<Arc<App>>,
+pub async fn with_token(
+    State(guards): State<Arc<Guards>>,
+    State(webhook): State<Arc<Webhook>>,
     Path((token, direction)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    webhook(app, Some(token), direction, request).await
+    answer(&guards, &webhook, Some(token), direction, request).await
 }
 
-async fn webhook(
-    app: Arc<App>,
+/// Answers one push and counts it by outcome.
+async fn answer(
+    guards: &Guards,
+    webhook: &Webhook,
     token: Option<String>,
     path_direction: String,
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let result = handle(&app, token.as_deref(), &path_direction, request, started).await;
+    let result = handle(
+        guards,
+        webhook,
+        token.as_deref(),
+        &path_direction,
+        request,
+        started,
+    )
+    .await;
     let outcome = match &result {
         Ok((outcome, _)) => *outcome,
         Err(e) => {
@@ -156,11 +158,10 @@ async fn webhook(
             e.outcome()
         }
     };
-    metrics::counter!("sidecar_webhook_requests_total", "outcome" => outcome).increment(1);
+    metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
     match result {
         Ok((_, body)) => {
-            metrics::histogram!("sidecar_decision_latency_seconds")
-                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(names::DECISION_LATENCY).record(started.elapsed().as_secs_f64());
             (StatusCode::OK, xml_headers(), body).into_response()
         }
         Err(e) => e.into_response(),
@@ -168,66 +169,26 @@ async fn webhook(
 }
 
 async fn handle(
-    app: &App,
+    guards: &Guards,
+    webhook: &Webhook,
     token: Option<&str>,
     path_direction: &str,
     request: Request,
     started: Instant,
 ) -> Result<(&'static str, String), WebhookError> {
-    let config = &app.config;
     let path_direction = Direction::parse(path_direction).ok_or_else(|| {
         WebhookError::NotFound(format!(
             "unknown path segment '{path_direction}': use /in or /out"
         ))
     })?;
-
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let peer_trusted =
-        peer.is_some_and(|ip| config.trusted_proxies.iter().any(|n| n.contains(&ip)));
-    check_source(app, peer, peer_trusted, request.headers())?;
-
-    match (&config.webhook_token, token) {
-        (None, None) => {}
-        (None, Some(_)) => {
-            return Err(WebhookError::NotFound(
-                "no webhook token is configured: use /api/v1/sipgate/{in,out}".into(),
-            ));
-        }
-        (Some(_), None) => {
-            return Err(WebhookError::Unauthorized(
-                "webhook token missing from the path".into(),
-            ));
-        }
-        (Some(expected), Some(given)) => {
-            if !bool::from(expected.expose().as_bytes().ct_eq(given.as_bytes())) {
-                return Err(WebhookError::Unauthorized("wrong webhook token".into()));
-            }
-        }
-    }
-
-    if let Some(basic) = &config.basic_auth {
-        let expected = format!("{}:{}", basic.user, basic.password.expose());
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            });
-        match given {
-            Some(g) if bool::from(g.ct_eq(expected.as_bytes())) => {}
-            _ => return Err(WebhookError::BasicAuthRequired),
-        }
-    }
+    guards.check(peer, token, request.headers())?;
 
     let headers = request.headers().clone();
-    let body = read_body(request.into_body(), config.body_limit, &headers).await?;
+    let body = read_body(request.into_body(), webhook.body_limit).await?;
 
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
@@ -239,12 +200,12 @@ async fn handle(
         }
     }
 
-    if config.signature == SignatureMode::Require {
+    if webhook.signature == SignatureMode::Require {
         let signature = headers
             .get("x-sipgate-signature")
             .map(|v| v.to_str().unwrap_or("\u{0}"));
-        if let Err(e) = app.verifier.verify(&body, signature) {
-            metrics::counter!("sidecar_signature_failures_total").increment(1);
+        if let Err(e) = webhook.verifier.verify(&body, signature) {
+            metrics::counter!(names::SIGNATURE_FAILURES).increment(1);
             return Err(WebhookError::Unauthorized(e.to_string()));
         }
     }
@@ -254,11 +215,11 @@ async fn handle(
 
     let decision = match (event.kind, event.direction) {
         (EventKind::NewCall, Some(direction)) => Some(decide::decide(
-            &app.settings.snapshot(),
+            &webhook.settings.snapshot(),
             direction,
             &event.from,
             &event.to,
-            &config.country_code,
+            webhook.settings.country_code(),
         )),
         _ => None,
     };
@@ -267,66 +228,43 @@ async fn handle(
     let callback_direction = event.direction.unwrap_or(path_direction);
     let to = event.to.clone();
     let call_id = event.call_id.clone();
-    let received_at_ms = crate::now_ms();
-    let (outcome, decision) = commit(app, event, decision, received_at_ms, started).await;
+    let (outcome, decision) = commit(webhook, event, decision, started).await;
     tracing::debug!(%call_id, event = kind.as_str(), ?decision, outcome, "webhook answered");
 
     let reply = match kind {
         EventKind::Answer | EventKind::Hangup => Reply::Empty,
         EventKind::NewCall | EventKind::Dtmf => {
             let callback = xml::callback_url(
-                &base_url(app, &headers, peer_trusted),
-                config.webhook_token.as_ref().map(|t| t.expose()),
+                &base_url(webhook, &headers, guards.trusts(peer)),
+                webhook.webhook_token.as_ref().map(|t| t.expose()),
                 callback_direction.as_str(),
             );
-            reply_for(decision.as_ref(), callback, to)
+            decide::reply_for(decision.as_ref(), callback, to)
         }
     };
     Ok((outcome, xml::render(&reply)))
-}
-
-fn reply_for(decision: Option<&Decision>, callback: String, to: String) -> Reply {
-    match decision {
-        Some(Decision {
-            action: Action::Reject,
-            ..
-        }) => Reply::Reject { callback },
-        Some(Decision {
-            action: Action::SetCallerId,
-            caller_id: Some(caller_id),
-            ..
-        }) => Reply::Dial {
-            callback,
-            caller_id: caller_id.clone(),
-            number: to,
-        },
-        _ => Reply::Plain { callback },
-    }
 }
 
 /// Hands the event to the writer and waits for the commit, at most the reply
 /// deadline. The submission runs in its own task so the event still commits
 /// when the deadline passes or sipgate hangs up on us.
 async fn commit(
-    app: &App,
+    webhook: &Webhook,
     event: Event,
     decision: Option<Decision>,
-    received_at_ms: i64,
     started: Instant,
 ) -> (&'static str, Option<Decision>) {
-    let writer = app.writer.clone();
+    let writer = webhook.writer.clone();
     let intake = Intake {
         event,
         decision: decision.clone(),
-        received_at_ms,
+        received_at_ms: crate::now_ms(),
     };
     let task = tokio::spawn(async move {
         let receiver = writer.submit(intake).await?;
-        receiver
-            .await
-            .map_err(|_| crate::store::StoreError::WriterClosed)?
+        receiver.await.map_err(|_| StoreError::WriterClosed)?
     });
-    let remaining = app.config.reply_deadline.saturating_sub(started.elapsed());
+    let remaining = webhook.reply_deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(remaining, task).await {
         Ok(Ok(Ok(Committed::Appended { .. }))) => ("accepted", decision),
         // A replayed push gets the answer the original got.
@@ -342,9 +280,9 @@ async fn commit(
             ("store_error", decision)
         }
         Err(_) => {
-            metrics::counter!("sidecar_reply_deadline_missed_total").increment(1);
+            metrics::counter!(names::REPLY_DEADLINE_MISSED).increment(1);
             tracing::warn!(
-                deadline_ms = app.config.reply_deadline.as_millis() as u64,
+                deadline_ms = webhook.reply_deadline.as_millis() as u64,
                 "commit slower than the reply deadline; replying now, the event still commits"
             );
             ("deadline_missed", decision)
@@ -352,79 +290,32 @@ async fn commit(
     }
 }
 
-async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Vec<u8>, WebhookError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(WebhookError::PayloadTooLarge(limit));
-    }
-    match axum::body::to_bytes(body, limit).await {
+/// Reads the whole body. The router's `RequestBodyLimitLayer` bounds it:
+/// a body past the limit ends in a `LengthLimitError` somewhere in the
+/// error's source chain.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, WebhookError> {
+    match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => Ok(bytes.to_vec()),
         Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit exceeded");
-            if too_large {
-                Err(WebhookError::PayloadTooLarge(limit))
-            } else {
-                Err(WebhookError::BadRequest(format!(
-                    "could not read the body: {e}"
-                )))
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.is::<LengthLimitError>() {
+                    return Err(WebhookError::PayloadTooLarge(limit));
+                }
+                cause = c.source();
             }
+            Err(WebhookError::BadRequest(format!(
+                "could not read the body: {e}"
+            )))
         }
-    }
-}
-
-/// The address a push really came from: the TCP peer, or, when the peer is a
-/// trusted proxy, the right-most `X-Forwarded-For` entry that is not one.
-fn source_address(
-    peer: Option<IpAddr>,
-    peer_trusted: bool,
-    headers: &HeaderMap,
-    app: &App,
-) -> Option<IpAddr> {
-    if !peer_trusted {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !app.config.trusted_proxies.iter().any(|n| n.contains(ip)))
-        .or(peer)
-}
-
-fn check_source(
-    app: &App,
-    peer: Option<IpAddr>,
-    peer_trusted: bool,
-    headers: &HeaderMap,
-) -> Result<(), WebhookError> {
-    if app.config.allow_sources.is_empty() {
-        return Ok(());
-    }
-    match source_address(peer, peer_trusted, headers, app) {
-        Some(ip) if app.config.allow_sources.iter().any(|n| n.contains(&ip)) => Ok(()),
-        Some(ip) => Err(WebhookError::Forbidden(format!(
-            "source address {ip} is not allowed"
-        ))),
-        None => Err(WebhookError::Forbidden("source address unknown".into())),
     }
 }
 
 /// Base of the onAnswer/onHangup URLs: the configured public URL, else
 /// `http://{Host}` (scheme from `X-Forwarded-Proto` only behind a trusted proxy).
 /// With Basic auth on, the credentials go into the URL so follow-ups pass too.
-fn base_url(app: &App, headers: &HeaderMap, peer_trusted: bool) -> String {
-    let base = match &app.config.public_url {
+fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool) -> String {
+    let base = match &webhook.public_url {
         Some(url) => url.clone(),
         None => {
             let host = headers
@@ -438,7 +329,7 @@ fn base_url(app: &App, headers: &HeaderMap, peer_trusted: bool) -> String {
                         })
                 })
                 .map(str::to_owned)
-                .unwrap_or_else(|| app.config.http_addr.to_string());
+                .unwrap_or_else(|| webhook.listen_addr.to_string());
             let scheme = if peer_trusted {
                 headers
                     .get("x-forwarded-proto")
@@ -451,7 +342,7 @@ fn base_url(app: &App, headers: &HeaderMap, peer_trusted: bool) -> String {
             format!("{scheme}://{host}")
         }
     };
-    match &app.config.basic_auth {
+    match &webhook.basic_auth {
         Some(basic) => with_credentials(&base, &basic.user, basic.password.expose()),
         None => base,
     }

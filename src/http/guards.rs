@@ -1,0 +1,176 @@
+//! Who may post webhooks: the source-address allow-list (with trusted
+//! proxies), the secret path token and HTTP Basic credentials. Each check
+//! runs before the body is read and answers a refusal with the reason.
+
+use std::net::IpAddr;
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use ipnet::IpNet;
+use subtle::ConstantTimeEq;
+
+use super::webhook::WebhookError;
+use crate::config::{BasicAuth, Secret};
+
+/// The listener's access rules, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    /// Source addresses allowed to post; empty allows all.
+    pub allow_sources: Vec<IpNet>,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub webhook_token: Option<Secret>,
+    pub basic_auth: Option<BasicAuth>,
+}
+
+impl Guards {
+    /// Whether `peer` is a proxy whose forwarding headers are believed.
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// Runs every check in order: source, path token, Basic credentials.
+    pub fn check(
+        &self,
+        peer: Option<IpAddr>,
+        token: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<(), WebhookError> {
+        self.check_source(peer, headers)?;
+        self.check_token(token)?;
+        self.check_basic(headers)
+    }
+
+    /// The address a push really came from: the TCP peer, or, when the peer
+    /// is a trusted proxy, the right-most `X-Forwarded-For` entry that is not one.
+    fn source_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !self.trusted_proxies.iter().any(|n| n.contains(ip)))
+            .or(peer)
+    }
+
+    fn check_source(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), WebhookError> {
+        if self.allow_sources.is_empty() {
+            return Ok(());
+        }
+        match self.source_address(peer, headers) {
+            Some(ip) if self.allow_sources.iter().any(|n| n.contains(&ip)) => Ok(()),
+            Some(ip) => Err(WebhookError::Forbidden(format!(
+                "source address {ip} is not allowed"
+            ))),
+            None => Err(WebhookError::Forbidden("source address unknown".into())),
+        }
+    }
+
+    /// The token is compared in constant time.
+    fn check_token(&self, given: Option<&str>) -> Result<(), WebhookError> {
+        match (&self.webhook_token, given) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(WebhookError::NotFound(
+                "no webhook token is configured: use /api/v1/sipgate/{in,out}".into(),
+            )),
+            (Some(_), None) => Err(WebhookError::Unauthorized(
+                "webhook token missing from the path".into(),
+            )),
+            (Some(expected), Some(given)) => {
+                if bool::from(expected.expose().as_bytes().ct_eq(given.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err(WebhookError::Unauthorized("wrong webhook token".into()))
+                }
+            }
+        }
+    }
+
+    /// Without (right) credentials sipgate gets a challenge and retries with
+    /// the `user:pass@` of its webhook URL.
+    fn check_basic(&self, headers: &HeaderMap) -> Result<(), WebhookError> {
+        let Some(basic) = &self.basic_auth else {
+            return Ok(());
+        };
+        let expected = format!("{}:{}", basic.user, basic.password.expose());
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            });
+        match given {
+            Some(g) if bool::from(g.ct_eq(expected.as_bytes())) => Ok(()),
+            _ => Err(WebhookError::BasicAuthRequired),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let guards = Guards {
+            allow_sources: vec![net("217.116.118.254/32")],
+            trusted_proxies: vec![net("127.0.0.1/32")],
+            ..Guards::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("217.116.118.254"),
+        );
+        let proxy = Some("127.0.0.1".parse().unwrap());
+        let stranger = Some("198.51.100.7".parse().unwrap());
+        assert!(guards.check(proxy, None, &headers).is_ok());
+        assert!(matches!(
+            guards.check(stranger, None, &headers),
+            Err(WebhookError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn token_and_basic_credentials_are_checked() {
+        let guards = Guards {
+            webhook_token: Some(Secret::new("tok")),
+            basic_auth: Some(BasicAuth {
+                user: "sip".into(),
+                password: Secret::new("pw"),
+            }),
+            ..Guards::default()
+        };
+        let mut headers = HeaderMap::new();
+        assert!(matches!(
+            guards.check(None, Some("nope"), &headers),
+            Err(WebhookError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            guards.check(None, Some("tok"), &headers),
+            Err(WebhookError::BasicAuthRequired)
+        ));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic c2lwOnB3"),
+        );
+        assert!(guards.check(None, Some("tok"), &headers).is_ok());
+    }
+}

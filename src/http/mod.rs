@@ -1,0 +1,122 @@
+//! The webhook listener (public: sipgate posts here): the router, its layers
+//! and its state. [`guards`] decides who may post, [`webhook`] answers a push.
+//! [`router`] opens no socket, so most HTTP tests drive it with `oneshot`.
+
+pub mod guards;
+pub mod webhook;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{FromRef, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+
+pub use guards::Guards;
+pub use webhook::{Webhook, WebhookError};
+
+use crate::{
+    store::{Store, WriterHandle},
+    telemetry::names,
+};
+
+/// Longest a request may take before it is answered 408; graceful shutdown
+/// waits for requests in flight, so none may take forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The listener's state; handlers take the part they need (`FromRef`).
+#[derive(Clone)]
+pub struct HttpState {
+    pub guards: Arc<Guards>,
+    pub webhook: Arc<Webhook>,
+    pub readiness: Readiness,
+}
+
+impl FromRef<HttpState> for Arc<Guards> {
+    fn from_ref(state: &HttpState) -> Self {
+        state.guards.clone()
+    }
+}
+
+impl FromRef<HttpState> for Arc<Webhook> {
+    fn from_ref(state: &HttpState) -> Self {
+        state.webhook.clone()
+    }
+}
+
+impl FromRef<HttpState> for Readiness {
+    fn from_ref(state: &HttpState) -> Self {
+        state.readiness.clone()
+    }
+}
+
+/// What `/readyz` checks: the writer runs and the database answers.
+#[derive(Clone)]
+pub struct Readiness {
+    pub writer: WriterHandle,
+    pub store: Store,
+}
+
+/// The webhook router, with its layers; no sockets.
+pub fn router(state: HttpState) -> Router {
+    let body_limit = state.webhook.body_limit;
+    let webhooks = Router::new()
+        .route("/api/v1/sipgate/{direction}", post(webhook::without_token))
+        .route("/api/v1/sipgate/{direction}/", post(webhook::without_token))
+        .route(
+            "/api/v1/sipgate/{token}/{direction}",
+            post(webhook::with_token),
+        )
+        .route(
+            "/api/v1/sipgate/{token}/{direction}/",
+            post(webhook::with_token),
+        )
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::from_fn_with_state(body_limit, too_large_as_xml));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(webhooks)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    if readiness.writer.is_running() && readiness.store.ping().await {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database or writer unavailable\n",
+        )
+            .into_response()
+    }
+}
+
+/// The limit layer refuses a body whose declared length is too large before
+/// any handler runs; give that refusal the same XML form (and count) as
+/// every other one.
+async fn too_large_as_xml(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_xml = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/xml"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_xml {
+        metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => "too_large").increment(1);
+        tracing::warn!(limit, "webhook refused: declared body too large");
+        return WebhookError::PayloadTooLarge(limit).into_response();
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests;
