@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, store_status};
 use crate::{
-    App, numbers,
+    App, numbers, paging,
     proto::{self, call_log_server},
     store::CallQuery,
 };
@@ -56,7 +56,7 @@ impl call_log_server::CallLog for CallLogService {
             )
         };
         let query = CallQuery {
-            limit: if r.limit == 0 { 50 } else { r.limit.min(1000) },
+            limit: paging::CALLS.clamp(r.limit),
             page_token: (!r.page_token.is_empty()).then_some(r.page_token),
             direction,
             done: r.done,

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     App,
     fanout::{EventFilter, SubscribeError},
-    numbers,
+    numbers, paging,
 };
 
 pub struct EventsService {
@@ -85,7 +85,7 @@ impl call_events_server::CallEvents for EventsService {
         request: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
         let r = request.into_inner();
-        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
+        let limit = paging::EVENTS.clamp(r.limit);
         let events = self
             .app
             .store
@@ -95,7 +95,7 @@ impl call_events_server::CallEvents for EventsService {
         let head_seq = self.app.store.head_seq().await.map_err(store_status)?;
         let next_after_seq = events.last().map_or(r.after_seq, |e| e.seq);
         Ok(Response::new(proto::ListEventsResponse {
-            events: events.iter().map(wire::encoded).collect(),
+            events: events.iter().map(wire::encode).collect(),
             next_after_seq,
             head_seq,
         }))
