@@ -236,7 +236,7 @@ pub const DEDUPED_KINDS: [EventKind; 3] =
     [EventKind::NewCall, EventKind::Answer, EventKind::Hangup];
 
 /// The key under which the one event of `kind` for `call_id` is stored
-/// ("newCall:<callId>"); `None` for kinds that may repeat.
+/// (`"newCall:<callId>"`); `None` for kinds that may repeat.
 pub fn dedupe_key(kind: EventKind, call_id: &str) -> Option<String> {
     DEDUPED_KINDS
         .contains(&kind)

@@ -63,7 +63,7 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// Filters and paging for [`Store::list_calls`]; results are newest first.
+/// Filters and paging for `Store::list_calls`; results are newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallQuery {
     /// Page size, as [`crate::paging::CALLS`] clamps it (0 = the default).
