@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::Decision;
+use crate::decide::{Action, Decision};
 use crate::sipgate::event::{Direction, Event, EventKind};
 
 /// Zammad's call states, in the only order a call moves through them.
@@ -230,9 +230,68 @@ fn first_leg(call_id: &str, orig_call_id: &str) -> String {
     }
 }
 
-/// The hangup the sidecar records itself when sipgate will send none: after
-/// a Reject (`cause = "rejected"`) or when the sweep gives up (`"timeout"`).
-pub fn synthetic_hangup(call: &CallRecord, cause: &str) -> Event {
+/// The events sipgate sends at most once per call, so a repeat is a
+/// duplicate (a retried webhook); dtmf may repeat within a call.
+pub const DEDUPED_KINDS: [EventKind; 3] =
+    [EventKind::NewCall, EventKind::Answer, EventKind::Hangup];
+
+/// The key under which the one event of `kind` for `call_id` is stored
+/// (`"newCall:<callId>"`); `None` for kinds that may repeat.
+pub fn dedupe_key(kind: EventKind, call_id: &str) -> Option<String> {
+    DEDUPED_KINDS
+        .contains(&kind)
+        .then(|| format!("{}:{call_id}", kind.as_str()))
+}
+
+/// A hangup the sidecar records itself because sipgate will send none, and
+/// the call it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntheticEnd {
+    pub hangup: Event,
+    /// The call after `hangup`.
+    pub call: CallRecord,
+}
+
+/// A reject ends the call: sipgate sends no hangup after a Reject, so a
+/// newCall whose `decision` rejected it is followed by a synthetic hangup
+/// (cause "rejected") at `at_ms`, unless the call has ended already.
+/// `call` is the call after `event`.
+pub fn end_if_rejected(
+    event: &Event,
+    decision: Option<&Decision>,
+    call: &CallRecord,
+    at_ms: i64,
+) -> Option<SyntheticEnd> {
+    let rejected = decision.is_some_and(|d| d.action == Action::Reject);
+    (event.kind == EventKind::NewCall && rejected && call.state != CallState::Hangup)
+        .then(|| end_synthetically(call, "rejected", at_ms))
+}
+
+/// A call is stale when it has not ended and nothing has happened to it
+/// since `cutoff_ms`: sipgate lost its hangup.
+pub fn is_stale(call: &CallRecord, cutoff_ms: i64) -> bool {
+    call.state != CallState::Hangup
+        && call.initialized_at_ms < cutoff_ms
+        && call.updated_at_ms < cutoff_ms
+}
+
+/// The sweep ends stale calls: a synthetic hangup (cause "timeout") at
+/// `now_ms` for each call of `open` that is stale at `cutoff_ms`, in order.
+pub fn end_stale(open: &[CallRecord], cutoff_ms: i64, now_ms: i64) -> Vec<SyntheticEnd> {
+    open.iter()
+        .filter(|call| is_stale(call, cutoff_ms))
+        .map(|call| end_synthetically(call, "timeout", now_ms))
+        .collect()
+}
+
+fn end_synthetically(call: &CallRecord, cause: &str, at_ms: i64) -> SyntheticEnd {
+    let hangup = synthetic_hangup(call, cause);
+    let call = apply(Some(call), &hangup, None, at_ms, true);
+    SyntheticEnd { hangup, call }
+}
+
+/// The hangup for `call` as sipgate would have sent it, with `cause`.
+fn synthetic_hangup(call: &CallRecord, cause: &str) -> Event {
     Event {
         direction: call.direction,
         from: call.from.clone(),
@@ -255,6 +314,26 @@ pub(crate) mod tests {
         Event {
             direction,
             ..Event::new(kind, call_id)
+        }
+    }
+
+    pub(crate) fn dtmf(call_id: &str, digits: &str) -> Event {
+        Event {
+            dtmf: digits.to_owned(),
+            ..Event::new(EventKind::Dtmf, call_id)
+        }
+    }
+
+    /// The decision of a block-list match.
+    pub(crate) fn reject() -> Decision {
+        Decision {
+            action: Action::Reject,
+            caller_id: None,
+            rule: crate::decide::Rule::Block {
+                index: 0,
+                pattern: "4930*".into(),
+                note: "spam".into(),
+            },
         }
     }
 
@@ -467,28 +546,105 @@ pub(crate) mod tests {
 
     #[test]
     fn rejected_call_ends_with_synthetic_hangup() {
-        let reject = crate::store::testing::reject();
-        let c = apply(
-            None,
-            &new_call("R", Direction::In, &["Alice"]),
-            Some(&reject),
-            2_000,
-            false,
-        );
-        let end = synthetic_hangup(&c, "rejected");
+        let reject = reject();
+        let new = new_call("R", Direction::In, &["Alice"]);
+        let c = apply(None, &new, Some(&reject), 2_000, false);
+        let SyntheticEnd { hangup: end, call } =
+            end_if_rejected(&new, Some(&reject), &c, 2_000).expect("a reject ends the call");
         assert_eq!(end.kind, EventKind::Hangup);
         assert_eq!(end.call_id, "R");
         assert_eq!(end.direction, Some(Direction::In));
         assert_eq!(end.from, c.from);
         assert_eq!(end.to, c.to);
         assert!(end.raw.is_empty());
-        let c = apply(Some(&c), &end, None, 2_000, true);
+        assert_eq!(call, apply(Some(&c), &end, None, 2_000, true));
+        let c = call;
         assert_eq!(c.state, CallState::Hangup);
         assert!(!c.done, "Zammad shows a rejected call as not done");
         assert_eq!(c.cause, "rejected");
         assert!(c.ended_synthetically);
         assert_eq!(c.decision, Some(reject));
         assert_eq!(c.duration_waiting_secs, Some(0));
+    }
+
+    #[test]
+    fn only_a_rejected_new_call_not_ended_yet_is_ended() {
+        let new = new_call("R", Direction::In, &[]);
+        let accept = Decision::accept();
+        let open = apply(None, &new, Some(&accept), 2_000, false);
+        assert_eq!(end_if_rejected(&new, Some(&accept), &open, 2_000), None);
+        assert_eq!(end_if_rejected(&new, None, &open, 2_000), None);
+        // A late newCall of a call that has ended already.
+        let ended = apply(
+            None,
+            &hangup_with("R", Direction::In, "cancel"),
+            None,
+            1_000,
+            false,
+        );
+        let late = apply(Some(&ended), &new, Some(&reject()), 2_000, false);
+        assert_eq!(end_if_rejected(&new, Some(&reject()), &late, 2_000), None);
+        // Only a newCall carries the decision.
+        let answer = answer_by("R", Direction::In, None);
+        assert_eq!(
+            end_if_rejected(&answer, Some(&reject()), &open, 2_000),
+            None
+        );
+    }
+
+    #[test]
+    fn sweep_ends_open_calls_quiet_since_the_cutoff() {
+        let at = |call_id: &str, initialized: i64, updated: i64| CallRecord {
+            initialized_at_ms: initialized,
+            updated_at_ms: updated,
+            ..apply(None, &new_call(call_id, Direction::In, &[]), None, 0, false)
+        };
+        let quiet = at("quiet", 1_000, 5_000);
+        let recent_event = at("recent", 1_000, 50_000);
+        let recent_call = at("young", 50_000, 50_000);
+        let ended = apply(
+            Some(&quiet),
+            &hangup_with("quiet", Direction::In, "cancel"),
+            None,
+            6_000,
+            false,
+        );
+        assert!(is_stale(&quiet, 10_000));
+        assert!(!is_stale(&recent_event, 10_000));
+        assert!(!is_stale(&recent_call, 10_000));
+        assert!(!is_stale(&ended, 10_000));
+
+        let ends = end_stale(
+            &[quiet.clone(), recent_event, recent_call, ended],
+            10_000,
+            100_000,
+        );
+        assert_eq!(ends.len(), 1);
+        let SyntheticEnd { hangup, call } = &ends[0];
+        assert_eq!(hangup.call_id, "quiet");
+        assert_eq!(hangup.cause, "timeout");
+        assert_eq!(call.state, CallState::Hangup);
+        assert_eq!(call.cause, "timeout");
+        assert_eq!(call.end_at_ms, Some(100_000));
+        assert!(call.ended_synthetically);
+        assert!(!call.done, "an inbound call nobody took stays missed");
+    }
+
+    #[test]
+    fn only_once_per_call_events_have_a_dedupe_key() {
+        assert_eq!(
+            dedupe_key(EventKind::NewCall, "c1").as_deref(),
+            Some("newCall:c1")
+        );
+        assert_eq!(
+            dedupe_key(EventKind::Answer, "c1").as_deref(),
+            Some("answer:c1")
+        );
+        assert_eq!(
+            dedupe_key(EventKind::Hangup, "c1").as_deref(),
+            Some("hangup:c1")
+        );
+        assert_eq!(dedupe_key(EventKind::Dtmf, "c1"), None);
     }
 
     #[test]

@@ -1,24 +1,27 @@
 //! Live broadcast of committed events, with catch-up from the store.
 //!
-//! The writer publishes every committed event, in seq order, into a bounded
-//! broadcast channel. A subscriber joins the broadcast first, then reads the
+//! The writer publishes every committed event, in seq order, through the
+//! [`Publisher`] into a bounded broadcast channel. A subscriber joins the broadcast first, then reads the
 //! store from its resume point, then follows the broadcast. When it falls
 //! behind (the broadcast lagged, or a seq is missing) it goes back to the
 //! store and rejoins live afterwards: it is never dropped and never skips.
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
+use crate::paging;
 use crate::sipgate::event::{Direction, EventKind};
-use crate::store::{Store, StoreError, StoredEvent};
+use crate::store::{Publish, Store, StoreError, StoredEvent};
 
-/// Events read from the store per catch-up query.
-const CATCH_UP_PAGE: u32 = 1000;
+/// Events read from the store per catch-up query: the largest page it gives.
+const CATCH_UP_PAGE: u32 = paging::EVENTS.max;
 /// `head` before the writer has reported the stored head.
 const HEAD_UNKNOWN: u64 = u64::MAX;
 
@@ -48,6 +51,43 @@ impl EventFilter {
     }
 }
 
+/// A committed event as the fan-out hands it out, shared by every live
+/// subscriber. It keeps the event's wire form once a transport has encoded
+/// it, so the encoding is done once for all of them. Derefs to the event.
+#[derive(Debug)]
+pub struct Published {
+    event: StoredEvent,
+    wire: OnceLock<Bytes>,
+}
+
+impl Published {
+    pub(crate) fn new(event: StoredEvent) -> Self {
+        Published {
+            event,
+            wire: OnceLock::new(),
+        }
+    }
+
+    pub fn event(&self) -> &StoredEvent {
+        &self.event
+    }
+
+    /// The event's wire form: made by `encode` for the first caller, the
+    /// same bytes for every later one. One wire form per event: every
+    /// caller must pass the same encoding.
+    pub fn wire(&self, encode: impl FnOnce(&StoredEvent) -> Bytes) -> Bytes {
+        self.wire.get_or_init(|| encode(&self.event)).clone()
+    }
+}
+
+impl Deref for Published {
+    type Target = StoredEvent;
+
+    fn deref(&self) -> &StoredEvent {
+        &self.event
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     #[error("the server is shutting down")]
@@ -56,14 +96,20 @@ pub enum SubscribeError {
     Store(#[from] StoreError),
 }
 
+/// Subscribes to committed events. Cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
     inner: Arc<Inner>,
 }
 
+/// The writer's end of the fan-out: what it commits goes out through this.
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
 struct Inner {
     store: Store,
-    live: broadcast::Sender<Arc<StoredEvent>>,
+    live: broadcast::Sender<Arc<Published>>,
     /// The highest seq published (or stored at writer start).
     head: AtomicU64,
     /// The stored head when the writer started, before its first commit.
@@ -80,32 +126,24 @@ impl std::fmt::Debug for Fanout {
 }
 
 impl Fanout {
+    /// The fan-out over `store`, and the publisher to hand to the writer.
     /// `live_capacity` bounds the events buffered for the slowest live
     /// subscriber; beyond it, that subscriber catches up from the store.
-    pub fn new(store: Store, live_capacity: usize) -> Self {
+    pub fn new(store: Store, live_capacity: usize) -> (Fanout, Publisher) {
         let (live, _) = broadcast::channel(live_capacity.max(1));
-        Fanout {
-            inner: Arc::new(Inner {
-                store,
-                live,
-                head: AtomicU64::new(HEAD_UNKNOWN),
-                head_at_writer_start: OnceLock::new(),
-                subscribers: AtomicUsize::new(0),
-            }),
-        }
-    }
-
-    /// Called by the writer only, after commit, in seq order.
-    pub fn publish(&self, e: Arc<StoredEvent>) {
-        self.inner.head.store(e.seq, Ordering::Release);
-        // No receivers is fine: nobody is listening.
-        let _ = self.inner.live.send(e);
-    }
-
-    /// The writer reports the stored head when it starts.
-    pub(crate) fn set_head(&self, seq: u64) {
-        let _ = self.inner.head_at_writer_start.set(seq);
-        self.inner.head.store(seq, Ordering::Release);
+        let inner = Arc::new(Inner {
+            store,
+            live,
+            head: AtomicU64::new(HEAD_UNKNOWN),
+            head_at_writer_start: OnceLock::new(),
+            subscribers: AtomicUsize::new(0),
+        });
+        (
+            Fanout {
+                inner: inner.clone(),
+            },
+            Publisher { inner },
+        )
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -120,7 +158,7 @@ impl Fanout {
         after_seq: Option<u64>,
         filter: EventFilter,
         shutdown: CancellationToken,
-    ) -> impl Stream<Item = Result<Arc<StoredEvent>, SubscribeError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Arc<Published>, SubscribeError>> + Send + 'static {
         // Join the broadcast before anything else, so no event published
         // from here on can be missed between catch-up and live.
         let live = self.inner.live.subscribe();
@@ -145,6 +183,25 @@ impl Fanout {
     }
 }
 
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publish for Publisher {
+    fn set_head(&self, seq: u64) {
+        let _ = self.inner.head_at_writer_start.set(seq);
+        self.inner.head.store(seq, Ordering::Release);
+    }
+
+    fn publish(&self, event: StoredEvent) {
+        self.inner.head.store(event.seq, Ordering::Release);
+        // No receivers is fine: nobody is listening.
+        let _ = self.inner.live.send(Arc::new(Published::new(event)));
+    }
+}
+
 /// Keeps the subscriber gauge right however the stream is dropped.
 struct SubscriberCount(Arc<Inner>);
 
@@ -165,20 +222,20 @@ impl Drop for SubscriberCount {
 
 struct Subscription {
     fanout: SubscriberCount,
-    live: broadcast::Receiver<Arc<StoredEvent>>,
+    live: broadcast::Receiver<Arc<Published>>,
     /// The highest seq this subscriber has passed, sent or filtered out;
     /// `None` until known (a "from now" subscription before the writer started).
     last_sent: Option<u64>,
     filter: EventFilter,
     shutdown: CancellationToken,
     /// Caught-up events that passed the filter, not yet yielded.
-    ready: VecDeque<Arc<StoredEvent>>,
+    ready: VecDeque<Arc<Published>>,
     catching_up: bool,
     finished: bool,
 }
 
 impl Subscription {
-    async fn next(&mut self) -> Option<Result<Arc<StoredEvent>, SubscribeError>> {
+    async fn next(&mut self) -> Option<Result<Arc<Published>, SubscribeError>> {
         loop {
             if self.finished {
                 return None;
@@ -218,7 +275,7 @@ impl Subscription {
                 for e in page {
                     self.last_sent = Some(e.seq);
                     if self.filter.matches(&e) {
-                        self.ready.push_back(Arc::new(e));
+                        self.ready.push_back(Arc::new(Published::new(e)));
                     }
                 }
                 continue;
@@ -248,7 +305,7 @@ impl Subscription {
     }
 
     /// How many events this subscriber is behind the newest one as it gets `e`.
-    fn record_lag(&self, e: Arc<StoredEvent>) -> Arc<StoredEvent> {
+    fn record_lag(&self, e: Arc<Published>) -> Arc<Published> {
         let head = self.fanout.0.head.load(Ordering::Relaxed);
         if head != HEAD_UNKNOWN {
             metrics::histogram!("sidecar_subscriber_lag_events")
@@ -267,10 +324,7 @@ impl Subscription {
         Ok(*self.fanout.0.head_at_writer_start.get().unwrap_or(&stored))
     }
 
-    fn finish(
-        &mut self,
-        error: SubscribeError,
-    ) -> Option<Result<Arc<StoredEvent>, SubscribeError>> {
+    fn finish(&mut self, error: SubscribeError) -> Option<Result<Arc<Published>, SubscribeError>> {
         self.finished = true;
         Some(Err(error))
     }

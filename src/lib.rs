@@ -142,14 +142,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     // The writer outlives the listeners so in-flight webhooks still commit.
     let writer_shutdown = CancellationToken::new();
-    let fanout = Fanout::new(store.clone(), config.live_buffer);
-    let (writer, writer_task) = store::writer::spawn_writer(
+    let (fanout, publisher) = Fanout::new(store.clone(), config.live_buffer);
+    let (writer, writer_task) = store::spawn_writer(
         store.clone(),
-        fanout.clone(),
+        publisher,
         writer_shutdown.clone(),
         config.writer_max_batch,
     );
-    let maintenance = store::maintenance::spawn_maintenance(
+    let maintenance = store::spawn_maintenance(
         writer.clone(),
         config.stale_call_after,
         config.retention,

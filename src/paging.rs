@@ -1,32 +1,59 @@
-//! Page sizes of every paged read, in one place.
+//! Page sizes of every listing, in one place: what a requested size of 0
+//! means and the most one page holds. The store applies them; a transport
+//! may apply them too, with the same result.
 
-/// The default and the largest page a client may ask for.
-#[derive(Debug, Clone, Copy)]
+/// The page size rule of one listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageLimit {
+    /// The size of a page when the request asks for 0 (no preference).
     pub default: u32,
+    /// The most one page holds, whatever the request asks for.
     pub max: u32,
 }
 
 impl PageLimit {
-    /// The page size to use for a request asking for `requested` (0 = default).
-    pub fn clamp(self, requested: u32) -> u32 {
+    /// The page size to use for `requested`.
+    pub const fn clamp(self, requested: u32) -> u32 {
         if requested == 0 {
             self.default
+        } else if requested > self.max {
+            self.max
         } else {
-            requested.min(self.max)
+            requested
         }
     }
 }
 
+/// The call log (`ListCalls`), newest first.
 pub const CALLS: PageLimit = PageLimit {
     default: 50,
     max: 1000,
 };
+
+/// The settings audit trail (`ListAudit`), newest first.
 pub const AUDIT: PageLimit = PageLimit {
     default: 100,
     max: 1000,
 };
+
+/// The event log (`ListEvents`, and each catch-up read of a subscriber).
 pub const EVENTS: PageLimit = PageLimit {
     default: 100,
     max: 1000,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_means_the_default_and_the_max_caps() {
+        assert_eq!(CALLS.clamp(0), 50);
+        assert_eq!(CALLS.clamp(1), 1);
+        assert_eq!(CALLS.clamp(1000), 1000);
+        assert_eq!(CALLS.clamp(5000), 1000);
+        assert_eq!(AUDIT.clamp(0), 100);
+        assert_eq!(EVENTS.clamp(0), 100);
+        assert_eq!(EVENTS.clamp(u32::MAX), 1000);
+    }
+}

@@ -594,10 +594,10 @@ async fn idle_subscribers_rss(grpc: &str, pid: u32, count: usize) -> anyhow::Res
 /// Appends `count` events to the database with the sidecar's own writer.
 async fn populate(database: &Path, count: u64) -> anyhow::Result<Duration> {
     let store = Store::open(&database.display().to_string()).await?;
-    let fanout = sipgate_sidecar::fanout::Fanout::new(store.clone(), 16);
+    let (_fanout, publisher) = sipgate_sidecar::fanout::Fanout::new(store.clone(), 16);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (writer, task) =
-        sipgate_sidecar::store::writer::spawn_writer(store, fanout, shutdown.clone(), 2048);
+        sipgate_sidecar::store::spawn_writer(store, publisher, shutdown.clone(), 2048);
     let start = Instant::now();
     let producers = 4u64;
     let mut handles = Vec::new();

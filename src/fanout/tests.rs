@@ -6,9 +6,9 @@ use futures::StreamExt as _;
 use futures::future::join_all;
 
 use super::*;
-use crate::calls::tests::new_call;
+use crate::calls::tests::{dtmf, new_call};
 use crate::decide::Decision;
-use crate::store::testing::{Harness, dtmf};
+use crate::store::testing::Harness;
 use crate::store::{Committed, Intake, WriterHandle};
 
 /// Submits `n` dtmf events for `call_id` at once and waits for all commits.
@@ -30,7 +30,7 @@ async fn write_many(writer: &WriterHandle, call_id: &str, n: usize) {
 }
 
 async fn take_seqs(
-    stream: impl Stream<Item = Result<Arc<StoredEvent>, SubscribeError>>,
+    stream: impl Stream<Item = Result<Arc<Published>, SubscribeError>>,
     n: usize,
     pause_every: usize,
 ) -> Vec<u64> {

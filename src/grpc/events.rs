@@ -95,7 +95,7 @@ impl call_events_server::CallEvents for EventsService {
         let head_seq = self.store.head_seq().await?;
         let next_after_seq = events.last().map_or(r.after_seq, |e| e.seq);
         Ok(Response::new(proto::ListEventsResponse {
-            events: events.iter().map(wire::encoded).collect(),
+            events: events.iter().map(wire::encode).collect(),
             next_after_seq,
             head_seq,
         }))

@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes};
 use prost::Message;
 
-use crate::store::StoredEvent;
+use crate::{fanout::Published, store::StoredEvent};
 
 /// Server-side code generated with `CallEvent` replaced by [`EncodedCallEvent`].
 pub mod generated {
@@ -46,15 +46,16 @@ impl Message for EncodedCallEvent {
     }
 }
 
-/// The event's encoding, computed on first use and kept with the event, so
-/// all live subscribers (who share the same `Arc<StoredEvent>`) reuse it.
-pub fn encoded(event: &StoredEvent) -> EncodedCallEvent {
-    EncodedCallEvent(
-        event
-            .wire
-            .get_or_init(|| Bytes::from(super::convert::event(event).encode_to_vec()))
-            .clone(),
-    )
+/// The event's encoding, made for this one use (a page read from the store).
+pub fn encode(event: &StoredEvent) -> EncodedCallEvent {
+    EncodedCallEvent(Bytes::from(super::convert::event(event).encode_to_vec()))
+}
+
+/// A live event's encoding, made on first use and kept with the published
+/// event, so all live subscribers (who share the same `Arc<Published>`)
+/// reuse it.
+pub fn encoded(event: &Published) -> EncodedCallEvent {
+    EncodedCallEvent(event.wire(|e| encode(e).0))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::writer::WriterHandle;
 /// Every `interval` (and once at start): sweep calls open longer than
 /// `stale_after`, purge what is older than `retention`. A zero duration
 /// disables that job (retention zero = keep forever).
-pub fn spawn_maintenance(
+pub(crate) fn spawn_maintenance(
     writer: WriterHandle,
     stale_after: Duration,
     retention: Duration,
@@ -28,7 +28,7 @@ pub fn spawn_maintenance(
                 _ = shutdown.cancelled() => break,
                 _ = ticks.tick() => {}
             }
-            let now = super::now_ms();
+            let now = crate::now_ms();
             if !stale_after.is_zero() {
                 if let Err(error) = writer.sweep(millis(stale_after), now).await {
                     tracing::warn!(%error, "sweep of stale calls failed");

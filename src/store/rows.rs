@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteConnection;
-use std::sync::Arc;
 
 use sqlx::{Executor, QueryBuilder, Sqlite};
 
@@ -33,7 +32,7 @@ const INSERT_CHUNK: usize = 500;
 /// Inserts `events` (with their dedupe keys) in a few multi-row statements.
 pub(super) async fn insert_events(
     conn: &mut SqliteConnection,
-    events: &[Arc<StoredEvent>],
+    events: &[StoredEvent],
     dedupe_keys: &[Option<String>],
 ) -> Result<(), StoreError> {
     debug_assert_eq!(events.len(), dedupe_keys.len());
@@ -105,7 +104,6 @@ where
                 synthetic,
                 decision,
                 call,
-                wire: Default::default(),
             })
         })
         .collect()
@@ -124,15 +122,19 @@ where
 /// The stored (dedupe key, seq) pairs among `keys`.
 pub(super) async fn seqs_by_dedupe_keys(
     conn: &mut SqliteConnection,
-    keys: &[String; 3],
+    keys: &[String],
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT dedupe_key, seq FROM events WHERE dedupe_key IN ($1, $2, $3)")
-            .bind(&keys[0])
-            .bind(&keys[1])
-            .bind(&keys[2])
-            .fetch_all(conn)
-            .await?;
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut select =
+        QueryBuilder::<Sqlite>::new("SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (");
+    let mut list = select.separated(", ");
+    for key in keys {
+        list.push_bind(key);
+    }
+    select.push(")");
+    let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(conn).await?;
     Ok(rows.into_iter().map(|(k, s)| (k, s as u64)).collect())
 }
 
@@ -197,7 +199,8 @@ pub(super) async fn upsert_calls(
     Ok(())
 }
 
-/// Calls not ended whose last sign of life is older than `cutoff_ms`, oldest first.
+/// Calls not ended whose last sign of life is older than `cutoff_ms`, oldest
+/// first: the rows [`crate::calls::is_stale`] holds for, found by index.
 pub(super) async fn stale_open_calls(
     conn: &mut SqliteConnection,
     cutoff_ms: i64,

@@ -1,4 +1,5 @@
-//! Test harness: a store on a temporary file with a running writer and fanout.
+//! Test harness: a store on a temporary file with a running writer and
+//! fan-out. Event fixtures are in `calls::tests`.
 
 use std::path::PathBuf;
 
@@ -7,10 +8,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Committed, Intake, Store, WriterHandle, spawn_writer};
-use crate::calls::tests::event;
-use crate::decide::{Action, Decision, Rule};
+use crate::decide::Decision;
 use crate::fanout::Fanout;
-use crate::sipgate::event::{Event, EventKind};
+use crate::sipgate::event::Event;
 
 pub(crate) struct Harness {
     pub dir: TempDir,
@@ -31,9 +31,9 @@ impl Harness {
         let store = Store::open(Self::db_path(&dir).to_str().unwrap())
             .await
             .expect("open store");
-        let fanout = Fanout::new(store.clone(), live_capacity);
+        let (fanout, publisher) = Fanout::new(store.clone(), live_capacity);
         let shutdown = CancellationToken::new();
-        let (writer, task) = spawn_writer(store.clone(), fanout.clone(), shutdown.clone(), 64);
+        let (writer, task) = spawn_writer(store.clone(), publisher, shutdown.clone(), 64);
         Harness {
             dir,
             store,
@@ -74,24 +74,5 @@ impl Harness {
             .await
             .expect("answered")
             .expect("committed")
-    }
-}
-
-pub(crate) fn dtmf(call_id: &str, digits: &str) -> Event {
-    Event {
-        dtmf: digits.to_owned(),
-        ..event(EventKind::Dtmf, call_id, None)
-    }
-}
-
-pub(crate) fn reject() -> Decision {
-    Decision {
-        action: Action::Reject,
-        caller_id: None,
-        rule: Rule::Block {
-            index: 0,
-            pattern: "4930*".into(),
-            note: "spam".into(),
-        },
     }
 }

@@ -1,10 +1,14 @@
 //! The store and the writer against a real SQLite file.
 
+use std::time::Duration;
+
 use futures::future::join_all;
 
-use super::testing::{Harness, dtmf, reject};
+use super::testing::Harness;
 use super::*;
-use crate::calls::tests::{event, new_call};
+use crate::calls::tests::{dtmf, event, new_call, reject};
+use crate::decide::{BlockEntry, RoutingRule, Settings};
+use crate::now_ms;
 use crate::sipgate::event::EventKind;
 
 fn hangup(call_id: &str, cause: &str) -> Event {

@@ -1,0 +1,318 @@
+//! One batch of commands in one transaction, and what it produced: the
+//! answers and the new events, released only after the commit.
+
+use std::collections::HashMap;
+
+use sqlx::Connection as _;
+use sqlx::sqlite::SqliteConnection;
+
+use super::cache::CallCache;
+use super::{Command, Committed, Intake, Outcome, Publish};
+use crate::calls::{self, CallRecord, SyntheticEnd};
+use crate::store::{Store, StoreError, StoredEvent, rows};
+
+/// The writer task's state between batches.
+pub(super) struct Writer {
+    connection: SqliteConnection,
+    publisher: Box<dyn Publish>,
+    /// The seq the next appended event gets.
+    next_seq: u64,
+    /// Calls as stored; the writer is the only one changing them.
+    cache: CallCache,
+}
+
+/// What one batch produced, applied only after its commit.
+#[derive(Default)]
+struct BatchEffects {
+    outcomes: Vec<Outcome>,
+    published: Vec<StoredEvent>,
+    /// Dedupe keys of `published`, inserted together before the commit.
+    dedupe_keys: Vec<Option<String>>,
+    /// Calls changed by the batch, latest state once each, written together.
+    dirty: Vec<CallRecord>,
+    dirty_index: HashMap<String, usize>,
+    duplicates: u64,
+}
+
+impl BatchEffects {
+    fn touch(&mut self, call: &CallRecord) {
+        match self.dirty_index.get(&call.call_id) {
+            Some(&i) => self.dirty[i] = call.clone(),
+            None => {
+                self.dirty_index
+                    .insert(call.call_id.clone(), self.dirty.len());
+                self.dirty.push(call.clone());
+            }
+        }
+    }
+
+    /// Writes what is pending, so queries of the calls table see it.
+    async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        rows::upsert_calls(conn, &self.dirty).await?;
+        self.dirty.clear();
+        self.dirty_index.clear();
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Takes the store's writer connection and reports the stored head.
+    pub(super) async fn start(
+        store: &Store,
+        publisher: Box<dyn Publish>,
+    ) -> Result<Writer, StoreError> {
+        let mut connection = store.writer_connection().await?;
+        let head = rows::head_seq(&mut connection).await?;
+        publisher.set_head(head);
+        Ok(Writer {
+            connection,
+            publisher,
+            next_seq: head + 1,
+            cache: CallCache::default(),
+        })
+    }
+
+    /// The seq the next appended event gets.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Runs `batch` in one transaction, then answers every command and
+    /// publishes the new events (or, if it failed, answers every command
+    /// with the error).
+    pub(super) async fn commit(&mut self, batch: Vec<Command>) {
+        let first_seq = self.next_seq;
+        match self.run_batch(&batch).await {
+            Ok(effects) => {
+                metrics::histogram!("sidecar_writer_batch_size").record(batch.len() as f64);
+                metrics::counter!("sidecar_events_appended_total")
+                    .increment(effects.published.len() as u64);
+                metrics::counter!("sidecar_events_duplicate_total").increment(effects.duplicates);
+                for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
+                    command.respond(Ok(outcome));
+                }
+                for event in effects.published {
+                    self.publisher.publish(event);
+                }
+            }
+            Err(error) => {
+                // Nothing of the batch was stored: hand its seqs out again,
+                // and forget call states the batch had changed.
+                self.next_seq = first_seq;
+                self.cache.clear();
+                tracing::error!(%error, commands = batch.len(), "writer transaction failed");
+                metrics::counter!("sidecar_writer_errors_total").increment(1);
+                let reason = error.to_string();
+                for command in batch {
+                    command.respond(Err(StoreError::Write(reason.clone())));
+                }
+            }
+        }
+    }
+
+    async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
+        self.cache.trim();
+        let mut tx = self.connection.begin_with("BEGIN IMMEDIATE").await?;
+        let mut effects = BatchEffects::default();
+        let mut seq = SeqCounter(&mut self.next_seq);
+        let cache = &mut self.cache;
+        let result = async {
+            for command in batch {
+                let outcome = match command {
+                    Command::Append(intake, _) => {
+                        let committed =
+                            append(&mut tx, &mut seq, cache, intake, &mut effects).await?;
+                        if matches!(committed, Committed::Duplicate { .. }) {
+                            effects.duplicates += 1;
+                        }
+                        Outcome::Append(committed)
+                    }
+                    Command::SetDone { call_id, done, .. } => Outcome::SetDone(
+                        set_done(&mut tx, cache, call_id, *done, &mut effects).await?,
+                    ),
+                    Command::Sweep {
+                        cutoff_ms, now_ms, ..
+                    } => Outcome::Sweep(
+                        sweep(&mut tx, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
+                    ),
+                    Command::Purge { cutoff_ms, .. } => {
+                        effects.flush(&mut tx).await?;
+                        cache.clear();
+                        let (events, calls) = purge(&mut tx, seq.last(), *cutoff_ms).await?;
+                        Outcome::Purge(events, calls)
+                    }
+                };
+                effects.outcomes.push(outcome);
+            }
+            effects.flush(&mut tx).await?;
+            rows::insert_events(&mut tx, &effects.published, &effects.dedupe_keys).await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(effects)
+            }
+            Err(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback failed");
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+struct SeqCounter<'a>(&'a mut u64);
+
+impl SeqCounter<'_> {
+    fn take(&mut self) -> u64 {
+        let seq = *self.0;
+        *self.0 += 1;
+        seq
+    }
+
+    /// The highest seq handed out so far (0 when none).
+    fn last(&self) -> u64 {
+        *self.0 - 1
+    }
+}
+
+async fn append(
+    conn: &mut SqliteConnection,
+    seq: &mut SeqCounter<'_>,
+    cache: &mut CallCache,
+    intake: &Intake,
+    effects: &mut BatchEffects,
+) -> Result<Committed, StoreError> {
+    let event = &intake.event;
+    let entry = cache.entry(conn, &event.call_id).await?;
+    // Earlier events of the same batch are in the cache already.
+    if let Some(original) = entry.original(event.kind) {
+        return Ok(Committed::Duplicate {
+            seq: original,
+            decision: entry.record.as_ref().and_then(|c| c.decision.clone()),
+        });
+    }
+
+    let call = calls::apply(
+        entry.record.as_ref(),
+        event,
+        intake.decision.as_ref(),
+        intake.received_at_ms,
+        false,
+    );
+    let stored = StoredEvent {
+        seq: seq.take(),
+        event: event.clone(),
+        received_at_ms: intake.received_at_ms,
+        synthetic: false,
+        decision: intake.decision.clone(),
+        call: call.clone(),
+    };
+    entry.set_original(event.kind, stored.seq);
+    entry.record = Some(call.clone());
+    effects.touch(&call);
+    let appended = stored.seq;
+    effects
+        .dedupe_keys
+        .push(calls::dedupe_key(event.kind, &event.call_id));
+    effects.published.push(stored);
+
+    if let Some(end) = calls::end_if_rejected(
+        event,
+        intake.decision.as_ref(),
+        &call,
+        intake.received_at_ms,
+    ) {
+        append_synthetic(seq, cache, end, intake.received_at_ms, effects);
+    }
+    Ok(Committed::Appended {
+        seq: appended,
+        decision: intake.decision.clone(),
+        call,
+    })
+}
+
+/// Appends the synthetic hangup of `end`, received at `at_ms`, and stores
+/// the ended call.
+fn append_synthetic(
+    seq: &mut SeqCounter<'_>,
+    cache: &mut CallCache,
+    end: SyntheticEnd,
+    at_ms: i64,
+    effects: &mut BatchEffects,
+) {
+    let stored = StoredEvent {
+        seq: seq.take(),
+        event: end.hangup,
+        received_at_ms: at_ms,
+        synthetic: true,
+        decision: None,
+        call: end.call,
+    };
+    effects.touch(&stored.call);
+    cache.store(&stored.call);
+    effects.dedupe_keys.push(None);
+    effects.published.push(stored);
+}
+
+async fn set_done(
+    conn: &mut SqliteConnection,
+    cache: &mut CallCache,
+    call_id: &str,
+    done: bool,
+    effects: &mut BatchEffects,
+) -> Result<Option<CallRecord>, StoreError> {
+    let Some(mut call) = cache.entry(conn, call_id).await?.record.clone() else {
+        return Ok(None);
+    };
+    call.done = done;
+    call.updated_at_ms = crate::now_ms();
+    effects.touch(&call);
+    cache.store(&call);
+    Ok(Some(call))
+}
+
+async fn sweep(
+    conn: &mut SqliteConnection,
+    seq: &mut SeqCounter<'_>,
+    cache: &mut CallCache,
+    cutoff_ms: i64,
+    now_ms: i64,
+    effects: &mut BatchEffects,
+) -> Result<usize, StoreError> {
+    // Calls this batch changed count as they are now, not as last committed.
+    effects.flush(conn).await?;
+    let open = rows::stale_open_calls(conn, cutoff_ms).await?;
+    let ends = calls::end_stale(&open, cutoff_ms, now_ms);
+    let ended = ends.len();
+    for end in ends {
+        append_synthetic(seq, cache, end, now_ms, effects);
+    }
+    if ended > 0 {
+        tracing::info!(calls = ended, "sweep ended calls with no hangup");
+    }
+    Ok(ended)
+}
+
+async fn purge(
+    conn: &mut SqliteConnection,
+    head: u64,
+    cutoff_ms: i64,
+) -> Result<(u64, u64), StoreError> {
+    // The newest event stays: the sequence restarts from MAX(seq) on open.
+    let events = sqlx::query("DELETE FROM events WHERE received_at_ms < $1 AND seq < $2")
+        .bind(cutoff_ms)
+        .bind(head as i64)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let calls = sqlx::query("DELETE FROM calls WHERE updated_at_ms < $1")
+        .bind(cutoff_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok((events, calls))
+}

@@ -1,0 +1,94 @@
+//! The writer's view of recent calls, so a repeated or follow-up event costs
+//! no read. Every change goes through the writer, so an entry is the stored
+//! truth; after a failed transaction the whole cache is dropped.
+
+use std::collections::HashMap;
+
+use sqlx::sqlite::SqliteConnection;
+
+use crate::calls::{CallRecord, DEDUPED_KINDS, dedupe_key};
+use crate::sipgate::event::EventKind;
+use crate::store::{StoreError, rows};
+
+/// Entries kept before the cache starts over (a few MB).
+const CACHE_LIMIT: usize = 20_000;
+
+#[derive(Default)]
+pub(super) struct CallCache {
+    calls: HashMap<String, CachedCall>,
+}
+
+pub(super) struct CachedCall {
+    /// The call as stored, `None` while unknown.
+    pub(super) record: Option<CallRecord>,
+    /// Seq of the stored event of each of [`DEDUPED_KINDS`], in that order.
+    originals: [Option<u64>; DEDUPED_KINDS.len()],
+}
+
+impl CachedCall {
+    /// The seq of the stored event of `kind`, which makes another a duplicate.
+    pub(super) fn original(&self, kind: EventKind) -> Option<u64> {
+        slot(kind).and_then(|i| self.originals[i])
+    }
+
+    /// Records that the event of `kind` is stored as `seq`.
+    pub(super) fn set_original(&mut self, kind: EventKind, seq: u64) {
+        if let Some(i) = slot(kind) {
+            self.originals[i] = Some(seq);
+        }
+    }
+}
+
+fn slot(kind: EventKind) -> Option<usize> {
+    DEDUPED_KINDS.iter().position(|&k| k == kind)
+}
+
+impl CallCache {
+    /// The entry of `call_id`, read from the database on first use.
+    pub(super) async fn entry(
+        &mut self,
+        conn: &mut SqliteConnection,
+        call_id: &str,
+    ) -> Result<&mut CachedCall, StoreError> {
+        if !self.calls.contains_key(call_id) {
+            let record = rows::load_call(&mut *conn, call_id).await?;
+            let keys = DEDUPED_KINDS.map(|kind| dedupe_key(kind, call_id));
+            let found = rows::seqs_by_dedupe_keys(
+                &mut *conn,
+                &keys.iter().flatten().cloned().collect::<Vec<_>>(),
+            )
+            .await?;
+            let originals = keys.map(|key| {
+                found
+                    .iter()
+                    .find(|(k, _)| Some(k) == key.as_ref())
+                    .map(|(_, seq)| *seq)
+            });
+            self.calls
+                .insert(call_id.to_owned(), CachedCall { record, originals });
+        }
+        Ok(self
+            .calls
+            .get_mut(call_id)
+            .expect("the entry was inserted above"))
+    }
+
+    /// Keeps `call` as the stored state of a call already in the cache.
+    pub(super) fn store(&mut self, call: &CallRecord) {
+        if let Some(entry) = self.calls.get_mut(&call.call_id) {
+            entry.record = Some(call.clone());
+        }
+    }
+
+    /// Starts over when the cache has grown past its limit.
+    pub(super) fn trim(&mut self) {
+        if self.calls.len() > CACHE_LIMIT {
+            self.calls.clear();
+        }
+    }
+
+    /// Forgets every call, after a failed transaction or a purge.
+    pub(super) fn clear(&mut self) {
+        self.calls.clear();
+    }
+}

@@ -1,0 +1,112 @@
+//! The single writer: every event, call-log change, sweep and purge goes
+//! through one task on one dedicated connection. It waits for one command,
+//! takes whatever else is already queued (group commit), runs the lot in one
+//! `BEGIN IMMEDIATE` transaction, commits (one fsync for the batch), then
+//! answers every caller and publishes the new events in sequence order.
+//!
+//! Sequence numbers are assigned here from an in-memory counter, restored
+//! when a transaction fails, so the log never has a gap.
+//!
+//! - `queue`: the handle callers submit through, and the task loop;
+//! - `batch`: one transaction of commands and what it produced;
+//! - `cache`: the writer's view of recent calls and their dedupe keys.
+
+mod batch;
+mod cache;
+mod queue;
+
+use tokio::sync::oneshot;
+
+use super::{StoreError, StoredEvent};
+use crate::calls::CallRecord;
+use crate::decide::Decision;
+use crate::sipgate::event::Event;
+
+pub use queue::{WriterHandle, spawn_writer};
+
+/// Where the writer hands what it committed (the fan-out, in a server).
+pub trait Publish: Send + 'static {
+    /// The stored head, once, when the writer starts: before its first
+    /// commit, the log ends at `seq`.
+    fn set_head(&self, seq: u64);
+    /// One committed event; called after its transaction committed, in seq
+    /// order, without gaps.
+    fn publish(&self, event: StoredEvent);
+}
+
+/// One accepted webhook, handed to the writer.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub event: Event,
+    /// The decision sent back to sipgate (newCall only).
+    pub decision: Option<Decision>,
+    pub received_at_ms: i64,
+}
+
+/// What became of an [`Intake`] once its batch committed.
+// Short-lived and moved once; boxing the call would only cost callers.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// Stored as `seq`; `call` is the call after this event.
+    Appended {
+        seq: u64,
+        decision: Option<Decision>,
+        call: CallRecord,
+    },
+    /// Already stored as `seq`; nothing written. `decision` is the one stored
+    /// for the call's newCall, so a replayed newCall gets the same reply.
+    Duplicate {
+        seq: u64,
+        decision: Option<Decision>,
+    },
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A request to the writer task, with where its answer goes.
+enum Command {
+    Append(Box<Intake>, Reply<Committed>),
+    SetDone {
+        call_id: String,
+        done: bool,
+        reply: Reply<Option<CallRecord>>,
+    },
+    Sweep {
+        cutoff_ms: i64,
+        now_ms: i64,
+        reply: Reply<usize>,
+    },
+    Purge {
+        cutoff_ms: i64,
+        reply: Reply<(u64, u64)>,
+    },
+}
+
+/// The result of one command inside a committed transaction.
+enum Outcome {
+    Append(Committed),
+    SetDone(Option<CallRecord>),
+    Sweep(usize),
+    Purge(u64, u64),
+}
+
+impl Command {
+    fn respond(self, result: Result<Outcome, StoreError>) {
+        // A caller that stopped waiting (deadline passed) is not an error:
+        // its event is stored all the same.
+        match (self, result) {
+            (Command::Append(_, reply), Ok(Outcome::Append(c))) => drop(reply.send(Ok(c))),
+            (Command::SetDone { reply, .. }, Ok(Outcome::SetDone(c))) => drop(reply.send(Ok(c))),
+            (Command::Sweep { reply, .. }, Ok(Outcome::Sweep(n))) => drop(reply.send(Ok(n))),
+            (Command::Purge { reply, .. }, Ok(Outcome::Purge(e, c))) => {
+                drop(reply.send(Ok((e, c))))
+            }
+            (Command::Append(_, reply), Err(e)) => drop(reply.send(Err(e))),
+            (Command::SetDone { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            (Command::Sweep { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            (Command::Purge { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            _ => unreachable!("outcomes are produced in command order"),
+        }
+    }
+}
