@@ -9,7 +9,7 @@ use base64::Engine;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
-use super::webhook::WebhookError;
+use super::error::WebhookError;
 use crate::config::{BasicAuth, Secret};
 
 /// The listener's access rules, from the configuration.

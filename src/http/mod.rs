@@ -2,6 +2,7 @@
 //! and its state. [`guards`] decides who may post, [`webhook`] answers a push.
 //! [`router`] opens no socket, so most HTTP tests drive it with `oneshot`.
 
+mod error;
 pub mod guards;
 pub mod webhook;
 
@@ -17,8 +18,9 @@ use axum::{
 };
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
+pub use error::WebhookError;
 pub use guards::Guards;
-pub use webhook::{Webhook, WebhookError};
+pub use webhook::Webhook;
 
 use crate::{
     store::{Store, WriterHandle},

@@ -17,12 +17,12 @@ use std::{
 use axum::{
     body::Body,
     extract::{ConnectInfo, Path, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use http_body_util::LengthLimitError;
 
-use super::guards::Guards;
+use super::{error::WebhookError, error::xml_headers, guards::Guards};
 use crate::{
     config::{BasicAuth, Secret, SignatureMode},
     decide::{self, Decision},
@@ -54,65 +54,6 @@ pub struct Webhook {
     /// Written into the callback URLs, so sipgate's follow-ups pass the guards.
     pub webhook_token: Option<Secret>,
     pub basic_auth: Option<BasicAuth>,
-}
-
-/// Why a push was refused. Each maps to a 4xx with an XML body saying why.
-#[derive(Debug)]
-pub enum WebhookError {
-    Forbidden(String),
-    Unauthorized(String),
-    /// 401 with a Basic challenge, so sipgate retries with the URL's credentials.
-    BasicAuthRequired,
-    NotFound(String),
-    PayloadTooLarge(usize),
-    BadRequest(String),
-}
-
-impl WebhookError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            WebhookError::Forbidden(_) => "forbidden_source",
-            WebhookError::Unauthorized(_) => "unauthorized",
-            WebhookError::BasicAuthRequired => "basic_auth_required",
-            WebhookError::NotFound(_) => "not_found",
-            WebhookError::PayloadTooLarge(_) => "too_large",
-            WebhookError::BadRequest(_) => "bad_request",
-        }
-    }
-}
-
-impl IntoResponse for WebhookError {
-    fn into_response(self) -> Response {
-        let (status, reason) = match &self {
-            WebhookError::Forbidden(r) => (StatusCode::FORBIDDEN, r.clone()),
-            WebhookError::Unauthorized(r) => (StatusCode::UNAUTHORIZED, r.clone()),
-            WebhookError::BasicAuthRequired => (
-                StatusCode::UNAUTHORIZED,
-                "HTTP Basic credentials required".to_string(),
-            ),
-            WebhookError::NotFound(r) => (StatusCode::NOT_FOUND, r.clone()),
-            WebhookError::PayloadTooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {limit} bytes"),
-            ),
-            WebhookError::BadRequest(r) => (StatusCode::BAD_REQUEST, r.clone()),
-        };
-        let mut response = (status, xml_headers(), xml::render_error(&reason)).into_response();
-        if matches!(self, WebhookError::BasicAuthRequired) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"sipgate-sidecar\""),
-            );
-        }
-        response
-    }
-}
-
-fn xml_headers() -> [(header::HeaderName, HeaderValue); 1] {
-    [(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml; charset=UTF-8"),
-    )]
 }
 
 pub async fn without_token(

@@ -1,0 +1,68 @@
+//! Refusals: each answers 4xx with an XML body saying why, like every
+//! sipgate reply, and names an outcome for the request counter.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::sipgate::xml;
+
+/// Why a push was refused. Each maps to a 4xx with an XML body saying why.
+#[derive(Debug)]
+pub enum WebhookError {
+    Forbidden(String),
+    Unauthorized(String),
+    /// 401 with a Basic challenge, so sipgate retries with the URL's credentials.
+    BasicAuthRequired,
+    NotFound(String),
+    PayloadTooLarge(usize),
+    BadRequest(String),
+}
+
+impl WebhookError {
+    pub(super) fn outcome(&self) -> &'static str {
+        match self {
+            WebhookError::Forbidden(_) => "forbidden_source",
+            WebhookError::Unauthorized(_) => "unauthorized",
+            WebhookError::BasicAuthRequired => "basic_auth_required",
+            WebhookError::NotFound(_) => "not_found",
+            WebhookError::PayloadTooLarge(_) => "too_large",
+            WebhookError::BadRequest(_) => "bad_request",
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let (status, reason) = match &self {
+            WebhookError::Forbidden(r) => (StatusCode::FORBIDDEN, r.clone()),
+            WebhookError::Unauthorized(r) => (StatusCode::UNAUTHORIZED, r.clone()),
+            WebhookError::BasicAuthRequired => (
+                StatusCode::UNAUTHORIZED,
+                "HTTP Basic credentials required".to_string(),
+            ),
+            WebhookError::NotFound(r) => (StatusCode::NOT_FOUND, r.clone()),
+            WebhookError::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {limit} bytes"),
+            ),
+            WebhookError::BadRequest(r) => (StatusCode::BAD_REQUEST, r.clone()),
+        };
+        let mut response = (status, xml_headers(), xml::render_error(&reason)).into_response();
+        if matches!(self, WebhookError::BasicAuthRequired) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sipgate-sidecar\""),
+            );
+        }
+        response
+    }
+}
+
+pub(super) fn xml_headers() -> [(header::HeaderName, HeaderValue); 1] {
+    [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=UTF-8"),
+    )]
+}
