@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::paging;
 use crate::sipgate::event::{Direction, EventKind};
 use crate::store::{Publish, Store, StoreError, StoredEvent};
+use crate::telemetry::names;
 
 /// Events read from the store per catch-up query: the largest page it gives.
 const CATCH_UP_PAGE: u32 = paging::EVENTS.max;
@@ -208,7 +209,7 @@ struct SubscriberCount(Arc<Inner>);
 impl SubscriberCount {
     fn new(inner: Arc<Inner>) -> Self {
         let n = inner.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("sidecar_subscribers").set(n as f64);
+        metrics::gauge!(names::SUBSCRIBERS).set(n as f64);
         SubscriberCount(inner)
     }
 }
@@ -216,7 +217,7 @@ impl SubscriberCount {
 impl Drop for SubscriberCount {
     fn drop(&mut self) {
         let n = self.0.subscribers.fetch_sub(1, Ordering::Relaxed) - 1;
-        metrics::gauge!("sidecar_subscribers").set(n as f64);
+        metrics::gauge!(names::SUBSCRIBERS).set(n as f64);
     }
 }
 
@@ -270,7 +271,7 @@ impl Subscription {
                     self.catching_up = false;
                 }
                 if page.len() == CATCH_UP_PAGE as usize {
-                    metrics::counter!("sidecar_subscriber_catch_up_pages_total").increment(1);
+                    metrics::counter!(names::SUBSCRIBER_CATCH_UP_PAGES).increment(1);
                 }
                 for e in page {
                     self.last_sent = Some(e.seq);
@@ -296,7 +297,7 @@ impl Subscription {
                 }
                 // A gap, or the channel overtook us: the store has it all.
                 Ok(_) | Err(RecvError::Lagged(_)) => {
-                    metrics::counter!("sidecar_subscriber_lagged_total").increment(1);
+                    metrics::counter!(names::SUBSCRIBER_LAGGED).increment(1);
                     self.catching_up = true;
                 }
                 Err(RecvError::Closed) => return self.finish(SubscribeError::ShuttingDown),
@@ -308,8 +309,7 @@ impl Subscription {
     fn record_lag(&self, e: Arc<Published>) -> Arc<Published> {
         let head = self.fanout.0.head.load(Ordering::Relaxed);
         if head != HEAD_UNKNOWN {
-            metrics::histogram!("sidecar_subscriber_lag_events")
-                .record(head.saturating_sub(e.seq) as f64);
+            metrics::histogram!(names::SUBSCRIBER_LAG).record(head.saturating_sub(e.seq) as f64);
         }
         e
     }

@@ -10,6 +10,7 @@ use super::cache::CallCache;
 use super::{Command, Committed, Intake, Outcome, Publish};
 use crate::calls::{self, CallRecord, SyntheticEnd};
 use crate::store::{Store, StoreError, StoredEvent, rows};
+use crate::telemetry::names;
 
 /// The writer task's state between batches.
 pub(super) struct Writer {
@@ -84,10 +85,9 @@ impl Writer {
         let first_seq = self.next_seq;
         match self.run_batch(&batch).await {
             Ok(effects) => {
-                metrics::histogram!("sidecar_writer_batch_size").record(batch.len() as f64);
-                metrics::counter!("sidecar_events_appended_total")
-                    .increment(effects.published.len() as u64);
-                metrics::counter!("sidecar_events_duplicate_total").increment(effects.duplicates);
+                metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
+                metrics::counter!(names::EVENTS_APPENDED).increment(effects.published.len() as u64);
+                metrics::counter!(names::EVENTS_DUPLICATE).increment(effects.duplicates);
                 for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
                     command.respond(Ok(outcome));
                 }
@@ -101,7 +101,7 @@ impl Writer {
                 self.next_seq = first_seq;
                 self.cache.clear();
                 tracing::error!(%error, commands = batch.len(), "writer transaction failed");
-                metrics::counter!("sidecar_writer_errors_total").increment(1);
+                metrics::counter!(names::WRITER_ERRORS).increment(1);
                 let reason = error.to_string();
                 for command in batch {
                     command.respond(Err(StoreError::Write(reason.clone())));
