@@ -19,9 +19,8 @@ use axum::{
 };
 use common::*;
 use sipgate_sidecar::{
-    bridge::{DeliveryArgs, OnRefusal},
-    cli::{BridgeCommand, ClientArgs, run_bridge},
-    config::{BridgeConfig, BridgeTarget},
+    cli::run_bridge,
+    config::{BridgeCommand, BridgeConfig, BridgeTarget, ClientArgs, DeliveryArgs, OnRefusal},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -457,7 +456,7 @@ async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
                 secret: Some(sipgate_sidecar::config::Secret::new("crm-shared-secret")),
             },
             state: std::path::PathBuf::from(format!("{}.webhook.cursor", c.database)),
-            delivery: fast_delivery(),
+            delivery: fast_delivery().policy(),
         });
     })
     .await;

@@ -1,17 +1,15 @@
 //! Where a bridge reads events from: the sidecar's gRPC API (a separate
 //! process) or the in-process fan-out (a bridge inside `serve`).
 
-use std::sync::Arc;
-
 use futures::{StreamExt, stream::BoxStream};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
-    App,
-    cli::{ClientArgs, connect},
-    fanout::{EventFilter, SubscribeError},
+    client::{self, Backoff, Followed, Reconnect},
+    fanout::{EventFilter, Fanout, SubscribeError},
     grpc::convert,
-    proto::{self, call_events_client::CallEventsClient},
+    proto,
 };
 
 pub type EventStream = BoxStream<'static, Result<proto::CallEvent, Status>>;
@@ -22,39 +20,48 @@ pub trait EventSource: Send + Sync {
     async fn subscribe(&self, after_seq: Option<u64>) -> anyhow::Result<EventStream>;
 }
 
-/// Subscribes over gRPC, like any other client.
+/// Subscribes over gRPC, like any other client, reconnecting with `backoff`
+/// for as long as it takes.
 pub struct GrpcSource {
-    pub client: ClientArgs,
+    pub endpoint: client::Endpoint,
+    pub backoff: Backoff,
 }
 
 #[async_trait::async_trait]
 impl EventSource for GrpcSource {
     async fn subscribe(&self, after_seq: Option<u64>) -> anyhow::Result<EventStream> {
-        let mut client = CallEventsClient::new(connect(&self.client).await?);
-        let stream = client
-            .subscribe(proto::SubscribeRequest {
-                after_seq,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("subscribe refused: {}", s.message()))?
-            .into_inner();
+        let reconnect = Reconnect {
+            backoff: self.backoff,
+            give_up_after: None,
+        };
+        let stream = client::follow_events(self.endpoint.clone(), after_seq, reconnect)
+            .filter_map(|item| async move {
+                match item {
+                    Ok(Followed::Event(event)) => Some(Ok(event)),
+                    Ok(Followed::Interrupted { error, retry_in }) => {
+                        tracing::warn!(error = %format!("{error:#}"), ?retry_in, "event stream interrupted; resuming");
+                        None
+                    }
+                    Err(e) => Some(Err(Status::unavailable(format!("{e:#}")))),
+                }
+            });
         Ok(stream.boxed())
     }
 }
 
 /// Subscribes to the fan-out of the server it runs in.
 pub struct LocalSource {
-    pub app: Arc<App>,
+    pub fanout: Fanout,
+    /// The server's shutdown: ends the stream.
+    pub shutdown: CancellationToken,
 }
 
 #[async_trait::async_trait]
 impl EventSource for LocalSource {
     async fn subscribe(&self, after_seq: Option<u64>) -> anyhow::Result<EventStream> {
         let stream = self
-            .app
             .fanout
-            .subscribe(after_seq, EventFilter::default(), self.app.shutdown.clone())
+            .subscribe(after_seq, EventFilter::default(), self.shutdown.clone())
             .map(|item| match item {
                 Ok(event) => Ok(convert::event(&event)),
                 Err(SubscribeError::ShuttingDown) => Err(Status::unavailable("shutting down")),
