@@ -124,7 +124,7 @@ pub struct Reconnect {
 /// What [`follow_events`] yields.
 #[derive(Debug)]
 pub enum Followed {
-    Event(proto::CallEvent),
+    Event(Box<proto::CallEvent>),
     /// The connection failed or dropped; it is retried after `retry_in`
     /// (the wait starts when the stream is next polled).
     Interrupted {
@@ -178,7 +178,7 @@ impl Follow {
             Some(Ok(event)) => {
                 self.after_seq = Some(event.seq);
                 self.failures = 0;
-                return Some(Ok(Followed::Event(event)));
+                return Some(Ok(Followed::Event(Box::new(event))));
             }
             Some(Err(status)) => status_error(status),
             None => anyhow::anyhow!("the server ended the stream"),

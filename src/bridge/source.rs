@@ -37,7 +37,7 @@ impl EventSource for GrpcSource {
         let stream = client::follow_events(self.endpoint.clone(), after_seq, reconnect)
             .filter_map(|item| async move {
                 match item {
-                    Ok(Followed::Event(event)) => Some(Ok(event)),
+                    Ok(Followed::Event(event)) => Some(Ok(*event)),
                     Ok(Followed::Interrupted { error, retry_in }) => {
                         tracing::warn!(error = %format!("{error:#}"), ?retry_in, "event stream interrupted; resuming");
                         None

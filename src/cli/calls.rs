@@ -21,4 +21,3 @@ pub async fn run_calls(args: &ClientArgs, command: CallsCommand) -> anyhow::Resu
     output::calls(&response.calls, json);
     Ok(())
 }
-

@@ -127,4 +127,3 @@ pub async fn run_settings(
     output::settings(&snapshot, json);
     Ok(())
 }
-

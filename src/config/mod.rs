@@ -31,8 +31,7 @@ pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::U
 /// gRPC listener; clients dial it as `http://127.0.0.1:50051`.
 pub const DEFAULT_GRPC_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
 /// Prometheus listener.
-pub const DEFAULT_METRICS_ADDR: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 pub const DEFAULT_DATABASE: &str = "sipgate-sidecar.db";
 pub const DEFAULT_COUNTRY_CODE: &str = "49";
 pub const DEFAULT_REPLY_DEADLINE_MS: u64 = 1000;
