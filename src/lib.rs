@@ -12,6 +12,7 @@
 //! - [`http`]: the axum webhook listener.
 //! - [`grpc`]: the tonic services (settings, events, call log), health, reflection.
 //! - [`bridge`]: subscribers that ship with it: Zammad CTI bridge, JSON webhook forwarder.
+//! - [`client`]: gRPC connection, auth and the resumable event stream for clients.
 //! - [`cli`]: client subcommands that talk to a running server.
 //!
 //! [`start`] binds every socket and returns a [`Running`] handle; the binary
@@ -20,6 +21,7 @@
 pub mod bridge;
 pub mod calls;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod decide;
 pub mod fanout;
@@ -210,7 +212,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics_task =
         metrics_listener.map(|listener| telemetry::serve_metrics(listener, shutdown.clone()));
 
-    let bridge_tasks = spawn_bridges(&config, &fanout, &shutdown)?;
+    let bridge_tasks = bridge::spawn_in_process(&config.bridges, fanout.clone(), shutdown.clone())?;
     tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %config.database, "sipgate-sidecar started");
 
     let token = shutdown.clone();
@@ -245,47 +247,4 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         join,
     })
-}
-
-/// Starts the bridges configured to run in this process.
-fn spawn_bridges(
-    config: &Config,
-    fanout: &Fanout,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    use crate::{
-        bridge::{
-            cursor::Cursor, delivery, delivery::Sink, source::LocalSource, webhook::WebhookSink,
-            zammad::ZammadSink,
-        },
-        config::BridgeTarget,
-    };
-    let mut tasks = Vec::new();
-    for bridge in &config.bridges {
-        let sink: Box<dyn Sink> = match &bridge.target {
-            BridgeTarget::Zammad { cti_url } => {
-                Box::new(ZammadSink::new(cti_url.expose(), &bridge.delivery)?)
-            }
-            BridgeTarget::Webhook { url, secret } => Box::new(WebhookSink::new(
-                url,
-                secret.as_ref().map(|s| s.expose()),
-                &bridge.delivery,
-            )?),
-        };
-        let cursor = Cursor::load(&bridge.state)?;
-        let source = LocalSource {
-            fanout: fanout.clone(),
-            shutdown: shutdown.clone(),
-        };
-        let delivery_args = bridge.delivery.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let name = sink.name();
-            tracing::info!(bridge = name, state = %cursor.path().display(), "bridge started in-process");
-            if let Err(e) = delivery::run(&source, sink.as_ref(), cursor, false, &delivery_args, shutdown).await {
-                tracing::error!(bridge = name, error = %e, "bridge stopped");
-            }
-        }));
-    }
-    Ok(tasks)
 }

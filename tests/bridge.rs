@@ -19,9 +19,8 @@ use axum::{
 };
 use common::*;
 use sipgate_sidecar::{
-    bridge::{DeliveryArgs, OnRefusal},
-    cli::{BridgeCommand, ClientArgs, run_bridge},
-    config::{BridgeConfig, BridgeTarget},
+    cli::run_bridge,
+    config::{BridgeCommand, BridgeConfig, BridgeTarget, ClientArgs, DeliveryArgs, OnRefusal},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -208,6 +207,12 @@ async fn zammad_gets_every_event_with_its_parameters_in_order() {
         fast_delivery(),
     );
     wait_for("5 posts", || zammad.lock().unwrap().posts.len() >= 5).await;
+    // Stopping while a delivery is in flight leaves the cursor before it (by
+    // design): let the bridge record the last post and pass over the dtmf first.
+    wait_for("the cursor past the dtmf", || {
+        std::fs::read_to_string(&state).is_ok_and(|c| c.contains("\"after_seq\":6"))
+    })
+    .await;
     stop.cancel();
     task.await.unwrap().unwrap();
 
@@ -457,7 +462,7 @@ async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
                 secret: Some(sipgate_sidecar::config::Secret::new("crm-shared-secret")),
             },
             state: std::path::PathBuf::from(format!("{}.webhook.cursor", c.database)),
-            delivery: fast_delivery(),
+            delivery: fast_delivery().policy(),
         });
     })
     .await;

@@ -3,8 +3,12 @@
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{DeliveryArgs, OnRefusal, Verdict, cursor::Cursor, source::EventSource};
-use crate::proto;
+use super::{Verdict, backoff, cursor::Cursor, schema::event_kind_name, source::EventSource};
+use crate::{
+    config::{DeliveryPolicy, OnRefusal},
+    proto,
+    telemetry::names,
+};
 
 /// A receiver of events (Zammad's CTI API, a JSON webhook, ...).
 #[async_trait::async_trait]
@@ -44,10 +48,11 @@ pub async fn run(
     sink: &dyn Sink,
     mut cursor: Cursor,
     start_from_now: bool,
-    args: &DeliveryArgs,
+    policy: &DeliveryPolicy,
     shutdown: CancellationToken,
 ) -> Result<(), DeliveryError> {
     let bridge = sink.name();
+    let backoff = backoff(policy);
     let mut reconnects = 0u32;
     loop {
         let after = match cursor.after_seq() {
@@ -66,7 +71,7 @@ pub async fn run(
             }
             Err(e) => {
                 reconnects += 1;
-                let delay = args.backoff(reconnects);
+                let delay = backoff.delay(reconnects);
                 tracing::warn!(bridge, error = %format!("{e:#}"), ?delay, "cannot subscribe; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -92,14 +97,14 @@ pub async fn run(
             if cursor.after_seq().is_some_and(|done| event.seq <= done) {
                 continue;
             }
-            if sink.wants(&event) && !deliver(sink, &event, args, &shutdown).await? {
+            if sink.wants(&event) && !deliver(sink, &event, policy, &shutdown).await? {
                 return Ok(());
             }
             cursor.store(event.seq)?;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(args.backoff(1)) => {}
+            _ = tokio::time::sleep(backoff.delay(1)) => {}
         }
     }
 }
@@ -109,11 +114,11 @@ pub async fn run(
 async fn deliver(
     sink: &dyn Sink,
     event: &proto::CallEvent,
-    args: &DeliveryArgs,
+    policy: &DeliveryPolicy,
     shutdown: &CancellationToken,
 ) -> Result<bool, DeliveryError> {
     let bridge = sink.name();
-    let kind = crate::cli::output::event_kind_name(event.kind);
+    let kind = event_kind_name(event.kind);
     // `tries` drives the backoff; `attempts` counts answers that were refusals or failures.
     let (mut tries, mut attempts) = (0u32, 0u32);
     loop {
@@ -124,8 +129,7 @@ async fn deliver(
         tries += 1;
         let reason = match verdict {
             Verdict::Delivered => {
-                metrics::counter!("sidecar_bridge_delivered_total", "bridge" => bridge)
-                    .increment(1);
+                metrics::counter!(names::BRIDGE_DELIVERED, "bridge" => bridge).increment(1);
                 tracing::debug!(bridge, seq = event.seq, kind, call_id = %event.call_id, "delivered");
                 return Ok(true);
             }
@@ -136,9 +140,8 @@ async fn deliver(
             }
             Verdict::Failed(reason) | Verdict::Refused(reason) => {
                 attempts += 1;
-                if attempts >= args.max_attempts {
-                    metrics::counter!("sidecar_bridge_refused_total", "bridge" => bridge)
-                        .increment(1);
+                if attempts >= policy.max_attempts {
+                    metrics::counter!(names::BRIDGE_REFUSED, "bridge" => bridge).increment(1);
                     tracing::error!(
                         bridge,
                         seq = event.seq,
@@ -148,10 +151,10 @@ async fn deliver(
                         to = %event.to,
                         attempts,
                         %reason,
-                        policy = ?args.on_refusal,
+                        policy = ?policy.on_refusal,
                         "receiver refused the event"
                     );
-                    return match args.on_refusal {
+                    return match policy.on_refusal {
                         OnRefusal::Skip => Ok(true),
                         OnRefusal::Stop => Err(DeliveryError::Refused {
                             bridge,
@@ -167,8 +170,8 @@ async fn deliver(
                 reason
             }
         };
-        metrics::counter!("sidecar_bridge_retries_total", "bridge" => bridge).increment(1);
-        let delay = args.backoff(tries);
+        metrics::counter!(names::BRIDGE_RETRIES, "bridge" => bridge).increment(1);
+        let delay = backoff(policy).delay(tries);
         tracing::trace!(bridge, %reason, ?delay, "backing off");
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(false),

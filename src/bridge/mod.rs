@@ -6,23 +6,24 @@
 
 pub mod cursor;
 pub mod delivery;
+pub mod schema;
 pub mod source;
 pub mod webhook;
 pub mod zammad;
 
-use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use clap::{Args, ValueEnum};
-
-/// What to do when the receiver keeps refusing an event (401, 403, 422, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnRefusal {
-    /// Stop the bridge with an error; the cursor stays before the event, so
-    /// nothing is lost once the receiver is fixed and the bridge restarted.
-    Stop,
-    /// Log the event loudly, count it, and go on with the next one.
-    Skip,
-}
+use crate::{
+    client::Backoff,
+    config::{BridgeConfig, BridgeTarget, DeliveryPolicy},
+    fanout::Fanout,
+};
+use cursor::Cursor;
+use delivery::Sink;
+use source::LocalSource;
+use webhook::WebhookSink;
+use zammad::ZammadSink;
 
 /// The result of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,62 +35,65 @@ pub enum Verdict {
     /// The receiver failed (5xx, 429): retried up to `max_attempts`.
     Failed(String),
     /// The receiver refused the event (4xx): retried up to `max_attempts`,
-    /// then handled per [`OnRefusal`].
+    /// then handled per [`crate::config::OnRefusal`].
     Refused(String),
 }
 
-/// Retry and refusal rules shared by every bridge.
-#[derive(Debug, Clone, Args)]
-pub struct DeliveryArgs {
-    /// Attempts for an event the receiver refuses or fails on before --on-refusal applies.
-    #[arg(long, env = "SIDECAR_BRIDGE_MAX_ATTEMPTS", default_value_t = 5)]
-    pub max_attempts: u32,
-    /// After --max-attempts refusals of one event: stop the bridge, or skip the event.
-    #[arg(
-        long,
-        env = "SIDECAR_BRIDGE_ON_REFUSAL",
-        value_enum,
-        default_value = "stop"
-    )]
-    pub on_refusal: OnRefusal,
-    /// First retry delay in milliseconds (doubles up to --max-backoff-ms).
-    #[arg(long, env = "SIDECAR_BRIDGE_BACKOFF_MS", default_value_t = 500)]
-    pub backoff_ms: u64,
-    #[arg(long, env = "SIDECAR_BRIDGE_MAX_BACKOFF_MS", default_value_t = 30_000)]
-    pub max_backoff_ms: u64,
-    /// Timeout of one HTTP request to the receiver, in milliseconds.
-    #[arg(long, env = "SIDECAR_BRIDGE_TIMEOUT_MS", default_value_t = 10_000)]
-    pub timeout_ms: u64,
+/// The receiver `target` names, delivering under `policy`.
+pub fn sink(target: &BridgeTarget, policy: &DeliveryPolicy) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match target {
+        BridgeTarget::Zammad { cti_url } => Box::new(ZammadSink::new(cti_url.expose(), policy)?),
+        BridgeTarget::Webhook { url, secret } => Box::new(WebhookSink::new(
+            url,
+            secret.as_ref().map(|s| s.expose()),
+            policy,
+        )?),
+    })
 }
 
-impl Default for DeliveryArgs {
-    fn default() -> Self {
-        DeliveryArgs {
-            max_attempts: 5,
-            on_refusal: OnRefusal::Stop,
-            backoff_ms: 500,
-            max_backoff_ms: 30_000,
-            timeout_ms: 10_000,
-        }
+/// Starts `bridges` inside the server, reading from its fan-out, until `shutdown`.
+pub fn spawn_in_process(
+    bridges: &[BridgeConfig],
+    fanout: Fanout,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for bridge in bridges {
+        let sink = sink(&bridge.target, &bridge.delivery)?;
+        let cursor = Cursor::load(&bridge.state)?;
+        let source = LocalSource {
+            fanout: fanout.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let policy = bridge.delivery.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = sink.name();
+            tracing::info!(bridge = name, state = %cursor.path().display(), "bridge started in-process");
+            if let Err(e) =
+                delivery::run(&source, sink.as_ref(), cursor, false, &policy, shutdown).await
+            {
+                tracing::error!(bridge = name, error = %e, "bridge stopped");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// The retry delays `policy` asks for.
+pub fn backoff(policy: &DeliveryPolicy) -> Backoff {
+    Backoff {
+        first: policy.backoff,
+        max: policy.max_backoff,
     }
 }
 
-impl DeliveryArgs {
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u64 << attempt.saturating_sub(1).min(16);
-        Duration::from_millis(
-            self.backoff_ms
-                .saturating_mul(factor)
-                .min(self.max_backoff_ms),
-        )
-    }
-
-    pub fn http_client(&self) -> anyhow::Result<reqwest::Client> {
-        Ok(reqwest::Client::builder()
-            .timeout(Duration::from_millis(self.timeout_ms))
-            .user_agent(concat!("sipgate-sidecar/", env!("CARGO_PKG_VERSION")))
-            .build()?)
-    }
+/// The HTTP client a bridge posts with.
+pub fn http_client(policy: &DeliveryPolicy) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(policy.timeout)
+        .user_agent(concat!("sipgate-sidecar/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 /// Classifies an HTTP answer the way both bridges read it.
@@ -117,12 +121,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        let args = DeliveryArgs::default();
-        assert_eq!(args.backoff(1), Duration::from_millis(500));
-        assert_eq!(args.backoff(2), Duration::from_millis(1000));
-        assert_eq!(args.backoff(4), Duration::from_millis(4000));
-        assert_eq!(args.backoff(30), Duration::from_millis(30_000));
+    fn policy_backoff_doubles_and_is_capped() {
+        let backoff = backoff(&DeliveryPolicy::default());
+        assert_eq!(backoff.delay(1), std::time::Duration::from_millis(500));
+        assert_eq!(backoff.delay(2), std::time::Duration::from_millis(1000));
+        assert_eq!(backoff.delay(4), std::time::Duration::from_millis(4000));
+        assert_eq!(backoff.delay(30), std::time::Duration::from_millis(30_000));
     }
 
     #[test]

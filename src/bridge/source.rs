@@ -2,15 +2,14 @@
 //! process) or the in-process fan-out (a bridge inside `serve`).
 
 use futures::{StreamExt, stream::BoxStream};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::{
-    cli::{ClientArgs, connect},
+    client::{self, Backoff, Followed, Reconnect},
     fanout::{EventFilter, Fanout},
     grpc::convert,
-    proto::{self, call_events_client::CallEventsClient},
+    proto,
 };
 
 pub type EventStream = BoxStream<'static, Result<proto::CallEvent, Status>>;
@@ -21,23 +20,31 @@ pub trait EventSource: Send + Sync {
     async fn subscribe(&self, after_seq: Option<u64>) -> anyhow::Result<EventStream>;
 }
 
-/// Subscribes over gRPC, like any other client.
+/// Subscribes over gRPC, like any other client, reconnecting with `backoff`
+/// for as long as it takes.
 pub struct GrpcSource {
-    pub client: ClientArgs,
+    pub endpoint: client::Endpoint,
+    pub backoff: Backoff,
 }
 
 #[async_trait::async_trait]
 impl EventSource for GrpcSource {
     async fn subscribe(&self, after_seq: Option<u64>) -> anyhow::Result<EventStream> {
-        let mut client = CallEventsClient::new(connect(&self.client).await?);
-        let stream = client
-            .subscribe(proto::SubscribeRequest {
-                after_seq,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("subscribe refused: {}", s.message()))?
-            .into_inner();
+        let reconnect = Reconnect {
+            backoff: self.backoff,
+            give_up_after: None,
+        };
+        let stream = client::follow_events(self.endpoint.clone(), after_seq, reconnect)
+            .filter_map(|item| async move {
+                match item {
+                    Ok(Followed::Event(event)) => Some(Ok(*event)),
+                    Ok(Followed::Interrupted { error, retry_in }) => {
+                        tracing::warn!(error = %format!("{error:#}"), ?retry_in, "event stream interrupted; resuming");
+                        None
+                    }
+                    Err(e) => Some(Err(Status::unavailable(format!("{e:#}")))),
+                }
+            });
         Ok(stream.boxed())
     }
 }
@@ -45,7 +52,7 @@ impl EventSource for GrpcSource {
 /// Subscribes to the fan-out of the server it runs in.
 pub struct LocalSource {
     pub fanout: Fanout,
-    /// Ends the stream when the server shuts down.
+    /// The server's shutdown: ends the stream.
     pub shutdown: CancellationToken,
 }
 

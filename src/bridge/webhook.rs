@@ -1,7 +1,7 @@
 //! Forwards every event as JSON to any HTTP endpoint (a CRM, n8n, ...).
 //!
-//! The body is the same object `sipgate-sidecar watch --json` prints, plus
-//! `"schema": "sipgate-sidecar.event.v1"`. With a secret, the header
+//! The body is [`super::schema::Event`] (`"schema": "sipgate-sidecar.event.v1"`),
+//! the object `sipgate-sidecar watch --json` prints plus that key. With a secret, the header
 //! `X-Sidecar-Signature: sha256=<hex HMAC-SHA256 of the body>` lets the
 //! receiver check it came from the sidecar; `X-Sidecar-Seq` carries the
 //! sequence number, for deduplication (delivery is at least once).
@@ -9,10 +9,9 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{DeliveryArgs, Verdict, delivery::Sink, verdict_for_error, verdict_for_status};
-use crate::{cli::output::event_json, proto};
-
-pub const SCHEMA: &str = "sipgate-sidecar.event.v1";
+pub use super::schema::{SCHEMA, body};
+use super::{Verdict, delivery::Sink, http_client, verdict_for_error, verdict_for_status};
+use crate::{config::DeliveryPolicy, proto};
 
 pub struct WebhookSink {
     client: reqwest::Client,
@@ -21,27 +20,20 @@ pub struct WebhookSink {
 }
 
 impl WebhookSink {
-    pub fn new(url: &str, secret: Option<&str>, args: &DeliveryArgs) -> anyhow::Result<Self> {
+    pub fn new(url: &str, secret: Option<&str>, policy: &DeliveryPolicy) -> anyhow::Result<Self> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| anyhow::anyhow!("--url '{url}' is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             anyhow::bail!("--url must be an http:// or https:// URL");
         }
         Ok(WebhookSink {
-            client: args.http_client()?,
+            client: http_client(policy)?,
             url: url.to_string(),
             secret: secret
                 .filter(|s| !s.is_empty())
                 .map(|s| s.as_bytes().to_vec()),
         })
     }
-}
-
-/// The JSON body for `event`.
-pub fn body(event: &proto::CallEvent) -> Vec<u8> {
-    let mut json = event_json(event);
-    json["schema"] = SCHEMA.into();
-    serde_json::to_vec(&json).expect("a JSON value always serialises")
 }
 
 /// `sha256=<hex>` of HMAC-SHA256(secret, body).

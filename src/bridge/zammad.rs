@@ -3,11 +3,14 @@
 //! sidecar. Parameters as Zammad's `Cti::Driver::Cti` reads them: `event`,
 //! `from`, `to`, `direction`, `call_id`, `user`, `cause`, `answeringNumber`.
 
-use super::{DeliveryArgs, Verdict, delivery::Sink, verdict_for_error, verdict_for_status};
-use crate::{
-    cli::output::{direction_name, event_kind_name},
-    proto,
+use super::{
+    Verdict,
+    delivery::Sink,
+    http_client,
+    schema::{direction_name, event_kind_name},
+    verdict_for_error, verdict_for_status,
 };
+use crate::{config::DeliveryPolicy, proto};
 
 pub struct ZammadSink {
     client: reqwest::Client,
@@ -15,7 +18,7 @@ pub struct ZammadSink {
 }
 
 impl ZammadSink {
-    pub fn new(cti_url: &str, args: &DeliveryArgs) -> anyhow::Result<Self> {
+    pub fn new(cti_url: &str, policy: &DeliveryPolicy) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(cti_url).map_err(|e| {
             anyhow::anyhow!(
                 "--cti-url '{cti_url}' is not a URL like https://zammad.example.com/api/v1/cti/TOKEN: {e}"
@@ -25,7 +28,7 @@ impl ZammadSink {
             anyhow::bail!("--cti-url must be an http:// or https:// URL");
         }
         Ok(ZammadSink {
-            client: args.http_client()?,
+            client: http_client(policy)?,
             url: cti_url.to_string(),
         })
     }

@@ -2,54 +2,10 @@
 
 use serde_json::{Value, json};
 
-use crate::proto;
-
-pub fn direction_name(d: i32) -> &'static str {
-    match proto::Direction::try_from(d) {
-        Ok(proto::Direction::In) => "in",
-        Ok(proto::Direction::Out) => "out",
-        _ => "",
-    }
-}
-
-pub fn event_kind_name(k: i32) -> &'static str {
-    match proto::EventKind::try_from(k) {
-        Ok(proto::EventKind::NewCall) => "newCall",
-        Ok(proto::EventKind::Answer) => "answer",
-        Ok(proto::EventKind::Hangup) => "hangup",
-        Ok(proto::EventKind::Dtmf) => "dtmf",
-        _ => "unknown",
-    }
-}
-
-fn state(s: i32) -> &'static str {
-    match proto::CallState::try_from(s) {
-        Ok(proto::CallState::NewCall) => "newCall",
-        Ok(proto::CallState::Answer) => "answer",
-        Ok(proto::CallState::Hangup) => "hangup",
-        _ => "unknown",
-    }
-}
-
-fn action(a: i32) -> &'static str {
-    match proto::Action::try_from(a) {
-        Ok(proto::Action::Accept) => "accept",
-        Ok(proto::Action::Reject) => "reject",
-        Ok(proto::Action::SetCallerId) => "set_caller_id",
-        _ => "",
-    }
-}
-
-fn decision_json(d: &proto::Decision) -> Value {
-    json!({
-        "action": action(d.action),
-        "caller_id": d.caller_id,
-        "rule_pattern": d.rule_pattern,
-        "rule_index": d.rule_index,
-        "rule_note": d.rule_note,
-        "explanation": d.explanation,
-    })
-}
+use crate::{
+    bridge::schema::{self, direction_name, event_kind_name, state_name},
+    proto,
+};
 
 fn print_json(v: &Value) {
     println!("{v}");
@@ -98,7 +54,7 @@ pub fn evaluation(r: &proto::EvaluateResponse, as_json: bool) {
     let decision = r.decision.clone().unwrap_or_default();
     if as_json {
         print_json(&json!({
-            "decision": decision_json(&decision),
+            "decision": schema::to_value(&schema::Decision::from(&decision)),
             "normalized_from": r.normalized_from,
             "normalized_to": r.normalized_to,
         }));
@@ -129,27 +85,7 @@ pub fn audit(r: &proto::ListAuditResponse, as_json: bool) {
 }
 
 fn call_json(c: &proto::Call) -> Value {
-    json!({
-        "call_id": c.call_id,
-        "direction": direction_name(c.direction),
-        "from": c.from,
-        "to": c.to,
-        "state": state(c.state),
-        "done": c.done,
-        "cause": c.cause,
-        "users": c.users,
-        "answering_number": c.answering_number,
-        "initialized_at_ms": c.initialized_at_ms,
-        "start_at_ms": (c.start_at_ms != 0).then_some(c.start_at_ms),
-        "end_at_ms": (c.end_at_ms != 0).then_some(c.end_at_ms),
-        "duration_waiting_secs": c.duration_waiting_secs,
-        "duration_talking_secs": c.duration_talking_secs,
-        "orig_call_id": c.orig_call_id,
-        "xcid": c.xcid,
-        "first_leg_call_id": c.first_leg_call_id,
-        "ended_synthetically": c.ended_synthetically,
-        "decision": c.decision.as_ref().map(decision_json),
-    })
+    schema::to_value(&schema::Call::from(c))
 }
 
 pub fn calls(calls: &[proto::Call], as_json: bool) {
@@ -171,7 +107,7 @@ pub fn calls(calls: &[proto::Call], as_json: bool) {
             direction_name(c.direction),
             c.from,
             c.to,
-            state(c.state),
+            state_name(c.state),
             if c.done { "yes" } else { "no" },
             c.cause,
             secs(c.duration_waiting_secs),
@@ -180,28 +116,13 @@ pub fn calls(calls: &[proto::Call], as_json: bool) {
     }
 }
 
+/// The webhook bridge's event object without its `schema` key.
 pub fn event_json(e: &proto::CallEvent) -> Value {
-    json!({
-        "seq": e.seq,
-        "event": event_kind_name(e.kind),
-        "call_id": e.call_id,
-        "direction": direction_name(e.direction),
-        "from": e.from,
-        "to": e.to,
-        "orig_call_id": e.orig_call_id,
-        "xcid": e.xcid,
-        "users": e.users,
-        "user_ids": e.user_ids,
-        "answering_number": e.answering_number,
-        "cause": e.cause,
-        "dtmf": e.dtmf,
-        "diversion": e.diversion,
-        "received_at_ms": e.received_at_ms,
-        "synthetic": e.synthetic,
-        "decision": e.decision.as_ref().map(decision_json),
-        "call": e.call.as_ref().map(call_json),
-        "raw_form": e.raw_form.iter().map(|f| json!([f.key, f.value])).collect::<Vec<_>>(),
-    })
+    let mut json = schema::to_value(&schema::Event::from(e));
+    if let Value::Object(fields) = &mut json {
+        fields.remove("schema");
+    }
+    json
 }
 
 pub fn event(e: &proto::CallEvent, as_json: bool) {

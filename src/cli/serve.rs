@@ -1,0 +1,33 @@
+//! `sipgate-sidecar serve`: run the server until a shutdown signal.
+
+use std::future::Future;
+
+use crate::config::{ClientArgs, Secret, ServeArgs};
+
+/// Starts the server from its flags (the gRPC token comes from the shared
+/// client flags), runs it until `shutdown` resolves, then stops it gracefully.
+pub async fn run_serve(
+    client: &ClientArgs,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut config = args.into_config().map_err(anyhow::Error::msg)?;
+    config.grpc_token = client
+        .grpc_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    let running = crate::start(config).await?;
+    eprintln!(
+        "sipgate-sidecar listening: webhooks on http://{}, gRPC on {}{}",
+        running.http_addr,
+        running.grpc_addr,
+        running
+            .metrics_addr
+            .map(|a| format!(", metrics on http://{a}/metrics"))
+            .unwrap_or_default()
+    );
+    shutdown.await;
+    tracing::info!("shutdown requested; finishing in-flight webhooks");
+    running.stop().await
+}

@@ -1,0 +1,271 @@
+//! Talking to a running sidecar over gRPC: connect with the bearer token,
+//! turn a failed call into a sentence for a person, and follow the event
+//! stream across dropped connections ([`follow_events`]), resuming after the
+//! last sequence number seen. `watch` and the bridges' gRPC source share it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{StreamExt, stream::BoxStream};
+use tonic::{
+    Request, Status, Streaming,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{self, Channel},
+};
+
+use crate::proto::{self, call_events_client::CallEventsClient};
+
+/// Where the server is and how to prove who we are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// gRPC address, e.g. `http://127.0.0.1:50051`.
+    pub server: String,
+    /// Bearer token, sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// Adds the bearer token and a client description to every call.
+#[derive(Clone)]
+pub struct ClientAuth {
+    authorization: Option<MetadataValue<Ascii>>,
+    client: MetadataValue<Ascii>,
+}
+
+impl Interceptor for ClientAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(auth) = &self.authorization {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        request
+            .metadata_mut()
+            .insert("x-sidecar-client", self.client.clone());
+        Ok(request)
+    }
+}
+
+/// A channel that authenticates every call.
+pub type Authed = InterceptedService<Channel, ClientAuth>;
+
+/// Connects to `endpoint` (5 s timeout); errors say what to check.
+pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Authed> {
+    let server = &endpoint.server;
+    let channel = transport::Endpoint::from_shared(server.clone())
+        .with_context(|| format!("--server '{server}' is not a URL like http://127.0.0.1:50051"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the sidecar at {server} (is `sipgate-sidecar serve` running? set --server)"
+            )
+        })?;
+    let authorization = match &endpoint.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .context("--grpc-token contains characters not allowed in a header")?,
+        ),
+        None => None,
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let client = format!(
+        "sipgate-sidecar-cli/{} user={user}",
+        env!("CARGO_PKG_VERSION")
+    )
+    .parse()
+    .unwrap_or_else(|_| MetadataValue::from_static("sipgate-sidecar-cli"));
+    Ok(InterceptedService::new(
+        channel,
+        ClientAuth {
+            authorization,
+            client,
+        },
+    ))
+}
+
+/// A gRPC error as a sentence for the terminal.
+pub fn status_error(status: Status) -> anyhow::Error {
+    let what = match status.code() {
+        tonic::Code::InvalidArgument => "invalid input",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::AlreadyExists => "already exists",
+        tonic::Code::Unauthenticated => "not authorised (check --grpc-token)",
+        tonic::Code::Unavailable => "server unavailable",
+        _ => "request failed",
+    };
+    anyhow::anyhow!("{what}: {}", status.message())
+}
+
+/// Retry delays: `first`, doubling per attempt, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (1 = the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.first.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// How [`follow_events`] reconnects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    pub backoff: Backoff,
+    /// End with an error after this many failures in a row (no event in
+    /// between); `None` retries for ever.
+    pub give_up_after: Option<u32>,
+}
+
+/// What [`follow_events`] yields.
+#[derive(Debug)]
+pub enum Followed {
+    Event(Box<proto::CallEvent>),
+    /// The connection failed or dropped; it is retried after `retry_in`
+    /// (the wait starts when the stream is next polled).
+    Interrupted {
+        error: anyhow::Error,
+        retry_in: Duration,
+    },
+}
+
+struct Follow {
+    endpoint: Endpoint,
+    after_seq: Option<u64>,
+    reconnect: Reconnect,
+    failures: u32,
+    stream: Option<Streaming<proto::CallEvent>>,
+    wait: Option<Duration>,
+    done: bool,
+}
+
+async fn open(
+    endpoint: &Endpoint,
+    after_seq: Option<u64>,
+) -> anyhow::Result<Streaming<proto::CallEvent>> {
+    let mut client = CallEventsClient::new(connect(endpoint).await?);
+    let stream = client
+        .subscribe(proto::SubscribeRequest {
+            after_seq,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(stream)
+}
+
+impl Follow {
+    async fn next(&mut self) -> Option<anyhow::Result<Followed>> {
+        if self.done {
+            return None;
+        }
+        if let Some(delay) = self.wait.take() {
+            tokio::time::sleep(delay).await;
+        }
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => match open(&self.endpoint, self.after_seq).await {
+                Ok(stream) => self.stream.insert(stream),
+                Err(e) => return Some(self.interrupted(e)),
+            },
+        };
+        let error = match stream.next().await {
+            Some(Ok(event)) => {
+                self.after_seq = Some(event.seq);
+                self.failures = 0;
+                return Some(Ok(Followed::Event(Box::new(event))));
+            }
+            Some(Err(status)) => status_error(status),
+            None => anyhow::anyhow!("the server ended the stream"),
+        };
+        self.stream = None;
+        Some(self.interrupted(error))
+    }
+
+    fn interrupted(&mut self, error: anyhow::Error) -> anyhow::Result<Followed> {
+        self.failures += 1;
+        if let Some(limit) = self.reconnect.give_up_after
+            && self.failures > limit
+        {
+            self.done = true;
+            return Err(error.context(format!("giving up after {limit} reconnect attempts")));
+        }
+        let retry_in = self.reconnect.backoff.delay(self.failures);
+        self.wait = Some(retry_in);
+        Ok(Followed::Interrupted { error, retry_in })
+    }
+}
+
+/// Every event with seq > `after_seq` (`None`: from now on), across
+/// reconnects: after a failure it waits per `reconnect` and subscribes again
+/// after the last event it yielded. Ends only with the error that made it
+/// give up.
+pub fn follow_events(
+    endpoint: Endpoint,
+    after_seq: Option<u64>,
+    reconnect: Reconnect,
+) -> BoxStream<'static, anyhow::Result<Followed>> {
+    let state = Follow {
+        endpoint,
+        after_seq,
+        reconnect,
+        failures: 0,
+        stream: None,
+        wait: None,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        let item = state.next().await?;
+        Some((item, state))
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let backoff = Backoff {
+            first: Duration::from_millis(500),
+            max: Duration::from_millis(30_000),
+        };
+        assert_eq!(backoff.delay(1), Duration::from_millis(500));
+        assert_eq!(backoff.delay(2), Duration::from_millis(1000));
+        assert_eq!(backoff.delay(4), Duration::from_millis(4000));
+        assert_eq!(backoff.delay(30), Duration::from_millis(30_000));
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_limit_and_says_so() {
+        let endpoint = Endpoint {
+            server: "http://127.0.0.1:1".into(),
+            token: None,
+        };
+        let reconnect = Reconnect {
+            backoff: Backoff {
+                first: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+            give_up_after: Some(2),
+        };
+        let items: Vec<_> = follow_events(endpoint, None, reconnect).collect().await;
+        assert_eq!(items.len(), 3, "two retries, then the error");
+        let Followed::Interrupted { error, retry_in } = items[1].as_ref().unwrap() else {
+            panic!("an interruption");
+        };
+        assert!(format!("{error:#}").contains("cannot reach the sidecar"));
+        assert_eq!(*retry_in, Duration::from_millis(2));
+        let error = format!("{:#}", items[2].as_ref().unwrap_err());
+        assert!(
+            error.starts_with("giving up after 2 reconnect attempts: cannot reach"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! Everything the binary can be told, and nothing else: the command line
+//! ([`Cli`] and its subcommands, each flag with its environment variable),
+//! the defaults (declared once, as constants, and used by both the flags and
+//! [`Config::default`]), and the runtime values built from them ([`Config`],
+//! [`BridgeConfig`], [`DeliveryPolicy`]). [`Config`] is what [`crate::start`]
+//! takes; tests build it directly, `serve` builds it from [`ServeArgs`].
+//!
+//! A leaf: it imports no other module of the crate.
+
+mod args;
+mod serve;
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::ValueEnum;
+use ipnet::IpNet;
+
+pub use args::{
+    BlockCommand, BridgeCommand, CallsCommand, Cli, ClientArgs, Command, DefaultCallerIdCommand,
+    DeliveryArgs, RouteCommand, SettingsCommand,
+};
+pub use serve::ServeArgs;
+
+/// Webhook listener.
+pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+/// gRPC listener; clients dial it as `http://127.0.0.1:50051`.
+pub const DEFAULT_GRPC_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+/// Prometheus listener.
+pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+pub const DEFAULT_DATABASE: &str = "sipgate-sidecar.db";
+pub const DEFAULT_COUNTRY_CODE: &str = "49";
+pub const DEFAULT_REPLY_DEADLINE_MS: u64 = 1000;
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_STALE_CALL_SECS: u64 = 4 * 3600;
+pub const DEFAULT_RETENTION_DAYS: u64 = 365;
+pub const DEFAULT_LIVE_BUFFER: usize = 4096;
+pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_WRITER_MAX_BATCH: usize = 512;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_BACKOFF_MS: u64 = 500;
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 30_000;
+pub const DEFAULT_BRIDGE_TIMEOUT_MS: u64 = 10_000;
+
+/// How `X-Sipgate-Signature` is treated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum SignatureMode {
+    /// Every push must carry a valid signature (default).
+    #[default]
+    Require,
+    /// Do not check signatures (local testing, or a proxy that strips the header).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// What to do when the receiver keeps refusing an event (401, 403, 422, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OnRefusal {
+    /// Stop the bridge with an error; the cursor stays before the event, so
+    /// nothing is lost once the receiver is fixed and the bridge restarted.
+    #[default]
+    Stop,
+    /// Log the event loudly, count it, and go on with the next one.
+    Skip,
+}
+
+/// A secret that never shows up in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// HTTP Basic credentials sipgate sends when the webhook URL carries `user:pass@`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// Retry and refusal rules of a bridge, as plain values (the flags are
+/// [`DeliveryArgs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Attempts for an event the receiver refuses or fails on before `on_refusal` applies.
+    pub max_attempts: u32,
+    pub on_refusal: OnRefusal,
+    /// First retry delay; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Timeout of one HTTP request to the receiver.
+    pub timeout: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            on_refusal: OnRefusal::default(),
+            backoff: Duration::from_millis(DEFAULT_BACKOFF_MS),
+            max_backoff: Duration::from_millis(DEFAULT_MAX_BACKOFF_MS),
+            timeout: Duration::from_millis(DEFAULT_BRIDGE_TIMEOUT_MS),
+        }
+    }
+}
+
+/// Where a bridge forwards events.
+#[derive(Debug, Clone)]
+pub enum BridgeTarget {
+    /// Zammad's generic CTI endpoint, `https://zammad.example.com/api/v1/cti/TOKEN`.
+    Zammad { cti_url: Secret },
+    /// Any HTTP endpoint taking JSON events, optionally HMAC-signed.
+    Webhook { url: String, secret: Option<Secret> },
+}
+
+/// A bridge that runs inside `serve`.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub target: BridgeTarget,
+    /// Cursor file (last delivered sequence number).
+    pub state: PathBuf,
+    pub delivery: DeliveryPolicy,
+}
+
+/// The server's configuration. `Config::default()` is what `serve` with no
+/// flags runs: SQLite file in the working directory, default ports.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    /// Prometheus `/metrics`; `None` disables the listener.
+    pub metrics_addr: Option<SocketAddr>,
+    pub database: String,
+    /// Base of the onAnswer/onHangup URLs; derived from the request's Host when unset.
+    pub public_url: Option<String>,
+    pub webhook_token: Option<Secret>,
+    pub basic_auth: Option<BasicAuth>,
+    pub signature: SignatureMode,
+    /// PEM public key replacing sipgate's built-in one.
+    pub signature_key: Option<PathBuf>,
+    /// Source addresses allowed to post webhooks; empty allows all.
+    pub allow_sources: Vec<IpNet>,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub grpc_token: Option<Secret>,
+    /// Country code that replaces a single leading 0 when normalising numbers.
+    pub country_code: String,
+    /// The longest a webhook reply waits for its event's commit.
+    pub reply_deadline: Duration,
+    pub body_limit: usize,
+    /// Calls with no hangup after this long are closed with a synthetic event.
+    pub stale_call_after: Duration,
+    /// Events and calls older than this are purged; zero keeps everything.
+    pub retention: Duration,
+    pub maintenance_interval: Duration,
+    /// Live fan-out buffer per server; subscribers that fall further behind
+    /// catch up from the database.
+    pub live_buffer: usize,
+    pub writer_max_batch: usize,
+    /// Bridges run in-process, sharing the delivery code of `sipgate-sidecar bridge`.
+    pub bridges: Vec<BridgeConfig>,
+}
+
+/// Days as a [`Duration`] (the unit of `--retention-days`).
+pub(crate) fn days(days: u64) -> Duration {
+    Duration::from_secs(days * 24 * 3600)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: DEFAULT_HTTP_ADDR,
+            grpc_addr: DEFAULT_GRPC_ADDR,
+            metrics_addr: Some(DEFAULT_METRICS_ADDR),
+            database: DEFAULT_DATABASE.into(),
+            public_url: None,
+            webhook_token: None,
+            basic_auth: None,
+            signature: SignatureMode::default(),
+            signature_key: None,
+            allow_sources: Vec::new(),
+            trusted_proxies: Vec::new(),
+            grpc_token: None,
+            country_code: DEFAULT_COUNTRY_CODE.into(),
+            reply_deadline: Duration::from_millis(DEFAULT_REPLY_DEADLINE_MS),
+            body_limit: DEFAULT_BODY_LIMIT,
+            stale_call_after: Duration::from_secs(DEFAULT_STALE_CALL_SECS),
+            retention: days(DEFAULT_RETENTION_DAYS),
+            maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
+            live_buffer: DEFAULT_LIVE_BUFFER,
+            writer_max_batch: DEFAULT_WRITER_MAX_BATCH,
+            bridges: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks what clap cannot: URL shapes, token characters, ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "--public-url '{url}' must start with http:// or https://"
+                ));
+            }
+            if url.contains('?') || url.contains('#') {
+                return Err(format!(
+                    "--public-url '{url}' must not contain a query or fragment"
+                ));
+            }
+        }
+        if let Some(token) = &self.webhook_token {
+            let t = token.expose();
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return Err(
+                    "--webhook-token must be non-empty and use only letters, digits, '-', '_' and '.'"
+                        .into(),
+                );
+            }
+            if t == "in" || t == "out" {
+                return Err("--webhook-token must not be 'in' or 'out'".into());
+            }
+        }
+        if self.country_code.is_empty()
+            || self.country_code.len() > 4
+            || !self.country_code.bytes().all(|b| b.is_ascii_digit())
+            || self.country_code.starts_with('0')
+        {
+            return Err(format!(
+                "--country-code '{}' must be 1 to 4 digits without + or leading 0, e.g. 49",
+                self.country_code
+            ));
+        }
+        if self.reply_deadline.is_zero() {
+            return Err("--reply-deadline-ms must be greater than 0".into());
+        }
+        if self.body_limit < 1024 {
+            return Err("--body-limit must be at least 1024 bytes".into());
+        }
+        if self.live_buffer == 0 || self.writer_max_batch == 0 {
+            return Err("--live-buffer and --writer-max-batch must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_secrets_are_redacted() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.webhook_token = Some(Secret::new("s3cr3t-token"));
+        c.grpc_token = Some(Secret::new("grpc-secret"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(!shown.contains("grpc-secret"), "{shown}");
+    }
+
+    #[test]
+    fn rejects_bad_values_with_a_reason() {
+        let mut c = Config {
+            public_url: Some("ftp://x".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("--public-url"));
+        c.public_url = None;
+        c.webhook_token = Some(Secret::new("a/b"));
+        assert!(c.validate().unwrap_err().contains("--webhook-token"));
+        c.webhook_token = None;
+        c.country_code = "+49".into();
+        assert!(c.validate().unwrap_err().contains("--country-code"));
+    }
+}

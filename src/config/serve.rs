@@ -1,0 +1,172 @@
+//! The flags of `sipgate-sidecar serve`, and how they become a [`Config`].
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+use ipnet::IpNet;
+
+use super::{
+    BasicAuth, BridgeConfig, BridgeTarget, Config, DEFAULT_BODY_LIMIT, DEFAULT_COUNTRY_CODE,
+    DEFAULT_DATABASE, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_LIVE_BUFFER,
+    DEFAULT_METRICS_ADDR, DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS,
+    DEFAULT_STALE_CALL_SECS, DeliveryArgs, Secret, SignatureMode, days,
+};
+
+/// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Webhook listener (public: sipgate posts here).
+    #[arg(long, env = "SIDECAR_HTTP_ADDR", default_value_t = DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+    /// gRPC listener (internal: settings, call log, event stream).
+    #[arg(long, env = "SIDECAR_GRPC_ADDR", default_value_t = DEFAULT_GRPC_ADDR)]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus metrics listener; "off" disables it.
+    #[arg(long, env = "SIDECAR_METRICS_ADDR", default_value_t = DEFAULT_METRICS_ADDR.to_string())]
+    pub metrics_addr: String,
+    /// SQLite database: a path or a sqlite:// URL; created if missing.
+    #[arg(long, env = "SIDECAR_DATABASE", default_value = DEFAULT_DATABASE)]
+    pub database: String,
+    /// Public base URL sipgate reaches the sidecar at, e.g. https://pbx.example.com
+    /// (used for onAnswer/onHangup); derived from the Host header when unset.
+    #[arg(long, env = "SIDECAR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Secret path token: webhooks then go to /api/v1/sipgate/{token}/{in,out}.
+    #[arg(long, env = "SIDECAR_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
+    /// HTTP Basic credentials "user:password" sipgate must send
+    /// (configure the webhook URL as https://user:password@host/...).
+    #[arg(long, env = "SIDECAR_BASIC_AUTH", hide_env_values = true)]
+    pub basic_auth: Option<String>,
+    /// X-Sipgate-Signature check.
+    #[arg(long, env = "SIDECAR_SIGNATURE", value_enum, default_value_t)]
+    pub signature: SignatureMode,
+    /// PEM file with the public key to verify signatures with (default: sipgate's built-in key).
+    #[arg(long, env = "SIDECAR_SIGNATURE_KEY")]
+    pub signature_key: Option<PathBuf>,
+    /// Comma-separated IPs/CIDRs allowed to post webhooks (TCP peer, or the
+    /// X-Forwarded-For entry added by a trusted proxy); empty allows all.
+    /// sipgate posts from 217.116.118.254 and 212.9.46.32.
+    #[arg(long, env = "SIDECAR_ALLOW_SOURCES", value_delimiter = ',')]
+    pub allow_sources: Vec<IpNet>,
+    /// Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-* headers are trusted.
+    #[arg(long, env = "SIDECAR_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Country code for numbers typed with a leading 0 (030 1234 -> 49301234).
+    #[arg(long, env = "SIDECAR_COUNTRY_CODE", default_value = DEFAULT_COUNTRY_CODE)]
+    pub country_code: String,
+    /// Longest wait for the event's commit before the reply goes out anyway.
+    #[arg(long, env = "SIDECAR_REPLY_DEADLINE_MS", default_value_t = DEFAULT_REPLY_DEADLINE_MS)]
+    pub reply_deadline_ms: u64,
+    /// Largest accepted webhook body in bytes.
+    #[arg(long, env = "SIDECAR_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Close calls that got no hangup after this many seconds.
+    #[arg(long, env = "SIDECAR_STALE_CALL_SECS", default_value_t = DEFAULT_STALE_CALL_SECS)]
+    pub stale_call_secs: u64,
+    /// Purge events and calls older than this many days (0 keeps everything).
+    #[arg(long, env = "SIDECAR_RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS)]
+    pub retention_days: u64,
+    /// Live fan-out buffer (events); slower subscribers catch up from the database.
+    #[arg(long, env = "SIDECAR_LIVE_BUFFER", default_value_t = DEFAULT_LIVE_BUFFER)]
+    pub live_buffer: usize,
+    /// Run the Zammad bridge in this process, posting to Zammad's generic CTI
+    /// URL (https://zammad.example.com/api/v1/cti/TOKEN).
+    #[arg(long, env = "SIDECAR_ZAMMAD_CTI_URL", hide_env_values = true)]
+    pub zammad_cti_url: Option<String>,
+    /// Run the JSON webhook forwarder in this process, posting to this URL.
+    #[arg(long, env = "SIDECAR_FORWARD_URL")]
+    pub forward_url: Option<String>,
+    /// HMAC-SHA256 secret for the forwarder's X-Sidecar-Signature header.
+    #[arg(long, env = "SIDECAR_FORWARD_SECRET", hide_env_values = true)]
+    pub forward_secret: Option<String>,
+    /// Retry and refusal rules of the in-process bridges.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// Cursor file of an in-process bridge: next to the database.
+fn bridge_state_path(database: &str, bridge: &str) -> PathBuf {
+    let path = database
+        .strip_prefix("sqlite://")
+        .or_else(|| database.strip_prefix("sqlite:"))
+        .unwrap_or(database);
+    let path = path.split('?').next().unwrap_or(path);
+    PathBuf::from(format!("{path}.{bridge}.cursor"))
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> Result<Config, String> {
+        let metrics_addr = match self.metrics_addr.as_str() {
+            "off" | "" => None,
+            s => Some(s.parse().map_err(|e| {
+                format!("--metrics-addr '{s}' is not an address like 127.0.0.1:9464 or 'off': {e}")
+            })?),
+        };
+        let basic_auth = match self.basic_auth {
+            None => None,
+            Some(s) => {
+                let (user, password) = s
+                    .split_once(':')
+                    .ok_or_else(|| "--basic-auth must be 'user:password'".to_string())?;
+                if user.is_empty() || password.is_empty() {
+                    return Err("--basic-auth needs a non-empty user and password".into());
+                }
+                Some(BasicAuth {
+                    user: user.into(),
+                    password: Secret::new(password),
+                })
+            }
+        };
+        let delivery = self.delivery.policy();
+        let mut bridges = Vec::new();
+        if let Some(cti_url) = self.zammad_cti_url.filter(|s| !s.is_empty()) {
+            bridges.push(BridgeConfig {
+                target: BridgeTarget::Zammad {
+                    cti_url: Secret::new(cti_url),
+                },
+                state: bridge_state_path(&self.database, "zammad"),
+                delivery: delivery.clone(),
+            });
+        }
+        if let Some(url) = self.forward_url.filter(|s| !s.is_empty()) {
+            bridges.push(BridgeConfig {
+                target: BridgeTarget::Webhook {
+                    url,
+                    secret: self
+                        .forward_secret
+                        .filter(|s| !s.is_empty())
+                        .map(Secret::new),
+                },
+                state: bridge_state_path(&self.database, "webhook"),
+                delivery,
+            });
+        }
+        let config = Config {
+            bridges,
+            http_addr: self.http_addr,
+            grpc_addr: self.grpc_addr,
+            metrics_addr,
+            database: self.database,
+            public_url: self.public_url.filter(|s| !s.is_empty()),
+            webhook_token: self
+                .webhook_token
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
+            basic_auth,
+            signature: self.signature,
+            signature_key: self.signature_key,
+            allow_sources: self.allow_sources,
+            trusted_proxies: self.trusted_proxies,
+            country_code: self.country_code,
+            reply_deadline: Duration::from_millis(self.reply_deadline_ms),
+            body_limit: self.body_limit,
+            stale_call_after: Duration::from_secs(self.stale_call_secs),
+            retention: days(self.retention_days),
+            live_buffer: self.live_buffer,
+            ..Config::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
