@@ -47,10 +47,10 @@ pub struct ServeArgs {
     /// Comma-separated IPs/CIDRs allowed to post webhooks (TCP peer, or the
     /// X-Forwarded-For entry added by a trusted proxy); empty allows all.
     /// sipgate posts from 217.116.118.254 and 212.9.46.32.
-    #[arg(long, env = "SIDECAR_ALLOW_SOURCES", value_delimiter = ',')]
+    #[arg(long, env = "SIDECAR_ALLOW_SOURCES", value_delimiter = ',', value_parser = parse_net)]
     pub allow_sources: Vec<IpNet>,
     /// Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-* headers are trusted.
-    #[arg(long, env = "SIDECAR_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(long, env = "SIDECAR_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<IpNet>,
     /// Country code for numbers typed with a leading 0 (030 1234 -> 49301234).
     #[arg(long, env = "SIDECAR_COUNTRY_CODE", default_value = DEFAULT_COUNTRY_CODE)]
@@ -83,6 +83,14 @@ pub struct ServeArgs {
     /// Retry and refusal rules of the in-process bridges.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+}
+
+/// An address (`217.116.118.254`, `::1`) or a network (`10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("'{s}' is not an IP address or CIDR network (e.g. 10.0.0.0/8)"))
 }
 
 /// Cursor file of an in-process bridge: next to the database.
@@ -168,5 +176,43 @@ impl ServeArgs {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn allow_list_takes_bare_addresses_and_networks() {
+        let serve = Serve::try_parse_from([
+            "serve",
+            "--allow-sources",
+            "217.116.118.254,212.9.46.32,10.0.0.0/8",
+            "--trusted-proxies",
+            "127.0.0.1,::1",
+        ])
+        .unwrap();
+        let shown: Vec<String> = serve
+            .args
+            .allow_sources
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            ["217.116.118.254/32", "212.9.46.32/32", "10.0.0.0/8"]
+        );
+        assert_eq!(serve.args.trusted_proxies[1].to_string(), "::1/128");
+        let bad = Serve::try_parse_from(["serve", "--allow-sources", "sipgate"]);
+        assert!(bad.is_err());
     }
 }

@@ -66,3 +66,38 @@ pub(super) fn xml_headers() -> [(header::HeaderName, HeaderValue); 1] {
         HeaderValue::from_static("application/xml; charset=UTF-8"),
     )]
 }
+
+/// Refusals are logged with the peer, but at most [`refusal_log::PER_SECOND`]
+/// lines a second: a flood of bad requests (no credentials needed) must not
+/// flood the log. The suppressed count is reported with the next line.
+pub(super) mod refusal_log {
+    use std::{
+        net::SocketAddr,
+        sync::atomic::{AtomicU64, Ordering},
+        time::{SystemTime, UNIX_EPOCH},
+    };
+
+    use super::WebhookError;
+
+    pub const PER_SECOND: u64 = 10;
+
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static LOGGED: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+    pub fn warn(peer: Option<SocketAddr>, error: &WebhookError) {
+        let second = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if WINDOW.swap(second, Ordering::Relaxed) != second {
+            LOGGED.store(0, Ordering::Relaxed);
+        }
+        if LOGGED.fetch_add(1, Ordering::Relaxed) >= PER_SECOND {
+            SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        tracing::warn!(%peer, reason = ?error, suppressed_before = suppressed, "webhook refused");
+    }
+}

@@ -42,30 +42,44 @@ impl Guards {
     }
 
     /// The address a push really came from: the TCP peer, or, when the peer
-    /// is a trusted proxy, the right-most `X-Forwarded-For` entry that is not one.
-    fn source_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    /// is a trusted proxy, the first `X-Forwarded-For` entry from the right
+    /// that is not a trusted proxy. Entries are walked from the right (the
+    /// ones our proxies appended); an entry that does not parse stops the walk
+    /// with a refusal, so an attacker's entry to its left can never decide.
+    fn source_address(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Result<Option<IpAddr>, WebhookError> {
         if !self.trusts(peer) {
-            return peer;
+            return Ok(peer);
         }
-        let forwarded: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !self.trusted_proxies.iter().any(|n| n.contains(ip)))
-            .or(peer)
+        let mut entries = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let value = value.to_str().map_err(|_| {
+                WebhookError::Forbidden("X-Forwarded-For is not readable text".into())
+            })?;
+            entries.extend(value.split(',').map(str::trim));
+        }
+        for entry in entries.into_iter().rev() {
+            let ip = forwarded_ip(entry).ok_or_else(|| {
+                WebhookError::Forbidden(format!(
+                    "X-Forwarded-For entry '{}' is not an address",
+                    entry.chars().take(64).collect::<String>()
+                ))
+            })?;
+            if !self.trusts(Some(ip)) {
+                return Ok(Some(ip));
+            }
+        }
+        Ok(peer)
     }
 
     fn check_source(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), WebhookError> {
         if self.allow_sources.is_empty() {
             return Ok(());
         }
-        match self.source_address(peer, headers) {
+        match self.source_address(peer, headers)? {
             Some(ip) if self.allow_sources.iter().any(|n| n.contains(&ip)) => Ok(()),
             Some(ip) => Err(WebhookError::Forbidden(format!(
                 "source address {ip} is not allowed"
@@ -104,7 +118,7 @@ impl Guards {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(basic_credentials)
             .and_then(|b| {
                 base64::engine::general_purpose::STANDARD
                     .decode(b.trim())
@@ -115,6 +129,39 @@ impl Guards {
             _ => Err(WebhookError::BasicAuthRequired),
         }
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, with or without a port, IPv6 in
+/// brackets or bare.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        if after.is_empty() || after.strip_prefix(':').is_some_and(is_port) {
+            return ip.parse().ok();
+        }
+        return None;
+    }
+    let (ip, port) = entry.rsplit_once(':')?;
+    if is_port(port) {
+        // "a:b:c" without brackets is an IPv6 address, parsed above or invalid.
+        ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+    } else {
+        None
+    }
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The credentials of an `Authorization: Basic …` header; the scheme name is
+/// case-insensitive (RFC 7235).
+fn basic_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("basic").then_some(credentials)
 }
 
 #[cfg(test)]
@@ -149,6 +196,60 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_entries_that_do_not_parse_or_are_untrusted_refuse() {
+        let guards = Guards {
+            allow_sources: vec![net("217.116.118.254/32")],
+            trusted_proxies: vec![net("127.0.0.1/32")],
+            ..Guards::default()
+        };
+        let proxy = Some("127.0.0.1".parse().unwrap());
+        for forwarded in [
+            "217.116.118.254, 198.51.100.7:4444",
+            "217.116.118.254, unknown",
+            "217.116.118.254, [2001:db8::1]",
+            "217.116.118.254, [2001:db8::1]:443",
+            "217.116.118.254, 2001:db8::1",
+            "217.116.118.254, ",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_str(forwarded).unwrap());
+            assert!(
+                matches!(
+                    guards.check(proxy, None, &headers),
+                    Err(WebhookError::Forbidden(_))
+                ),
+                "{forwarded} was let in"
+            );
+        }
+        // sipgate behind two of our proxies, ports stripped.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.9, 217.116.118.254:5060, 127.0.0.1"),
+        );
+        assert!(guards.check(proxy, None, &headers).is_ok());
+    }
+
+    #[test]
+    fn forwarded_ip_strips_ports_and_brackets() {
+        let ip = |s: &str| forwarded_ip(s).map(|ip| ip.to_string());
+        assert_eq!(ip("198.51.100.7:4444").as_deref(), Some("198.51.100.7"));
+        assert_eq!(ip("[2001:db8::1]:443").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("2001:db8::1").as_deref(), Some("2001:db8::1"));
+        for bad in [
+            "unknown",
+            "",
+            "1.2.3.4:x",
+            "[::1]x",
+            "1.2.3.4:123456",
+            "_hidden",
+        ] {
+            assert_eq!(ip(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn token_and_basic_credentials_are_checked() {
         let guards = Guards {
             webhook_token: Some(Secret::new("tok")),
@@ -170,6 +271,11 @@ mod tests {
         headers.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Basic c2lwOnB3"),
+        );
+        assert!(guards.check(None, Some("tok"), &headers).is_ok());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bAsIc c2lwOnB3"),
         );
         assert!(guards.check(None, Some("tok"), &headers).is_ok());
     }

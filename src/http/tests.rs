@@ -178,6 +178,15 @@ async fn refusals_are_xml_and_store_nothing() {
         streamed.body
     );
 
+    let undecodable = send(&f.state, post("/api/v1/sipgate/%ff/in", NEW_CALL)).await;
+    assert_eq!(undecodable.status, StatusCode::BAD_REQUEST);
+    assert_eq!(undecodable.content_type, "application/xml; charset=UTF-8");
+    assert!(
+        undecodable.body.contains("<Error>the path is not valid"),
+        "{}",
+        undecodable.body
+    );
+
     let no_direction = send(&f.state, post("/api/v1/sipgate/right/sideways", NEW_CALL)).await;
     assert_eq!(no_direction.status, StatusCode::NOT_FOUND);
 

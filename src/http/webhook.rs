@@ -9,20 +9,23 @@
 //! `reply_deadline`.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Path, Request, State},
+    extract::{ConnectInfo, Path, Request, State, rejection::PathRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use http_body_util::LengthLimitError;
 
-use super::{error::WebhookError, error::xml_headers, guards::Guards};
+use super::{
+    error::{WebhookError, refusal_log, xml_headers},
+    guards::Guards,
+};
 use crate::{
     config::{BasicAuth, Secret, SignatureMode},
     decide::{self, Decision},
@@ -56,46 +59,64 @@ pub struct Webhook {
     pub basic_auth: Option<BasicAuth>,
 }
 
+/// A path segment that is not valid percent-encoded UTF-8 (e.g. `%ff` in
+/// the token) is refused like any other bad request, in XML.
+fn path_error(rejection: PathRejection) -> WebhookError {
+    WebhookError::BadRequest(format!("the path is not valid: {}", rejection.body_text()))
+}
+
 pub async fn without_token(
     State(guards): State<Arc<Guards>>,
     State(webhook): State<Arc<Webhook>>,
-    Path(direction): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    answer(&guards, &webhook, None, direction, request).await
+    let path = path.map(|Path(direction)| (None, direction));
+    answer(&guards, &webhook, path.map_err(path_error), request).await
 }
 
 pub async fn with_token(
     State(guards): State<Arc<Guards>>,
     State(webhook): State<Arc<Webhook>>,
-    Path((token, direction)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Response {
-    answer(&guards, &webhook, Some(token), direction, request).await
+    let path = path.map(|Path((token, direction))| (Some(token), direction));
+    answer(&guards, &webhook, path.map_err(path_error), request).await
 }
 
 /// Answers one push and counts it by outcome.
 async fn answer(
     guards: &Guards,
     webhook: &Webhook,
-    token: Option<String>,
-    path_direction: String,
+    path: Result<(Option<String>, String), WebhookError>,
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let result = handle(
-        guards,
-        webhook,
-        token.as_deref(),
-        &path_direction,
-        request,
-        started,
-    )
-    .await;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let result = match path {
+        Ok((token, direction)) => {
+            let peer_ip = peer.map(|p| p.ip());
+            handle(
+                guards,
+                webhook,
+                peer_ip,
+                token.as_deref(),
+                &direction,
+                request,
+                started,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok((outcome, _)) => *outcome,
         Err(e) => {
-            tracing::warn!(reason = ?e, "webhook refused");
+            refusal_log::warn(peer, e);
             e.outcome()
         }
     };
@@ -112,6 +133,7 @@ async fn answer(
 async fn handle(
     guards: &Guards,
     webhook: &Webhook,
+    peer: Option<IpAddr>,
     token: Option<&str>,
     path_direction: &str,
     request: Request,
@@ -119,13 +141,10 @@ async fn handle(
 ) -> Result<(&'static str, String), WebhookError> {
     let path_direction = Direction::parse(path_direction).ok_or_else(|| {
         WebhookError::NotFound(format!(
-            "unknown path segment '{path_direction}': use /in or /out"
+            "unknown path segment '{}': use /in or /out",
+            path_direction.chars().take(64).collect::<String>()
         ))
     })?;
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
     guards.check(peer, token, request.headers())?;
 
     let headers = request.headers().clone();
