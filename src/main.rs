@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sipgate_sidecar::{
     cli,
-    config::{Cli, Command},
+    config::{self, Cli, Command},
     telemetry::init_logging,
 };
 use tokio_util::sync::CancellationToken;
@@ -25,9 +25,32 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    match config::secrets_from_files(|name| std::env::var(name).ok()) {
+        Ok(secrets) => {
+            for (name, value) in secrets {
+                // SAFETY: no other thread exists yet (the runtime starts
+                // below), so nothing reads the environment concurrently.
+                unsafe { std::env::set_var(name, value) };
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     init_logging(
         cli.log_format,
         matches!(cli.command, Command::Serve(_) | Command::Bridge { .. }),

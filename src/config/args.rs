@@ -111,7 +111,7 @@ pub enum BridgeCommand {
     },
     /// POST every event as JSON to URL (schema sipgate-sidecar.event.v1).
     Webhook {
-        #[arg(long, env = "SIDECAR_BRIDGE_URL")]
+        #[arg(long, env = "SIDECAR_BRIDGE_URL", hide_env_values = true)]
         url: String,
         /// Sign bodies: X-Sidecar-Signature: sha256=HMAC-SHA256(secret, body) in hex.
         #[arg(long, env = "SIDECAR_BRIDGE_SECRET", hide_env_values = true)]

@@ -8,6 +8,7 @@
 //! A leaf: it imports no other module of the crate.
 
 mod args;
+mod secrets;
 mod serve;
 
 use std::{
@@ -24,6 +25,7 @@ pub use args::{
     BlockCommand, BridgeCommand, CallsCommand, Cli, ClientArgs, Command, DefaultCallerIdCommand,
     DeliveryArgs, RouteCommand, SettingsCommand,
 };
+pub use secrets::{SECRET_VARIABLES, secrets_from_files};
 pub use serve::ServeArgs;
 
 /// Webhook listener.

@@ -75,7 +75,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_ZAMMAD_CTI_URL", hide_env_values = true)]
     pub zammad_cti_url: Option<String>,
     /// Run the JSON webhook forwarder in this process, posting to this URL.
-    #[arg(long, env = "SIDECAR_FORWARD_URL")]
+    #[arg(long, env = "SIDECAR_FORWARD_URL", hide_env_values = true)]
     pub forward_url: Option<String>,
     /// HMAC-SHA256 secret for the forwarder's X-Sidecar-Signature header.
     #[arg(long, env = "SIDECAR_FORWARD_SECRET", hide_env_values = true)]
