@@ -40,6 +40,7 @@ async fn shutdown_signal() {
 }
 
 async fn serve(cli: Cli, args: sipgate_sidecar::config::ServeArgs) -> anyhow::Result<()> {
+    let ready_file = args.ready_file.clone();
     let mut config = args.into_config().map_err(anyhow::Error::msg)?;
     config.grpc_token = cli
         .client
@@ -56,6 +57,12 @@ async fn serve(cli: Cli, args: sipgate_sidecar::config::ServeArgs) -> anyhow::Re
             .map(|a| format!(", metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
+    if let Some(path) = &ready_file {
+        if let Err(e) = running.write_ready_file(path) {
+            running.stop().await?;
+            return Err(e);
+        }
+    }
     shutdown_signal().await;
     tracing::info!("shutdown requested; finishing in-flight webhooks");
     running.stop().await
