@@ -88,6 +88,45 @@ impl Running {
         self.shutdown();
         self.wait().await
     }
+
+    /// What `serve --ready-file` writes: this process and every bound
+    /// address, `{"pid":..,"http_addr":..,"grpc_addr":..,"metrics_addr":..|null}`.
+    pub fn ready_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Ready {
+            pid: u32,
+            http_addr: SocketAddr,
+            grpc_addr: SocketAddr,
+            metrics_addr: Option<SocketAddr>,
+        }
+        serde_json::to_string(&Ready {
+            pid: std::process::id(),
+            http_addr: self.http_addr,
+            grpc_addr: self.grpc_addr,
+            metrics_addr: self.metrics_addr,
+        })
+        .expect("addresses serialize")
+    }
+
+    /// Writes [`Running::ready_json`] to `path` atomically: a temporary file
+    /// in the same directory, renamed over `path`, so a reader polling for
+    /// the file never sees it half written.
+    pub fn write_ready_file(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("--ready-file {} names no file", path.display()))?;
+        let temporary = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let written = std::fs::write(&temporary, self.ready_json() + "\n")
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.with_context(|| format!("cannot write --ready-file {}", path.display()))
+    }
 }
 
 /// Milliseconds since the Unix epoch.

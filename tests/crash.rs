@@ -4,77 +4,30 @@
 mod common;
 
 use std::{
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use common::*;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-
-/// Starts the real binary and returns it with its webhook and gRPC URLs.
-async fn spawn_server(database: &str) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "off",
-            "--signature",
-            "off",
-            // Every 200 then means "committed".
-            "--reply-deadline-ms",
-            "30000",
-            "--database",
-            database,
-        ])
-        .env("SIDECAR_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("listening:") {
-                return line;
-            }
-        }
-        panic!("server exited before listening");
-    })
-    .await
-    .expect("server listens within 30 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    // "... webhooks on http://127.0.0.1:P, gRPC on 127.0.0.1:Q"
-    let http = line
-        .split("webhooks on ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap()
-        .to_string();
-    let grpc = format!(
-        "http://{}",
-        line.split("gRPC on ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap()
-            .trim()
-    );
-    (child, http, grpc)
-}
+use common::{process::spawn_binary, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("crash.db").display().to_string();
-    let (mut child, http, _) = spawn_server(&database).await;
+    let server = spawn_binary(
+        dir.path(),
+        &[
+            "--metrics-addr",
+            "off",
+            // Every 200 then means "committed".
+            "--reply-deadline-ms",
+            "30000",
+            "--database",
+            &database,
+        ],
+    )
+    .await;
+    let (mut child, http) = (server.child, server.http);
 
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let client = reqwest::Client::new();

@@ -11,6 +11,7 @@ pub async fn run_serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let ready_file = args.ready_file.clone();
     let mut config = args.into_config().map_err(anyhow::Error::msg)?;
     config.grpc_token = client
         .grpc_token
@@ -27,6 +28,12 @@ pub async fn run_serve(
             .map(|a| format!(", metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
+    if let Some(path) = &ready_file {
+        if let Err(e) = running.write_ready_file(path) {
+            running.stop().await?;
+            return Err(e);
+        }
+    }
     shutdown.await;
     tracing::info!("shutdown requested; finishing in-flight webhooks");
     running.stop().await

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// Retry and refusal rules of the in-process bridges.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
+    /// Once every listener is bound, write {"pid", "http_addr", "grpc_addr",
+    /// "metrics_addr"} as JSON to this file (atomically: a temporary file in the
+    /// same directory, then renamed), for scripts that start with port 0.
+    #[arg(long, env = "SIDECAR_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// An address (`217.116.118.254`, `::1`) or a network (`10.0.0.0/8`).

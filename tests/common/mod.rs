@@ -2,6 +2,8 @@
 //! talks to it with a real HTTP client and the generated tonic clients.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use sipgate_sidecar::{
