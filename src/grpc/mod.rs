@@ -153,7 +153,10 @@ pub async fn serve(
     health_reporter
         .set_serving::<CallLogServer<calls::CallLogService>>()
         .await;
-    tokio::spawn(storage_health(health_reporter, state.writer.storage_health()));
+    tokio::spawn(storage_health(
+        health_reporter,
+        state.writer.storage_health(),
+    ));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)

@@ -112,7 +112,10 @@ impl StoreError {
             StoreError::Database(sqlx::Error::Database(db)) => {
                 // SQLite's primary result codes: BUSY, LOCKED, READONLY,
                 // IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
-                let primary = db.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
+                let primary = db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff);
                 matches!(primary, Some(5 | 6 | 8 | 10 | 11 | 13 | 14 | 15 | 26))
             }
             StoreError::Database(

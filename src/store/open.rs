@@ -56,6 +56,10 @@ impl Store {
                 other => other.to_string(),
             })
         })?;
+        // Only the first connection may create the file: a later one (a
+        // pool refill, a writer reconnect) after the file was removed must
+        // fail rather than start an empty database at the same path.
+        let options = options.create_if_missing(false);
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .min_connections(1)
@@ -99,18 +103,15 @@ impl Store {
     /// A new connection for the writer after a failure; never creates the
     /// file (a removed database must not silently start over empty).
     pub(crate) async fn reconnect_writer(&self) -> Result<SqliteConnection, StoreError> {
-        Ok(self
-            .inner
-            .options
-            .clone()
-            .create_if_missing(false)
-            .connect()
-            .await?)
+        Ok(self.inner.options.connect().await?)
     }
 
     /// The database file, or `None` for an in-memory database.
     pub(crate) fn file(&self) -> Option<&Path> {
-        self.inner._lock.as_ref().map(|_| self.inner.options.get_filename())
+        self.inner
+            ._lock
+            .as_ref()
+            .map(|_| self.inner.options.get_filename())
     }
 
     /// Test hook: makes the writer's connection refuse writes while `on`.
@@ -162,7 +163,13 @@ fn lock(database: &Path) -> Result<File, String> {
         .write(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| format!("cannot create the lock file {}: {}", path.display(), io_reason(&e)))?;
+        .map_err(|e| {
+            format!(
+                "cannot create the lock file {}: {}",
+                path.display(),
+                io_reason(&e)
+            )
+        })?;
     match file.try_lock() {
         Ok(()) => {
             // Who holds it, for the message a second server prints.
@@ -185,11 +192,9 @@ fn lock(database: &Path) -> Result<File, String> {
                 path.display()
             ))
         }
-        Err(TryLockError::Error(e)) => Err(format!(
-            "cannot lock {}: {}",
-            path.display(),
-            io_reason(&e)
-        )),
+        Err(TryLockError::Error(e)) => {
+            Err(format!("cannot lock {}: {}", path.display(), io_reason(&e)))
+        }
     }
 }
 

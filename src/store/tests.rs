@@ -817,7 +817,10 @@ async fn a_second_open_of_a_database_in_use_is_refused() {
     let message = err.to_string();
     assert!(message.contains(path), "{message}");
     assert!(
-        message.contains(&format!("in use by another process (pid {})", std::process::id())),
+        message.contains(&format!(
+            "in use by another process (pid {})",
+            std::process::id()
+        )),
         "{message}"
     );
     assert!(first.ping().await);

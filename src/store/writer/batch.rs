@@ -174,7 +174,10 @@ impl Writer {
     /// stored, the batch can be tried again, and the next attempt starts
     /// from the position stored in the database (a new connection, the head
     /// re-read, the call cache dropped), never from a stale seq.
-    pub(super) async fn try_commit(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
+    pub(super) async fn try_commit(
+        &mut self,
+        batch: &[Command],
+    ) -> Result<BatchEffects, StoreError> {
         self.files.check(&mut self.connection).await?;
         if self.reconnect {
             // The new connection is open before the old one closes, so the

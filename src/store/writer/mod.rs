@@ -27,9 +27,9 @@ use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
 
-pub use queue::{WriterHandle, spawn_writer};
 #[cfg(test)]
 pub(crate) use queue::spawn_with_capacity;
+pub use queue::{WriterHandle, spawn_writer};
 
 /// Where the writer hands what it committed (the fan-out, in a server).
 pub trait Publish: Send + 'static {

@@ -238,7 +238,15 @@ async fn run(
         let Some(first) = first else { break };
         let mut batch = vec![first];
         drain(&mut queue, &mut batch, max_batch);
-        store_batch(&mut writer, batch, &queue, &mut health, &shutdown, &mut give_up_at).await;
+        store_batch(
+            &mut writer,
+            batch,
+            &queue,
+            &mut health,
+            &shutdown,
+            &mut give_up_at,
+        )
+        .await;
     }
     // Refuse new commands, then commit what was already accepted.
     queue.close();
@@ -248,7 +256,15 @@ async fn run(
         if batch.is_empty() {
             break;
         }
-        store_batch(&mut writer, batch, &queue, &mut health, &shutdown, &mut give_up_at).await;
+        store_batch(
+            &mut writer,
+            batch,
+            &queue,
+            &mut health,
+            &shutdown,
+            &mut give_up_at,
+        )
+        .await;
     }
     tracing::info!(next_seq = writer.next_seq(), "event writer stopped");
 }
