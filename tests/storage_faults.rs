@@ -323,3 +323,142 @@ async fn a_database_made_read_only_mid_run_loses_no_answered_event() {
         .stop()
         .await;
 }
+
+/// A small tmpfs mounted for one test, unmounted however it ends.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Result<SmallDisk, String> {
+        let out = StdCommand::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(SmallDisk(dir.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = StdCommand::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `path` until it reports no space left.
+fn fill(path: &std::path::Path) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        match file.write_all(&block).and_then(|_| file.sync_all()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => {
+                // ENOSPC: write what fits in the last block too.
+                let mut rest = 4096;
+                while rest > 0 {
+                    match file.write_all(&block[..rest]) {
+                        Ok(()) => {}
+                        Err(_) => rest /= 2,
+                    }
+                }
+                return;
+            }
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_holds_events_until_there_is_room_again() {
+    let outer = tempfile::tempdir().unwrap();
+    let disk_dir = outer.path().join("disk");
+    std::fs::create_dir(&disk_dir).unwrap();
+    let disk = match SmallDisk::mount(&disk_dir, "4m") {
+        Ok(disk) => disk,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED a_full_disk_holds_events_until_there_is_room_again: cannot mount a tmpfs here ({}); the writer's retry is covered by store::tests",
+                e.trim()
+            );
+            return;
+        }
+    };
+    let dir = tempfile::tempdir_in(&disk_dir).unwrap();
+    let server = TestServer::start_in(dir, {
+        let mut config = test_config(&outer);
+        config.database = disk_dir.join("sidecar.db").display().to_string();
+        config.reply_deadline = Duration::from_millis(200);
+        config
+    })
+    .await;
+    let post = |call_id: String| {
+        let server = &server;
+        async move {
+            server
+                .post(
+                    "/api/v1/sipgate/in",
+                    &new_call("in", "492111234567", "4930600000000", &call_id),
+                )
+                .await
+                .status
+        }
+    };
+    for i in 0..5 {
+        assert_eq!(post(format!("full-{i}")).await, 200);
+    }
+    assert_eq!(server.head_seq().await, 5);
+
+    let filler = disk_dir.join("filler");
+    fill(&filler);
+    // Each answered at the deadline with its decision, none stored yet.
+    let mut answered = 5;
+    for i in 5..40 {
+        assert_eq!(post(format!("full-{i}")).await, 200);
+        answered += 1;
+        if readyz(&server).await.0 == 503 {
+            break;
+        }
+    }
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("full"), "{body}");
+    for i in answered..answered + 5 {
+        assert_eq!(post(format!("full-{i}")).await, 200);
+    }
+    answered += 5;
+    assert!(server.head_seq().await < answered as u64);
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("/readyz 200 again", Duration::from_secs(20), || {
+        let server = &server;
+        async move { readyz(server).await.0 == 200 }
+    })
+    .await;
+    wait_for(
+        "all answered events stored",
+        Duration::from_secs(20),
+        || {
+            let server = &server;
+            async move { server.head_seq().await == answered as u64 }
+        },
+    )
+    .await;
+    let events = server.all_events().await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=answered as u64).collect::<Vec<_>>());
+    let ids: BTreeSet<String> = events.iter().map(|e| e.call_id.clone()).collect();
+    let expected: BTreeSet<String> = (0..answered).map(|i| format!("full-{i}")).collect();
+    assert_eq!(ids, expected);
+    server.stop().await;
+    drop(disk);
+}
