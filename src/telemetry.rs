@@ -29,6 +29,11 @@ pub mod names {
     pub const EVENTS_DUPLICATE: &str = "sidecar_events_duplicate_total";
     /// Counter: writer transactions that failed (nothing of them stored).
     pub const WRITER_ERRORS: &str = "sidecar_writer_errors_total";
+    /// Counter: webhook events refused because the writer's queue was full
+    /// (answered with their decision, not stored).
+    pub const WRITER_QUEUE_OVERFLOW: &str = "sidecar_writer_queue_overflow_total";
+    /// Gauge: 1 while the writer's transactions commit, 0 while they fail.
+    pub const STORAGE_HEALTHY: &str = "sidecar_storage_healthy";
     /// Gauge: live event-stream subscribers (gRPC and in-process bridges).
     pub const SUBSCRIBERS: &str = "sidecar_subscribers";
     /// Counter: full catch-up pages read from the store by subscribers.

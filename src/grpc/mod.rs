@@ -103,6 +103,38 @@ fn incoming(
     })
 }
 
+/// Reports NOT_SERVING for "" and every service while the writer's
+/// transactions fail, SERVING again once one commits.
+async fn storage_health(
+    reporter: tonic_health::server::HealthReporter,
+    health: crate::store::StorageHealth,
+) {
+    use crate::store::StorageState;
+    use tonic::server::NamedService;
+    use tonic_health::ServingStatus;
+    let names = [
+        "",
+        <SettingsServer<settings::SettingsService> as NamedService>::NAME,
+        <CallEventsServer<events::EventsService> as NamedService>::NAME,
+        <CallLogServer<calls::CallLogService> as NamedService>::NAME,
+    ];
+    let mut changes = health.subscribe();
+    loop {
+        let healthy = matches!(*changes.borrow_and_update(), StorageState::Healthy);
+        let status = if healthy {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in names {
+            reporter.set_service_status(name, status).await;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Serves the gRPC API on `listener` until `shutdown` completes.
 pub async fn serve(
     state: GrpcState,
@@ -121,6 +153,10 @@ pub async fn serve(
     health_reporter
         .set_serving::<CallLogServer<calls::CallLogService>>()
         .await;
+    tokio::spawn(storage_health(
+        health_reporter,
+        state.writer.storage_health(),
+    ));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)

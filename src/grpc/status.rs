@@ -25,6 +25,9 @@ impl From<StoreError> for Status {
             StoreError::WriterClosed => {
                 Status::unavailable("the sidecar is shutting down; nothing was changed")
             }
+            StoreError::QueueFull => Status::unavailable(
+                "the event writer's queue is full (is storage failing?); nothing was changed",
+            ),
             StoreError::Corrupt(reason) => {
                 tracing::error!(%reason, "stored data cannot be decoded");
                 Status::data_loss(format!(

@@ -23,7 +23,7 @@ pub use guards::Guards;
 pub use webhook::Webhook;
 
 use crate::{
-    store::{Store, WriterHandle},
+    store::{StorageState, Store, WriterHandle},
     telemetry::names,
 };
 
@@ -57,7 +57,8 @@ impl FromRef<HttpState> for Readiness {
     }
 }
 
-/// What `/readyz` checks: the writer runs and the database answers.
+/// What `/readyz` checks: the writer runs, its last transaction committed
+/// and the database answers.
 #[derive(Clone)]
 pub struct Readiness {
     pub writer: WriterHandle,
@@ -92,6 +93,13 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {
+    if let StorageState::Failing { reason } = readiness.writer.storage_health().state() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: storage failing, events are held: {reason}\n"),
+        )
+            .into_response();
+    }
     if readiness.writer.is_running() && readiness.store.ping().await {
         (StatusCode::OK, "ready\n").into_response()
     } else {

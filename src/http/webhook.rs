@@ -231,6 +231,8 @@ async fn commit(
         Ok(Ok(Ok(Committed::Duplicate {
             decision: stored, ..
         }))) => ("duplicate", stored.or(decision)),
+        // Counted and logged (rate-limited) by the writer's handle.
+        Ok(Ok(Err(StoreError::QueueFull))) => ("queue_full", decision),
         Ok(Ok(Err(e))) => {
             tracing::error!(error = %e, "event not stored; replying with the decision anyway");
             ("store_error", decision)
@@ -241,6 +243,10 @@ async fn commit(
         }
         Err(_) => {
             metrics::counter!(names::REPLY_DEADLINE_MISSED).increment(1);
+            // While storage fails every reply misses it; the writer logs that once.
+            if !webhook.writer.storage_health().is_healthy() {
+                return ("storage_failing", decision);
+            }
             tracing::warn!(
                 deadline_ms = webhook.reply_deadline.as_millis() as u64,
                 "commit slower than the reply deadline; replying now, the event still commits"

@@ -29,10 +29,10 @@ pub(crate) fn spawn_maintenance(
                 _ = ticks.tick() => {}
             }
             let now = crate::now_ms();
-            if !stale_after.is_zero() {
-                if let Err(error) = writer.sweep(millis(stale_after), now).await {
-                    tracing::warn!(%error, "sweep of stale calls failed");
-                }
+            if !stale_after.is_zero()
+                && let Err(error) = writer.sweep(millis(stale_after), now).await
+            {
+                tracing::warn!(%error, "sweep of stale calls failed");
             }
             if !retention.is_zero() {
                 match writer.purge(now.saturating_sub(millis(retention))).await {

@@ -13,6 +13,7 @@
 //! - `settings`: the settings snapshot and its audit trail;
 //! - `rows`: the SQL shared by the reads and the writer.
 
+pub mod health;
 mod log;
 pub(crate) mod maintenance;
 mod open;
@@ -28,6 +29,7 @@ use crate::calls::{CallRecord, CallState};
 use crate::decide::Decision;
 use crate::sipgate::event::{Direction, Event};
 
+pub use health::{StorageHealth, StorageState};
 pub(crate) use maintenance::spawn_maintenance;
 pub use writer::{Committed, Intake, Publish, WriterHandle, spawn_writer};
 
@@ -93,6 +95,35 @@ pub enum StoreError {
     Write(String),
     #[error("the event writer is not running")]
     WriterClosed,
+    /// The writer's queue is full (storage failing or far behind); the event
+    /// was not accepted.
+    #[error("the event writer's queue is full")]
+    QueueFull,
+}
+
+impl StoreError {
+    /// True for errors of the storage itself (I/O, full disk, read-only,
+    /// locked, a file removed), which the writer retries until they pass;
+    /// false for a refusal of the data (a constraint, a row that does not
+    /// decode), which it retries once.
+    pub(crate) fn is_storage(&self) -> bool {
+        match self {
+            StoreError::Write(_) | StoreError::Open { .. } => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                // SQLite's primary result codes: BUSY, LOCKED, READONLY,
+                // IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+                let primary = db
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff);
+                matches!(primary, Some(5 | 6 | 8 | 10 | 11 | 13 | 14 | 15 | 26))
+            }
+            StoreError::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed,
+            ) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<serde_json::Error> for StoreError {
@@ -114,6 +145,13 @@ struct Inner {
     /// The connection reserved for the writer task, taken when it starts.
     writer_connection: Mutex<Option<SqliteConnection>>,
     path: String,
+    /// `<database>.lock`, exclusively locked for the life of the store
+    /// (`None` for an in-memory database).
+    _lock: Option<std::fs::File>,
+    /// Test hook: while set, the writer's connection refuses writes
+    /// (`PRAGMA query_only`), the way a read-only file does.
+    #[cfg(test)]
+    fault: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {

@@ -1,5 +1,7 @@
 //! Opening the database: connections, pragmas, migrations.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -22,12 +24,26 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 impl Store {
     /// Opens (creating if missing) the database at `database`, a plain path
     /// or a `sqlite://` URL, and applies the migrations.
+    ///
+    /// Only one process may use a database file: `<database>.lock` is locked
+    /// exclusively for as long as the store lives, and a second open fails
+    /// naming the process that holds it. The database is created readable by
+    /// its owner only (`-wal` and `-shm` take the same mode).
     pub async fn open(database: &str) -> Result<Store, StoreError> {
         let options = connect_options(database)?;
         let path = options.get_filename().display().to_string();
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
+        };
+
+        let in_memory = database.contains(":memory:") || database.contains("mode=memory");
+        let lock = if in_memory {
+            None
+        } else {
+            let lock = lock(options.get_filename()).map_err(open_error)?;
+            create_private(options.get_filename()).map_err(open_error)?;
+            Some(lock)
         };
 
         let mut writer = options
@@ -40,6 +56,10 @@ impl Store {
                 other => other.to_string(),
             })
         })?;
+        // Only the first connection may create the file: a later one (a
+        // pool refill, a writer reconnect) after the file was removed must
+        // fail rather than start an empty database at the same path.
+        let options = options.create_if_missing(false);
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .min_connections(1)
@@ -53,6 +73,9 @@ impl Store {
                 options,
                 writer_connection: Mutex::new(Some(writer)),
                 path,
+                _lock: lock,
+                #[cfg(test)]
+                fault: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -75,6 +98,33 @@ impl Store {
             Some(connection) => Ok(connection),
             None => Ok(self.inner.options.connect().await?),
         }
+    }
+
+    /// A new connection for the writer after a failure; never creates the
+    /// file (a removed database must not silently start over empty).
+    pub(crate) async fn reconnect_writer(&self) -> Result<SqliteConnection, StoreError> {
+        Ok(self.inner.options.connect().await?)
+    }
+
+    /// The database file, or `None` for an in-memory database.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.inner
+            ._lock
+            .as_ref()
+            .map(|_| self.inner.options.get_filename())
+    }
+
+    /// Test hook: makes the writer's connection refuse writes while `on`.
+    #[cfg(test)]
+    pub(crate) fn set_fault(&self, on: bool) {
+        self.inner
+            .fault
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fault(&self) -> bool {
+        self.inner.fault.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// True when the database answers a query.
@@ -101,6 +151,84 @@ fn connect_options(database: &str) -> Result<SqliteConnectOptions, StoreError> {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true))
+}
+
+/// Takes `<database>.lock` for the life of the process, or says who holds it.
+fn lock(database: &Path) -> Result<File, String> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    let path = Path::new(&name);
+    let mut file = private_options()
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "cannot create the lock file {}: {}",
+                path.display(),
+                io_reason(&e)
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message a second server prints.
+            let _ = file.set_len(0);
+            let _ = write!(file, "{}", std::process::id());
+            let _ = file.flush();
+            Ok(file)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let by = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("another process (pid {holder})")
+            };
+            Err(format!(
+                "the database is in use by {by}; only one sipgate-sidecar may serve a database (lock file {})",
+                path.display()
+            ))
+        }
+        Err(TryLockError::Error(e)) => {
+            Err(format!("cannot lock {}: {}", path.display(), io_reason(&e)))
+        }
+    }
+}
+
+/// Creates the database file readable and writable by its owner only, so
+/// SQLite (which gives `-wal` and `-shm` the database's mode) never creates
+/// it with the umask's mode. An existing file is left as it is.
+fn create_private(database: &Path) -> Result<(), String> {
+    private_options()
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(database)
+        .map(drop)
+        .map_err(|e| io_reason(&e))
+}
+
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+fn io_reason(error: &std::io::Error) -> String {
+    let hint = match error.kind() {
+        std::io::ErrorKind::NotFound => " (does the directory exist?)",
+        std::io::ErrorKind::PermissionDenied => " (is it writable by this user?)",
+        std::io::ErrorKind::IsADirectory => " (give a file name, not a directory)",
+        std::io::ErrorKind::ReadOnlyFilesystem => " (the file system is read-only)",
+        std::io::ErrorKind::StorageFull => " (is the disk full?)",
+        _ => "",
+    };
+    format!("{error}{hint}")
 }
 
 /// The reason an open failed, with a hint an operator can act on.

@@ -52,7 +52,10 @@ impl Harness {
     pub async fn reopen(self) -> Harness {
         self.shutdown.cancel();
         self.task.await.expect("writer task");
+        // Every handle on the store goes, so its lock is released.
         drop(self.store);
+        drop(self.fanout);
+        drop(self.writer);
         Harness::start(self.dir, 16).await
     }
 

@@ -2,6 +2,7 @@
 //! answers and the new events, released only after the commit.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
@@ -12,19 +13,105 @@ use crate::calls::{self, CallRecord, SyntheticEnd};
 use crate::store::{Store, StoreError, StoredEvent, rows};
 use crate::telemetry::names;
 
+/// The database and WAL files as they were when the writer started: SQLite
+/// keeps writing to a file that was removed while open, so what it commits
+/// would be gone at the next start. A file that is no longer the one opened
+/// is a storage failure (writes are held) until the original is back.
+struct Files {
+    database: Option<PathBuf>,
+    database_id: Option<FileId>,
+    wal_id: Option<FileId>,
+    /// The removed WAL was checkpointed into the database already.
+    wal_rescued: bool,
+}
+
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Files {
+    fn new(database: Option<&Path>) -> Files {
+        let database = database.map(Path::to_path_buf);
+        let database_id = database.as_deref().and_then(file_id);
+        let wal_id = database.as_deref().and_then(|db| file_id(&wal_path(db)));
+        Files {
+            database,
+            database_id,
+            wal_id,
+            wal_rescued: false,
+        }
+    }
+
+    async fn check(&mut self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
+        let Some(database) = &self.database else {
+            return Ok(());
+        };
+        if file_id(database) != self.database_id {
+            return Err(StoreError::Write(format!(
+                "the database file {} was removed or replaced while in use; events are held \
+                 until the original file is back at that path (restart the server to use another file)",
+                database.display()
+            )));
+        }
+        let wal = wal_path(database);
+        let now = file_id(&wal);
+        if self.wal_id.is_none() {
+            self.wal_id = now;
+            return Ok(());
+        }
+        if now == self.wal_id {
+            return Ok(());
+        }
+        if !self.wal_rescued {
+            // What was committed to the removed WAL goes into the database
+            // file, which is still in place.
+            match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *connection)
+                .await
+            {
+                Ok(_) => {
+                    self.wal_rescued = true;
+                    tracing::error!(wal = %wal.display(), "the WAL file was removed while in use; its committed events were copied into the database");
+                }
+                Err(error) => {
+                    tracing::error!(wal = %wal.display(), %error, "the WAL file was removed while in use and could not be copied into the database")
+                }
+            }
+        }
+        Err(StoreError::Write(format!(
+            "the WAL file {} was removed or replaced while in use; events are held, restart the server",
+            wal.display()
+        )))
+    }
+}
+
+fn wal_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
 /// The writer task's state between batches.
 pub(super) struct Writer {
+    store: Store,
     connection: SqliteConnection,
+    /// Set after a failed transaction: the next attempt opens a new
+    /// connection and re-reads the head first.
+    reconnect: bool,
     publisher: Box<dyn Publish>,
     /// The seq the next appended event gets.
     next_seq: u64,
     /// Calls as stored; the writer is the only one changing them.
     cache: CallCache,
+    files: Files,
 }
 
 /// What one batch produced, applied only after its commit.
 #[derive(Default)]
-struct BatchEffects {
+pub(super) struct BatchEffects {
     outcomes: Vec<Outcome>,
     published: Vec<StoredEvent>,
     /// Dedupe keys of `published`, inserted together before the commit.
@@ -65,11 +152,15 @@ impl Writer {
         let mut connection = store.writer_connection().await?;
         let head = rows::head_seq(&mut connection).await?;
         publisher.set_head(head);
+        let files = Files::new(store.file());
         Ok(Writer {
+            store: store.clone(),
             connection,
+            reconnect: false,
             publisher,
             next_seq: head + 1,
             cache: CallCache::default(),
+            files,
         })
     }
 
@@ -78,35 +169,61 @@ impl Writer {
         self.next_seq
     }
 
-    /// Runs `batch` in one transaction, then answers every command and
-    /// publishes the new events (or, if it failed, answers every command
-    /// with the error).
-    pub(super) async fn commit(&mut self, batch: Vec<Command>) {
+    /// Runs `batch` in one transaction. On success the caller hands the
+    /// effects to [`Writer::finish`]; on failure nothing of the batch was
+    /// stored, the batch can be tried again, and the next attempt starts
+    /// from the position stored in the database (a new connection, the head
+    /// re-read, the call cache dropped), never from a stale seq.
+    pub(super) async fn try_commit(
+        &mut self,
+        batch: &[Command],
+    ) -> Result<BatchEffects, StoreError> {
+        self.files.check(&mut self.connection).await?;
+        if self.reconnect {
+            // The new connection is open before the old one closes, so the
+            // WAL is never released (and recreated) in between.
+            let mut connection = self.store.reconnect_writer().await?;
+            let head = rows::head_seq(&mut connection).await?;
+            self.connection = connection;
+            self.next_seq = head + 1;
+            self.cache.clear();
+            self.reconnect = false;
+        }
+        #[cfg(test)]
+        {
+            let on = if self.store.fault() { 1 } else { 0 };
+            sqlx::query(&format!("PRAGMA query_only = {on}"))
+                .execute(&mut self.connection)
+                .await?;
+        }
         let first_seq = self.next_seq;
-        match self.run_batch(&batch).await {
-            Ok(effects) => {
-                metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
-                metrics::counter!(names::EVENTS_APPENDED).increment(effects.published.len() as u64);
-                metrics::counter!(names::EVENTS_DUPLICATE).increment(effects.duplicates);
-                for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
-                    command.respond(Ok(outcome));
-                }
-                for event in effects.published {
-                    self.publisher.publish(event);
-                }
-            }
-            Err(error) => {
-                // Nothing of the batch was stored: hand its seqs out again,
-                // and forget call states the batch had changed.
-                self.next_seq = first_seq;
-                self.cache.clear();
-                tracing::error!(%error, commands = batch.len(), "writer transaction failed");
-                metrics::counter!(names::WRITER_ERRORS).increment(1);
-                let reason = error.to_string();
-                for command in batch {
-                    command.respond(Err(StoreError::Write(reason.clone())));
-                }
-            }
+        let result = self.run_batch(batch).await;
+        if result.is_err() {
+            self.next_seq = first_seq;
+            self.cache.clear();
+            self.reconnect = true;
+        }
+        result
+    }
+
+    /// Answers every command of a committed batch and publishes its events.
+    pub(super) fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
+        metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
+        metrics::counter!(names::EVENTS_APPENDED).increment(effects.published.len() as u64);
+        metrics::counter!(names::EVENTS_DUPLICATE).increment(effects.duplicates);
+        for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
+            command.respond(Ok(outcome));
+        }
+        for event in effects.published {
+            self.publisher.publish(event);
+        }
+    }
+
+    /// Answers every command of a batch that will not be stored with `error`.
+    pub(super) fn fail(batch: Vec<Command>, error: &StoreError) {
+        let reason = error.to_string();
+        for command in batch {
+            command.respond(Err(StoreError::Write(reason.clone())));
         }
     }
 

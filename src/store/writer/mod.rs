@@ -4,8 +4,13 @@
 //! `BEGIN IMMEDIATE` transaction, commits (one fsync for the batch), then
 //! answers every caller and publishes the new events in sequence order.
 //!
-//! Sequence numbers are assigned here from an in-memory counter, restored
-//! when a transaction fails, so the log never has a gap.
+//! Sequence numbers are assigned here from an in-memory counter; after a
+//! failed transaction the writer opens a new connection and re-reads the
+//! stored head, so the log never has a gap and never repeats a stale seq.
+//! A batch that fails because of the storage (read-only, full, I/O, a file
+//! removed) is kept and retried with capped backoff until it commits; the
+//! queue holds what arrives meanwhile, and [`crate::store::StorageHealth`]
+//! says so to `/readyz` and the gRPC health service.
 //!
 //! - `queue`: the handle callers submit through, and the task loop;
 //! - `batch`: one transaction of commands and what it produced;
@@ -22,6 +27,8 @@ use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
 
+#[cfg(test)]
+pub(crate) use queue::spawn_with_capacity;
 pub use queue::{WriterHandle, spawn_writer};
 
 /// Where the writer hands what it committed (the fan-out, in a server).

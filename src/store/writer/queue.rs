@@ -2,7 +2,8 @@
 //! takes commands off the queue in batches until shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -11,16 +12,59 @@ use tokio_util::sync::CancellationToken;
 use super::batch::Writer;
 use super::{Command, Committed, Intake, Publish, Reply};
 use crate::calls::CallRecord;
+use crate::store::health::{HealthReporter, StorageHealth};
 use crate::store::{Store, StoreError};
+use crate::telemetry::names;
 
-/// Commands waiting for the writer; submitters wait when it is full.
+/// Commands waiting for the writer. A webhook's event is refused at once
+/// when it is full; internal requests wait for room.
 const QUEUE_CAPACITY: usize = 8192;
+/// First wait before a failed batch is tried again; doubles up to the cap.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_CAP: Duration = Duration::from_secs(2);
+/// How long a stopping writer keeps retrying a failing database before it
+/// gives up on what is still queued (and says how much that is).
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(15);
+/// At most one overflow log line per this many milliseconds.
+const OVERFLOW_LOG_EVERY_MS: i64 = 10_000;
 
 /// Submits work to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct WriterHandle {
     commands: mpsc::Sender<Command>,
     running: Arc<AtomicBool>,
+    health: StorageHealth,
+    overflow: Arc<Overflow>,
+}
+
+/// Events refused because the queue was full, and when that was last logged.
+#[derive(Default)]
+struct Overflow {
+    unlogged: AtomicU64,
+    last_logged_ms: AtomicI64,
+}
+
+impl Overflow {
+    fn record(&self, health: &StorageHealth) {
+        metrics::counter!(names::WRITER_QUEUE_OVERFLOW).increment(1);
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = crate::now_ms();
+        let last = self.last_logged_ms.load(Ordering::Relaxed);
+        if now - last >= OVERFLOW_LOG_EVERY_MS
+            && self
+                .last_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let refused = self.unlogged.swap(0, Ordering::Relaxed);
+            tracing::error!(
+                refused,
+                capacity = QUEUE_CAPACITY,
+                storage = ?health.state(),
+                "EVENTS LOST: the writer's queue is full, webhook events are answered but not stored"
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for WriterHandle {
@@ -40,11 +84,22 @@ impl WriterHandle {
         intake: Intake,
     ) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
         let (reply, receiver) = oneshot::channel();
-        self.commands
-            .send(Command::Append(Box::new(intake), reply))
-            .await
-            .map_err(|_| StoreError::WriterClosed)?;
-        Ok(receiver)
+        match self
+            .commands
+            .try_send(Command::Append(Box::new(intake), reply))
+        {
+            Ok(()) => Ok(receiver),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.record(&self.health);
+                Err(StoreError::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::WriterClosed),
+        }
+    }
+
+    /// Whether the writer's last transaction committed.
+    pub fn storage_health(&self) -> StorageHealth {
+        self.health.clone()
     }
 
     /// Zammad's manual "done" override. `None` when the call is unknown.
@@ -115,8 +170,19 @@ pub fn spawn_writer(
     shutdown: CancellationToken,
     max_batch: usize,
 ) -> (WriterHandle, JoinHandle<()>) {
-    let (commands, queue) = mpsc::channel(QUEUE_CAPACITY);
+    spawn_with_capacity(store, publisher, shutdown, max_batch, QUEUE_CAPACITY)
+}
+
+pub(crate) fn spawn_with_capacity(
+    store: Store,
+    publisher: impl Publish,
+    shutdown: CancellationToken,
+    max_batch: usize,
+    capacity: usize,
+) -> (WriterHandle, JoinHandle<()>) {
+    let (commands, queue) = mpsc::channel(capacity);
     let running = Arc::new(AtomicBool::new(true));
+    let (reporter, health) = HealthReporter::new(store.path().to_owned());
     let task = tokio::spawn(run(
         store,
         Box::new(publisher),
@@ -124,8 +190,17 @@ pub fn spawn_writer(
         shutdown,
         max_batch.max(1),
         RunningFlag(running.clone()),
+        reporter,
     ));
-    (WriterHandle { commands, running }, task)
+    (
+        WriterHandle {
+            commands,
+            running,
+            health,
+            overflow: Arc::default(),
+        },
+        task,
+    )
 }
 
 /// Clears the running flag however the task ends (including a panic).
@@ -144,6 +219,7 @@ async fn run(
     shutdown: CancellationToken,
     max_batch: usize,
     _running: RunningFlag,
+    mut health: HealthReporter,
 ) {
     let mut writer = match Writer::start(&store, publisher).await {
         Ok(writer) => writer,
@@ -152,6 +228,7 @@ async fn run(
             return;
         }
     };
+    let mut give_up_at = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -161,7 +238,15 @@ async fn run(
         let Some(first) = first else { break };
         let mut batch = vec![first];
         drain(&mut queue, &mut batch, max_batch);
-        writer.commit(batch).await;
+        store_batch(
+            &mut writer,
+            batch,
+            &queue,
+            &mut health,
+            &shutdown,
+            &mut give_up_at,
+        )
+        .await;
     }
     // Refuse new commands, then commit what was already accepted.
     queue.close();
@@ -171,9 +256,72 @@ async fn run(
         if batch.is_empty() {
             break;
         }
-        writer.commit(batch).await;
+        store_batch(
+            &mut writer,
+            batch,
+            &queue,
+            &mut health,
+            &shutdown,
+            &mut give_up_at,
+        )
+        .await;
     }
     tracing::info!(next_seq = writer.next_seq(), "event writer stopped");
+}
+
+/// Commits `batch`, trying again (with capped backoff) for as long as the
+/// database fails, so accepted events are stored in order once it is back.
+/// Only a stopping writer gives up, after [`SHUTDOWN_RETRY`], and says so.
+async fn store_batch(
+    writer: &mut Writer,
+    batch: Vec<Command>,
+    queue: &mpsc::Receiver<Command>,
+    health: &mut HealthReporter,
+    shutdown: &CancellationToken,
+    give_up_at: &mut Option<Instant>,
+) {
+    let mut wait = RETRY_FIRST;
+    let mut refusals = 0;
+    loop {
+        let error = match writer.try_commit(&batch).await {
+            Ok(effects) => {
+                health.healthy(batch.len() + queue.len());
+                writer.finish(batch, effects);
+                return;
+            }
+            Err(error) => error,
+        };
+        metrics::counter!(names::WRITER_ERRORS).increment(1);
+        if !error.is_storage() {
+            // Tried once more from the stored position (a stale seq heals
+            // that way); a second refusal is the data itself, and retrying
+            // would block every later event behind it.
+            refusals += 1;
+            if refusals > 1 {
+                tracing::error!(%error, commands = batch.len(), "writer transaction refused twice; batch not stored");
+                Writer::fail(batch, &error);
+                return;
+            }
+            tracing::warn!(%error, commands = batch.len(), "writer transaction failed; trying again from the stored position");
+            continue;
+        }
+        health.failing(&error.to_string(), batch.len() + queue.len());
+        if shutdown.is_cancelled() {
+            let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + SHUTDOWN_RETRY);
+            if Instant::now() >= deadline {
+                let lost = batch.len() + queue.len();
+                tracing::error!(
+                    %error,
+                    commands = lost,
+                    "EVENTS LOST: stopping while the database still fails; these accepted commands were not stored"
+                );
+                Writer::fail(batch, &error);
+                return;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_CAP);
+    }
 }
 
 /// Adds what is already queued to `batch`, up to `max_batch` commands.
