@@ -23,6 +23,7 @@ pub use guards::Guards;
 pub use webhook::Webhook;
 
 use crate::{
+    bridge::BridgeStatuses,
     store::{Store, WriterHandle},
     telemetry::names,
 };
@@ -57,11 +58,13 @@ impl FromRef<HttpState> for Readiness {
     }
 }
 
-/// What `/readyz` checks: the writer runs and the database answers.
+/// What `/readyz` checks: the writer runs, the database answers, no
+/// in-process bridge has stopped (the body lists the bridges).
 #[derive(Clone)]
 pub struct Readiness {
     pub writer: WriterHandle,
     pub store: Store,
+    pub bridges: BridgeStatuses,
 }
 
 /// The webhook router, with its layers; no sockets.
@@ -92,14 +95,20 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {
-    if readiness.writer.is_running() && readiness.store.ping().await {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: database or writer unavailable\n",
-        )
-            .into_response()
+    let bridges = readiness.bridges.report();
+    if !(readiness.writer.is_running() && readiness.store.ping().await) {
+        let body = format!(
+            "not ready: database or writer unavailable\n{}",
+            bridges.lines
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    match bridges.check() {
+        Ok(()) => (StatusCode::OK, format!("ready\n{}", bridges.lines)).into_response(),
+        Err(reason) => {
+            let body = format!("not ready: {reason}\n{}", bridges.lines);
+            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        }
     }
 }
 
