@@ -315,3 +315,93 @@ impl Bridge<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::StreamExt;
+    use tonic::Status;
+
+    use super::*;
+    use crate::bridge::{source::EventStream, status::State};
+
+    /// A source whose head is `head` and whose stream yields `items`.
+    struct Scripted {
+        head: u64,
+        items: Mutex<Vec<Result<proto::CallEvent, Status>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventSource for Scripted {
+        async fn subscribe(&self, _after_seq: Option<u64>) -> anyhow::Result<EventStream> {
+            let items = std::mem::take(&mut *self.items.lock().unwrap());
+            Ok(futures::stream::iter(items).boxed())
+        }
+
+        async fn head(&self) -> anyhow::Result<u64> {
+            Ok(self.head)
+        }
+    }
+
+    struct Counting(Mutex<Vec<u64>>);
+
+    #[async_trait::async_trait]
+    impl Sink for Counting {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn describe(&self) -> String {
+            "test".into()
+        }
+        async fn deliver(&self, event: &proto::CallEvent) -> Verdict {
+            self.0.lock().unwrap().push(event.seq);
+            Verdict::Delivered
+        }
+    }
+
+    fn event(seq: u64) -> proto::CallEvent {
+        proto::CallEvent {
+            seq,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn out_of_range_from_the_server_is_final_and_names_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.cursor");
+        let mut cursor = Cursor::load(&path).unwrap();
+        cursor.store(1).unwrap();
+        let source = Scripted {
+            head: 9,
+            items: Mutex::new(vec![
+                Ok(event(2)),
+                Err(Status::out_of_range(
+                    "after_seq 2 is beyond the newest event #1",
+                )),
+                Ok(event(3)),
+            ]),
+        };
+        let sink = Counting(Mutex::new(Vec::new()));
+        let status = BridgeStatus::new("test", cursor.after_seq());
+        let error = run(
+            &source,
+            &sink,
+            cursor,
+            false,
+            &DeliveryPolicy::default(),
+            &status,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, DeliveryError::ResumeRefused { cursor: 2, .. }));
+        let text = error.to_string();
+        assert!(text.contains("beyond the newest event #1"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert_eq!(*sink.0.lock().unwrap(), [2], "nothing after the refusal");
+        assert_eq!(status.snapshot().state, State::Stopped);
+        assert_eq!(Cursor::load(&path).unwrap().after_seq(), Some(2));
+    }
+}
