@@ -58,7 +58,7 @@ fn spawn_serve(dir: &std::path::Path, cti_url: &str) -> Server {
             "--grpc-addr",
             "127.0.0.1:0",
             "--metrics-addr",
-            "off",
+            "127.0.0.1:0",
             "--signature",
             "off",
             "--backoff-ms",
@@ -91,14 +91,18 @@ fn spawn_serve(dir: &std::path::Path, cti_url: &str) -> Server {
     Server { child, log }
 }
 
-/// The webhook address from the "started" line.
-fn http_addr(log: &str) -> String {
+/// An address from the "started" line: `http_addr=…`, `metrics_addr=Some(…)`.
+fn started_addr(log: &str, key: &str) -> String {
     let line = log
         .lines()
         .find(|l| l.contains("sipgate-sidecar started"))
         .unwrap();
-    let start = line.find("http_addr=").unwrap() + "http_addr=".len();
-    line[start..].split_whitespace().next().unwrap().to_string()
+    let start = line.find(key).unwrap() + key.len();
+    let value = line[start..].split_whitespace().next().unwrap();
+    value
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .to_string()
 }
 
 async fn readyz(http: &str) -> (u16, String) {
@@ -114,7 +118,9 @@ async fn the_cti_token_never_reaches_the_log_but_the_causes_do() {
     let zammad = probe.local_addr().unwrap();
     drop(probe);
     let server = spawn_serve(dir.path(), &format!("http://{zammad}/api/v1/cti/{TOKEN}"));
-    let http = http_addr(&server.wait_for_log("sipgate-sidecar started").await);
+    let started = server.wait_for_log("sipgate-sidecar started").await;
+    let http = started_addr(&started, "http_addr=");
+    let metrics = started_addr(&started, "metrics_addr=");
     let call = "newCall=1&event=newCall&direction=in&from=492111234567&to=4930600000000&callId=L1";
     let reply = reqwest::Client::new()
         .post(format!("http://{http}/api/v1/sipgate/in"))
@@ -156,6 +162,19 @@ async fn the_cti_token_never_reaches_the_log_but_the_causes_do() {
         "{body}"
     );
     assert!(!body.contains(TOKEN), "{body}");
+    let metrics = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "sidecar_bridge_state{bridge=\"zammad\",state=\"stopped\"} 1",
+        "sidecar_bridge_state{bridge=\"zammad\",state=\"retrying\"} 0",
+        "sidecar_bridge_lag_events{bridge=\"zammad\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 
     let log = server.log();
     assert!(

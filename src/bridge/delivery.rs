@@ -174,6 +174,7 @@ impl Bridge<'_> {
                     None => break,
                 };
                 reconnects = 0;
+                self.status.seen(event.seq);
                 // At-least-once from the server: skip what was delivered already.
                 if cursor.after_seq().is_some_and(|done| event.seq <= done) {
                     continue;
@@ -396,7 +397,10 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(matches!(error, DeliveryError::ResumeRefused { cursor: 2, .. }));
+        assert!(matches!(
+            error,
+            DeliveryError::ResumeRefused { cursor: 2, .. }
+        ));
         let text = error.to_string();
         assert!(text.contains("beyond the newest event #1"), "{text}");
         assert!(text.contains(&path.display().to_string()), "{text}");

@@ -140,15 +140,22 @@ impl BridgeStatus {
                 s.state = State::Delivering;
             }
             s.delivered_seq = Some(seq);
-            if s.head_seq.is_none_or(|head| head < seq) {
-                s.head_seq = Some(seq);
-            }
         });
+        self.seen(seq);
     }
 
     /// The newest sequence number in the log.
     pub fn head(&self, seq: u64) {
         self.update(|s| s.head_seq = Some(seq));
+    }
+
+    /// Event `seq` arrived: the log reaches at least that far.
+    pub fn seen(&self, seq: u64) {
+        self.update(|s| {
+            if s.head_seq.is_none_or(|head| head < seq) {
+                s.head_seq = Some(seq);
+            }
+        });
     }
 
     fn log_change(&self, before: State, now: &Snapshot) {
@@ -273,7 +280,9 @@ mod tests {
         status.delivered(4);
         assert_eq!(status.snapshot().state, State::Delivering);
         assert_eq!(status.snapshot().lag(), Some(6));
-        status.delivered(12);
+        status.seen(13);
+        assert_eq!(status.snapshot().lag(), Some(9));
+        status.delivered(13);
         assert_eq!(status.snapshot().lag(), Some(0));
 
         status.stopped("refused");
