@@ -95,18 +95,25 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {
-    let bridges = readiness.bridges.report();
-    if !(readiness.writer.is_running() && readiness.store.ping().await) {
-        let body = format!(
-            "not ready: database or writer unavailable\n{}",
-            bridges.lines
-        );
-        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    if readiness.writer.is_running() && readiness.store.ping().await {
+        bridges_readyz(&readiness.bridges)
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database or writer unavailable\n",
+        )
+            .into_response()
     }
-    match bridges.check() {
-        Ok(()) => (StatusCode::OK, format!("ready\n{}", bridges.lines)).into_response(),
+}
+
+/// With storage ready: ready unless an in-process bridge stopped; the body
+/// lists the bridges either way.
+fn bridges_readyz(bridges: &BridgeStatuses) -> Response {
+    let report = bridges.report();
+    match report.check() {
+        Ok(()) => (StatusCode::OK, format!("ready\n{}", report.lines)).into_response(),
         Err(reason) => {
-            let body = format!("not ready: {reason}\n{}", bridges.lines);
+            let body = format!("not ready: {reason}\n{}", report.lines);
             (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
         }
     }
