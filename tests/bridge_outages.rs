@@ -450,3 +450,84 @@ async fn a_grpc_bridge_with_a_cursor_beyond_the_log_stops_and_says_why() {
     );
     server.stop().await;
 }
+
+/// A server that answers `Subscribe` with OUT_OF_RANGE, as the sidecar does
+/// for a resume point beyond its newest event.
+struct RefusesToResume;
+
+#[tonic::async_trait]
+impl sipgate_sidecar::proto::call_events_server::CallEvents for RefusesToResume {
+    type SubscribeStream =
+        futures::stream::Empty<Result<sipgate_sidecar::proto::CallEvent, tonic::Status>>;
+
+    async fn subscribe(
+        &self,
+        request: tonic::Request<sipgate_sidecar::proto::SubscribeRequest>,
+    ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
+        let after = request.into_inner().after_seq.unwrap_or(0);
+        Err(tonic::Status::out_of_range(format!(
+            "after_seq {after} is beyond the newest event #1"
+        )))
+    }
+
+    async fn list_events(
+        &self,
+        _request: tonic::Request<sipgate_sidecar::proto::ListEventsRequest>,
+    ) -> Result<tonic::Response<sipgate_sidecar::proto::ListEventsResponse>, tonic::Status> {
+        // A head that passes the bridge's own check: only the server's answer stops it.
+        Ok(tonic::Response::new(
+            sipgate_sidecar::proto::ListEventsResponse {
+                head_seq: 100,
+                ..Default::default()
+            },
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_grpc_bridge_stops_on_out_of_range_instead_of_retrying() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                sipgate_sidecar::proto::call_events_server::CallEventsServer::new(RefusesToResume),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("webhook.cursor");
+    std::fs::write(&state, "{\"after_seq\":7}").unwrap();
+    let (receiver, receiver_addr) = Receiver::start([]).await;
+    let command = BridgeCommand::Webhook {
+        url: format!("http://{receiver_addr}/hook"),
+        secret: None,
+        state: state.clone(),
+        start_from_now: false,
+        delivery: fast_delivery(),
+    };
+    let args = ClientArgs {
+        server: format!("http://{addr}"),
+        grpc_token: None,
+    };
+    let error = tokio::time::timeout(
+        Duration::from_secs(20),
+        run_bridge(&args, command, CancellationToken::new()),
+    )
+    .await
+    .expect("OUT_OF_RANGE is final")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains(&format!(
+            "cursor file {} is at seq 7 and the server refused to resume there",
+            state.display()
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains("after_seq 7 is beyond the newest event #1"),
+        "{error}"
+    );
+    assert!(receiver.hits().is_empty());
+}
