@@ -92,9 +92,26 @@ pub fn status_error(status: Status) -> anyhow::Error {
         tonic::Code::AlreadyExists => "already exists",
         tonic::Code::Unauthenticated => "not authorised (check --grpc-token)",
         tonic::Code::Unavailable => "server unavailable",
+        tonic::Code::OutOfRange => "out of range",
         _ => "request failed",
     };
     anyhow::anyhow!("{what}: {}", status.message())
+}
+
+/// The server refused to resume the event stream where asked
+/// (`OUT_OF_RANGE`: the resume point is beyond the newest event, e.g. after
+/// the database was restored from a backup). Retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("the server cannot resume the event stream there: {0}")]
+pub struct ResumeRefused(pub String);
+
+/// A failed call of the event stream: [`ResumeRefused`] for `OUT_OF_RANGE`.
+fn stream_error(status: Status) -> anyhow::Error {
+    if status.code() == tonic::Code::OutOfRange {
+        anyhow::Error::new(ResumeRefused(status.message().to_string()))
+    } else {
+        status_error(status)
+    }
 }
 
 /// Retry delays: `first`, doubling per attempt, at most `max`.
@@ -154,7 +171,7 @@ async fn open(
             ..Default::default()
         })
         .await
-        .map_err(status_error)?
+        .map_err(stream_error)?
         .into_inner();
     Ok(stream)
 }
@@ -180,7 +197,7 @@ impl Follow {
                 self.failures = 0;
                 return Some(Ok(Followed::Event(Box::new(event))));
             }
-            Some(Err(status)) => status_error(status),
+            Some(Err(status)) => stream_error(status),
             None => anyhow::anyhow!("the server ended the stream"),
         };
         self.stream = None;
@@ -188,6 +205,10 @@ impl Follow {
     }
 
     fn interrupted(&mut self, error: anyhow::Error) -> anyhow::Result<Followed> {
+        if error.is::<ResumeRefused>() {
+            self.done = true;
+            return Err(error);
+        }
         self.failures += 1;
         if let Some(limit) = self.reconnect.give_up_after
             && self.failures > limit
@@ -204,7 +225,7 @@ impl Follow {
 /// Every event with seq > `after_seq` (`None`: from now on), across
 /// reconnects: after a failure it waits per `reconnect` and subscribes again
 /// after the last event it yielded. Ends only with the error that made it
-/// give up.
+/// give up, or with [`ResumeRefused`] at once (reconnecting cannot help).
 pub fn follow_events(
     endpoint: Endpoint,
     after_seq: Option<u64>,

@@ -162,6 +162,7 @@ fn verifier(config: &Config) -> anyhow::Result<SignatureVerifier> {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate().map_err(anyhow::Error::msg)?;
     let verifier = verifier(&config)?;
+    let bridges = bridge::prepare(&config.bridges)?;
     let store = Store::open(&config.database).await?;
     let settings =
         Arc::new(SettingsManager::load(store.clone(), config.country_code.clone()).await?);
@@ -220,6 +221,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         readiness: Readiness {
             writer: writer.clone(),
             store: store.clone(),
+            bridges: bridges.statuses(),
         },
     };
     let grpc_state = GrpcState {
@@ -251,7 +253,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics_task =
         metrics_listener.map(|listener| telemetry::serve_metrics(listener, shutdown.clone()));
 
-    let bridge_tasks = bridge::spawn_in_process(&config.bridges, fanout.clone(), shutdown.clone())?;
+    let bridge_tasks = bridges.spawn(fanout.clone(), store.clone(), shutdown.clone());
     tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %config.database, "sipgate-sidecar started");
 
     let token = shutdown.clone();

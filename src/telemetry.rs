@@ -48,6 +48,11 @@ pub mod names {
     pub const BRIDGE_REFUSED: &str = "sidecar_bridge_refused_total";
     /// Counter, label `bridge`: delivery attempts that will be retried.
     pub const BRIDGE_RETRIES: &str = "sidecar_bridge_retries_total";
+    /// Gauge, labels `bridge`, `state` (starting, delivering, retrying,
+    /// stopped): 1 for the state the bridge is in, 0 for the others.
+    pub const BRIDGE_STATE: &str = "sidecar_bridge_state";
+    /// Gauge, label `bridge`: events between the last one delivered and the newest.
+    pub const BRIDGE_LAG: &str = "sidecar_bridge_lag_events";
 }
 
 /// Logs go to stderr; `SIDECAR_LOG` (or `RUST_LOG`) sets the filter.

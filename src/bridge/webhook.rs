@@ -10,25 +10,41 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub use super::schema::{SCHEMA, body};
-use super::{Verdict, delivery::Sink, http_client, verdict_for_error, verdict_for_status};
+use super::{Answer, Verdict, delivery::Sink, http_client, verdict_for_error};
 use crate::{config::DeliveryPolicy, proto};
 
 pub struct WebhookSink {
     client: reqwest::Client,
     url: String,
     secret: Option<Vec<u8>>,
+    /// Parts of the URL that may be credentials (password, query), kept out of logs.
+    url_secrets: Vec<String>,
+    described: String,
 }
 
 impl WebhookSink {
     pub fn new(url: &str, secret: Option<&str>, policy: &DeliveryPolicy) -> anyhow::Result<Self> {
+        // The text is not echoed: it may carry credentials.
         let parsed = reqwest::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("--url '{url}' is not a URL: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("the forwarder's --url is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             anyhow::bail!("--url must be an http:// or https:// URL");
+        }
+        let mut url_secrets = Vec::new();
+        let mut described = parsed.clone();
+        if let Some(password) = parsed.password() {
+            url_secrets.push(password.to_string());
+            let _ = described.set_password(Some("<redacted>"));
+        }
+        if let Some(query) = parsed.query().filter(|q| !q.is_empty()) {
+            url_secrets.push(query.to_string());
+            described.set_query(Some("<redacted>"));
         }
         Ok(WebhookSink {
             client: http_client(policy)?,
             url: url.to_string(),
+            url_secrets,
+            described: described.to_string(),
             secret: secret
                 .filter(|s| !s.is_empty())
                 .map(|s| s.as_bytes().to_vec()),
@@ -49,6 +65,10 @@ impl Sink for WebhookSink {
         "webhook"
     }
 
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
     async fn deliver(&self, event: &proto::CallEvent) -> Verdict {
         let body = body(event);
         let mut request = self
@@ -59,14 +79,11 @@ impl Sink for WebhookSink {
         if let Some(secret) = &self.secret {
             request = request.header("x-sidecar-signature", signature(secret, &body));
         }
-        match request.body(body).send().await {
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                verdict_for_status(status, &text)
-            }
-            Err(e) => verdict_for_error(&e),
-        }
+        let verdict = match request.body(body).send().await {
+            Ok(response) => Answer::read(response).await.verdict(),
+            Err(e) => verdict_for_error(e),
+        };
+        verdict.scrubbed(&self.url_secrets)
     }
 }
 
@@ -80,6 +97,27 @@ mod tests {
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_url_stay_out_of_logs() {
+        let sink = WebhookSink::new(
+            "https://crm:pa55word@crm.example.com/hook?key=k3y",
+            None,
+            &DeliveryPolicy::default(),
+        )
+        .unwrap();
+        let shown = sink.describe();
+        assert!(
+            !shown.contains("pa55word") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(shown.starts_with("https://crm:"), "{shown}");
+        assert!(
+            WebhookSink::new("not a url pa55word", None, &DeliveryPolicy::default())
+                .err()
+                .is_some_and(|e| !e.to_string().contains("pa55word"))
         );
     }
 

@@ -4,34 +4,75 @@
 //! `from`, `to`, `direction`, `call_id`, `user`, `cause`, `answeringNumber`.
 
 use super::{
-    Verdict,
+    Answer, Verdict,
     delivery::Sink,
     http_client,
     schema::{direction_name, event_kind_name},
-    verdict_for_error, verdict_for_status,
+    verdict_for_error,
 };
 use crate::{config::DeliveryPolicy, proto};
 
 pub struct ZammadSink {
     client: reqwest::Client,
     url: String,
+    /// The token (last path segment), as written and decoded: never logged.
+    token: Vec<String>,
+    described: String,
 }
 
 impl ZammadSink {
     pub fn new(cti_url: &str, policy: &DeliveryPolicy) -> anyhow::Result<Self> {
+        // The text is not echoed: its last segment is a secret.
         let url = reqwest::Url::parse(cti_url).map_err(|e| {
             anyhow::anyhow!(
-                "--cti-url '{cti_url}' is not a URL like https://zammad.example.com/api/v1/cti/TOKEN: {e}"
+                "--cti-url is not a URL like https://zammad.example.com/api/v1/cti/TOKEN: {e}"
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             anyhow::bail!("--cti-url must be an http:// or https:// URL");
         }
+        let (described, token) = redact_cti_url(&url);
         Ok(ZammadSink {
             client: http_client(policy)?,
             url: cti_url.to_string(),
+            token,
+            described,
         })
     }
+}
+
+/// The CTI URL with its token replaced by `<redacted>`, and the token's
+/// spellings (as in the URL, percent-decoded, as given).
+fn redact_cti_url(url: &reqwest::Url) -> (String, Vec<String>) {
+    let mut shown = url.clone();
+    let mut token = Vec::new();
+    let last = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|s| !s.is_empty());
+    if let Some(last) = last {
+        token.push(last.to_string());
+        if let Ok(decoded) = percent_encoding::percent_decode_str(last).decode_utf8()
+            && decoded != last
+        {
+            token.push(decoded.into_owned());
+        }
+        if let Ok(mut segments) = shown.path_segments_mut() {
+            segments.pop().push("<redacted>");
+        }
+    }
+    for secret in [url.password(), url.query()].into_iter().flatten() {
+        token.push(secret.to_string());
+    }
+    if url.password().is_some() {
+        let _ = shown.set_password(Some("<redacted>"));
+    }
+    if url.query().is_some() {
+        shown.set_query(Some("<redacted>"));
+    }
+    // `<` and `>` are percent-encoded in a path; show them as written.
+    let shown = shown.to_string().replace("%3Credacted%3E", "<redacted>");
+    (shown, token)
 }
 
 /// The form Zammad's generic CTI endpoint takes for `event`, or `None` for
@@ -122,6 +163,10 @@ impl Sink for ZammadSink {
         "zammad"
     }
 
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
     fn wants(&self, event: &proto::CallEvent) -> bool {
         zammad_form(event).is_some()
     }
@@ -130,12 +175,11 @@ impl Sink for ZammadSink {
         let Some(form) = zammad_form(event) else {
             return Verdict::Delivered;
         };
-        let response = match self.client.post(&self.url).form(&form).send().await {
-            Ok(r) => r,
-            Err(e) => return verdict_for_error(&e),
+        let answer = match self.client.post(&self.url).form(&form).send().await {
+            Ok(response) => Answer::read(response).await,
+            Err(e) => return verdict_for_error(e).scrubbed(&self.token),
         };
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let (status, body) = (answer.status, &answer.body);
         // Zammad answers a newCall it has seen with 500 "Object already exists!".
         if status.is_server_error() && body.contains("already exists") {
             tracing::info!(seq = event.seq, call_id = %event.call_id, "Zammad had this call already");
@@ -143,11 +187,11 @@ impl Sink for ZammadSink {
         }
         if status.is_success()
             && event.kind == i32::from(proto::EventKind::NewCall)
-            && let Some(difference) = disagreement(event, &body)
+            && let Some(difference) = disagreement(event, body)
         {
             tracing::warn!(seq = event.seq, call_id = %event.call_id, %difference, "Zammad's CTI settings disagree with the sidecar's");
         }
-        verdict_for_status(status, &body)
+        answer.verdict().scrubbed(&self.token)
     }
 }
 
@@ -171,6 +215,35 @@ mod tests {
         form.iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_token_is_redacted_in_the_description_and_every_reason() {
+        let policy = DeliveryPolicy::default();
+        let sink =
+            ZammadSink::new("https://zammad.example.com/api/v1/cti/s3cr3tT0k", &policy).unwrap();
+        assert_eq!(
+            sink.describe(),
+            "https://zammad.example.com/api/v1/cti/<redacted>"
+        );
+        let moved = Answer {
+            status: reqwest::StatusCode::MOVED_PERMANENTLY,
+            location: Some("https://zammad.example.com/api/v1/cti/s3cr3tT0k".into()),
+            retry_after: None,
+            body: String::new(),
+        };
+        let Verdict::Refused(why) = moved.verdict().scrubbed(&sink.token) else {
+            panic!("a redirect is refused");
+        };
+        assert_eq!(
+            why,
+            "HTTP 301 Moved Permanently, redirect to https://zammad.example.com/api/v1/cti/<redacted> not followed: set the receiver's final URL"
+        );
+        let error = ZammadSink::new("zammad.example.com/api/v1/cti/s3cr3tT0k", &policy)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!error.contains("s3cr3tT0k"), "{error}");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! `sipgate-sidecar bridge zammad|webhook`: a bridge as its own process,
-//! reading the event stream over gRPC.
+//! reading the event stream over gRPC; `bridge status`: what the bridges
+//! inside a running server do.
 
+use std::time::Duration;
+
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint;
 use crate::{
-    bridge::{self, cursor::Cursor, delivery, source::GrpcSource},
+    bridge::{self, BridgeStatus, cursor::Cursor, delivery, source::GrpcSource},
     config::{BridgeCommand, BridgeTarget, ClientArgs, Secret},
 };
 
-/// Runs a bridge as its own process until `shutdown`.
+/// Runs a bridge as its own process until `shutdown` (or shows the status
+/// of the in-process ones).
 pub async fn run_bridge(
     args: &ClientArgs,
     command: BridgeCommand,
@@ -44,12 +49,13 @@ pub async fn run_bridge(
             start_from_now,
             delivery,
         ),
+        BridgeCommand::Status { http_url } => return status(&http_url).await,
     };
     let policy = delivery.policy();
     let sink = bridge::sink(&target, &policy)?;
     let cursor = Cursor::load(&state)?;
     eprintln!(
-        "{} bridge: reading {} from {}, cursor {}",
+        "{} bridge: reading {} from {}, cursor {}, delivering to {}",
         sink.name(),
         match cursor.after_seq() {
             Some(seq) => format!("events after #{seq}"),
@@ -57,20 +63,51 @@ pub async fn run_bridge(
             None => "all events".to_string(),
         },
         args.server,
-        state.display()
+        state.display(),
+        sink.describe(),
     );
-    let source = GrpcSource {
-        endpoint: endpoint(args),
-        backoff: bridge::backoff(&policy),
-    };
+    let source = GrpcSource::new(endpoint(args), bridge::backoff(&policy));
+    let status = BridgeStatus::new(sink.name(), cursor.after_seq());
     delivery::run(
         &source,
         sink.as_ref(),
         cursor,
         start_from_now,
         &policy,
+        &status,
         shutdown,
     )
     .await?;
     Ok(())
+}
+
+/// Prints the server's `/readyz`: one line per in-process bridge.
+async fn status(http_url: &str) -> anyhow::Result<()> {
+    let url = format!("{}/readyz", http_url.trim_end_matches('/'));
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", bridge::error_text(e)))
+        .with_context(|| {
+            format!("cannot reach the sidecar at {http_url} (is it running? set --http-url)")
+        })?;
+    let ready = response.status().is_success();
+    let body = response.text().await.unwrap_or_default();
+    let mut lines = body.lines();
+    let headline = lines.next().unwrap_or_default();
+    let bridges: Vec<&str> = lines.filter(|l| l.starts_with("bridge ")).collect();
+    if bridges.is_empty() {
+        println!("no bridge runs inside this server");
+    }
+    for line in &bridges {
+        println!("{line}");
+    }
+    if ready {
+        Ok(())
+    } else {
+        anyhow::bail!("{headline}")
+    }
 }

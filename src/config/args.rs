@@ -127,6 +127,18 @@ pub enum BridgeCommand {
         #[command(flatten)]
         delivery: DeliveryArgs,
     },
+    /// Show the in-process bridges of a running server (delivering, retrying,
+    /// stopped; last error; events behind), from its /readyz; exits non-zero
+    /// when the server is not ready.
+    Status {
+        /// The server's webhook listener.
+        #[arg(
+            long,
+            env = "SIDECAR_HTTP_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        http_url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,7 +230,9 @@ pub enum CallsCommand {
 /// Retry and refusal rules shared by every bridge.
 #[derive(Debug, Clone, Args)]
 pub struct DeliveryArgs {
-    /// Attempts for an event the receiver refuses or fails on before --on-refusal applies.
+    /// Attempts for an event the receiver refuses (3xx, 4xx other than 408
+    /// and 429) before --on-refusal applies. Unreachable receivers, timeouts,
+    /// 5xx, 408 and 429 are retried without limit.
     #[arg(long, env = "SIDECAR_BRIDGE_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
     /// After --max-attempts refusals of one event: stop the bridge, or skip the event.

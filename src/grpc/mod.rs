@@ -1,6 +1,9 @@
 //! The internal gRPC listener: Settings, CallEvents, CallLog, plus standard
 //! health and reflection (v1 and v1alpha) so generic tools work without the
-//! proto files. An optional bearer token guards every call.
+//! proto files. An optional bearer token guards every call to the sidecar's
+//! own services; health and reflection stay open, since probes (Kubernetes'
+//! gRPC probe, grpc_health_probe) cannot send metadata and neither reveals
+//! anything but the API's shape and whether it serves.
 
 pub mod calls;
 pub mod convert;
@@ -15,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Status, service::Interceptor, service::interceptor::InterceptedService};
+use tonic::{Request, Status, service::Interceptor};
 
 use crate::{
     config::Secret,
@@ -170,9 +173,9 @@ pub async fn serve(
         .expect("embedded descriptor sets are valid");
 
     tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(health_service, auth.clone()))
-        .add_service(InterceptedService::new(reflection_v1, auth.clone()))
-        .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(SettingsServer::with_interceptor(
             settings::SettingsService::new(state.settings.clone()),
             auth.clone(),

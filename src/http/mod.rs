@@ -23,6 +23,7 @@ pub use guards::Guards;
 pub use webhook::Webhook;
 
 use crate::{
+    bridge::BridgeStatuses,
     store::{StorageState, Store, WriterHandle},
     telemetry::names,
 };
@@ -57,12 +58,14 @@ impl FromRef<HttpState> for Readiness {
     }
 }
 
-/// What `/readyz` checks: the writer runs, its last transaction committed
-/// and the database answers.
+/// What `/readyz` checks: the writer runs, its last transaction committed,
+/// the database answers, no in-process bridge has stopped (the body lists
+/// the bridges).
 #[derive(Clone)]
 pub struct Readiness {
     pub writer: WriterHandle,
     pub store: Store,
+    pub bridges: BridgeStatuses,
 }
 
 /// The webhook router, with its layers; no sockets.
@@ -101,13 +104,26 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
             .into_response();
     }
     if readiness.writer.is_running() && readiness.store.ping().await {
-        (StatusCode::OK, "ready\n").into_response()
+        bridges_readyz(&readiness.bridges)
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: database or writer unavailable\n",
         )
             .into_response()
+    }
+}
+
+/// With storage ready: ready unless an in-process bridge stopped; the body
+/// lists the bridges either way.
+fn bridges_readyz(bridges: &BridgeStatuses) -> Response {
+    let report = bridges.report();
+    match report.check() {
+        Ok(()) => (StatusCode::OK, format!("ready\n{}", report.lines)).into_response(),
+        Err(reason) => {
+            let body = format!("not ready: {reason}\n{}", report.lines);
+            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        }
     }
 }
 

@@ -47,6 +47,7 @@ async fn fixture(guards: Guards) -> Fixture {
         readiness: Readiness {
             writer: harness.writer.clone(),
             store: harness.store.clone(),
+            bridges: Default::default(),
         },
     };
     Fixture { harness, state }
