@@ -378,3 +378,24 @@ async fn subscribers_joining_while_events_commit_miss_nothing() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_in_process_bridge_source_gets_the_refusal_as_out_of_range() {
+    use crate::bridge::source::{EventSource, LocalSource};
+
+    let h = Harness::new(16).await;
+    write_many(&h.writer, "A", 2).await;
+    let source = LocalSource {
+        fanout: h.fanout.clone(),
+        shutdown: h.shutdown.clone(),
+    };
+    let mut stream = source.subscribe(Some(7)).await.unwrap();
+    let status = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    assert!(
+        status.message().contains("resume from 2 or earlier"),
+        "{status:?}"
+    );
+    assert!(stream.next().await.is_none());
+    h.stop().await;
+}
