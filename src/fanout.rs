@@ -12,7 +12,8 @@
 //! transport ([`paging::EVENTS`] events, [`paging::CATCH_UP_BYTES`] bytes),
 //! and only a subscriber following live holds a place in the broadcast, so
 //! subscribers that do not read pin neither pages nor the live buffer
-//! beyond that. Their number is capped ([`Fanout::with_max_subscribers`]).
+//! beyond that. Their number is capped ([`Fanout::with_max_subscribers`]),
+//! and what they held is given back to the OS after they leave.
 
 use std::collections::VecDeque;
 use std::ops::Deref;
@@ -316,6 +317,7 @@ impl Drop for SubscriberSlot {
     fn drop(&mut self) {
         let n = self.0.subscribers.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::gauge!(names::SUBSCRIBERS).set(n as f64);
+        trim::soon();
     }
 }
 
@@ -474,6 +476,8 @@ impl Subscription {
         Some(Err(error))
     }
 }
+
+mod trim;
 
 #[cfg(test)]
 mod tests;

@@ -414,4 +414,10 @@ async fn subscriber_storm() {
         last.peak_during_kib < first.peak_during_kib + 32 * 1024,
         "memory grows from storm to storm: {rounds:?}"
     );
+    // What they held goes back to the OS once they left.
+    #[cfg(target_env = "gnu")]
+    assert!(
+        last.after_kib < first.before_kib + 24 * 1024,
+        "memory kept after the subscribers left: {rounds:?}"
+    );
 }
