@@ -1,10 +1,19 @@
 //! Live broadcast of committed events, with catch-up from the store.
 //!
 //! The writer publishes every committed event, in seq order, through the
-//! [`Publisher`] into a bounded broadcast channel. A subscriber joins the broadcast first, then reads the
-//! store from its resume point, then follows the broadcast. When it falls
-//! behind (the broadcast lagged, or a seq is missing) it goes back to the
-//! store and rejoins live afterwards: it is never dropped and never skips.
+//! [`Publisher`] into a bounded broadcast channel. A subscriber reads the
+//! store from its resume point, one page at a time, until a page reaches the
+//! head; then it joins the broadcast (and reads the store once more for what
+//! was published before it joined). When it falls behind (the broadcast
+//! lagged, or a seq is missing) it leaves the broadcast, goes back to the
+//! store and rejoins afterwards: it is never dropped and never skips.
+//!
+//! Memory: a subscriber holds at most one catch-up page ahead of its
+//! transport ([`paging::EVENTS`] events, [`paging::CATCH_UP_BYTES`] bytes),
+//! and only a subscriber following live holds a place in the broadcast, so
+//! subscribers that do not read pin neither pages nor the live buffer
+//! beyond that. Their number is capped ([`Fanout::with_max_subscribers`]),
+//! and what they held is given back to the OS after they leave.
 
 use std::collections::VecDeque;
 use std::ops::Deref;
@@ -12,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +32,8 @@ use crate::telemetry::names;
 
 /// Events read from the store per catch-up query: the largest page it gives.
 const CATCH_UP_PAGE: u32 = paging::EVENTS.max;
+/// Bytes (as stored) read from the store per catch-up query, at most.
+const CATCH_UP_BYTES: usize = paging::CATCH_UP_BYTES;
 /// `head` before the writer has reported the stored head.
 const HEAD_UNKNOWN: u64 = u64::MAX;
 
@@ -93,6 +104,18 @@ impl Deref for Published {
 pub enum SubscribeError {
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The resume point lies beyond the newest committed event: the log is
+    /// not the one the cursor was taken from (restored from a backup, or
+    /// replaced). Waiting for those seqs would silently skip the events
+    /// that get them now.
+    #[error(
+        "after_seq {after_seq} is beyond the newest event (seq {head}): this log was restored \
+         or replaced; resume from {head} or earlier"
+    )]
+    BeyondHead { after_seq: u64, head: u64 },
+    /// As many subscribers as allowed are connected.
+    #[error("the server already has {limit} event subscribers (its limit)")]
+    TooManySubscribers { limit: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -116,21 +139,34 @@ struct Inner {
     /// The stored head when the writer started, before its first commit.
     head_at_writer_start: OnceLock<u64>,
     subscribers: AtomicUsize,
+    max_subscribers: usize,
 }
 
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fanout")
             .field("subscribers", &self.subscriber_count())
+            .field("max_subscribers", &self.inner.max_subscribers)
             .finish_non_exhaustive()
     }
 }
 
 impl Fanout {
-    /// The fan-out over `store`, and the publisher to hand to the writer.
+    /// The fan-out over `store`, and the publisher to hand to the writer,
+    /// with no limit on subscribers.
     /// `live_capacity` bounds the events buffered for the slowest live
     /// subscriber; beyond it, that subscriber catches up from the store.
     pub fn new(store: Store, live_capacity: usize) -> (Fanout, Publisher) {
+        Self::with_max_subscribers(store, live_capacity, usize::MAX)
+    }
+
+    /// As [`Fanout::new`], refusing subscribers beyond `max_subscribers`
+    /// at once with [`SubscribeError::TooManySubscribers`].
+    pub fn with_max_subscribers(
+        store: Store,
+        live_capacity: usize,
+        max_subscribers: usize,
+    ) -> (Fanout, Publisher) {
         let (live, _) = broadcast::channel(live_capacity.max(1));
         let inner = Arc::new(Inner {
             store,
@@ -138,6 +174,7 @@ impl Fanout {
             head: AtomicU64::new(HEAD_UNKNOWN),
             head_at_writer_start: OnceLock::new(),
             subscribers: AtomicUsize::new(0),
+            max_subscribers,
         });
         (
             Fanout {
@@ -153,33 +190,66 @@ impl Fanout {
 
     /// Events with seq > `after_seq`, or (`None`) those committed from now
     /// on, in seq order and without gaps, filtered by `filter`. Ends with
-    /// `Err(ShuttingDown)` once `shutdown` is cancelled.
+    /// `Err(ShuttingDown)` once `shutdown` is cancelled. A refused
+    /// subscription (too many subscribers, `after_seq` beyond the newest
+    /// event) is the stream's only item; [`Fanout::open`] refuses up front.
     pub fn subscribe(
         &self,
         after_seq: Option<u64>,
         filter: EventFilter,
         shutdown: CancellationToken,
     ) -> impl Stream<Item = Result<Arc<Published>, SubscribeError>> + Send + 'static {
-        // Join the broadcast before anything else, so no event published
-        // from here on can be missed between catch-up and live.
-        let live = self.inner.live.subscribe();
+        match self.start(after_seq, filter, shutdown) {
+            Ok(subscription) => subscription.into_stream().left_stream(),
+            Err(e) => futures::stream::once(std::future::ready(Err(e))).right_stream(),
+        }
+    }
+
+    /// As [`Fanout::subscribe`], with a refusal as the error before any
+    /// stream exists (a transport can then refuse the request itself).
+    pub async fn open(
+        &self,
+        after_seq: Option<u64>,
+        filter: EventFilter,
+        shutdown: CancellationToken,
+    ) -> Result<
+        impl Stream<Item = Result<Arc<Published>, SubscribeError>> + Send + 'static,
+        SubscribeError,
+    > {
+        let mut subscription = self.start(after_seq, filter, shutdown)?;
+        subscription.check_resume().await?;
+        Ok(subscription.into_stream())
+    }
+
+    /// `Err(BeyondHead)` when `after_seq` lies beyond the newest committed
+    /// event, as a subscription from there would be refused.
+    pub async fn check_resume(&self, after_seq: u64) -> Result<(), SubscribeError> {
+        check_resume(&self.inner, after_seq).await
+    }
+
+    /// Takes a subscriber's place and fixes "now" for a subscription from
+    /// now on; the resume point is checked on first use.
+    fn start(
+        &self,
+        after_seq: Option<u64>,
+        filter: EventFilter,
+        shutdown: CancellationToken,
+    ) -> Result<Subscription, SubscribeError> {
+        let fanout = SubscriberSlot::take(self.inner.clone())?;
         let last_sent = after_seq.or_else(|| {
             let head = self.inner.head.load(Ordering::Acquire);
             (head != HEAD_UNKNOWN).then_some(head)
         });
-        let subscription = Subscription {
-            live,
+        Ok(Subscription {
+            fanout,
+            live: None,
             last_sent,
+            unchecked_resume: after_seq,
             filter,
             shutdown,
             ready: VecDeque::new(),
             catching_up: true,
             finished: false,
-            fanout: SubscriberCount::new(self.inner.clone()),
-        };
-        futures::stream::unfold(subscription, |mut s| async move {
-            let item = s.next().await?;
-            Some((item, s))
         })
     }
 }
@@ -197,45 +267,99 @@ impl Publish for Publisher {
     }
 
     fn publish(&self, event: StoredEvent) {
+        // Before the send: a subscriber that joins the broadcast too late
+        // for this event sees the new head and reads it from the store.
         self.inner.head.store(event.seq, Ordering::Release);
         // No receivers is fine: nobody is listening.
         let _ = self.inner.live.send(Arc::new(Published::new(event)));
     }
 }
 
-/// Keeps the subscriber gauge right however the stream is dropped.
-struct SubscriberCount(Arc<Inner>);
+/// Refuses a resume point beyond the newest committed event. One equal to
+/// it, or passed by the head while this runs, is fine.
+async fn check_resume(inner: &Inner, after_seq: u64) -> Result<(), SubscribeError> {
+    let published = inner.head.load(Ordering::Acquire);
+    if published != HEAD_UNKNOWN && after_seq <= published {
+        return Ok(());
+    }
+    // The store commits before the fan-out publishes: it may be ahead, and
+    // it is what the resume point has to be within.
+    let head = inner.store.head_seq().await?;
+    if after_seq > head {
+        metrics::counter!(names::SUBSCRIBERS_REFUSED, "reason" => "beyond_head").increment(1);
+        return Err(SubscribeError::BeyondHead { after_seq, head });
+    }
+    Ok(())
+}
 
-impl SubscriberCount {
-    fn new(inner: Arc<Inner>) -> Self {
-        let n = inner.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!(names::SUBSCRIBERS).set(n as f64);
-        SubscriberCount(inner)
+/// A subscriber's place under the limit; keeps the subscriber gauge right
+/// however the stream is dropped.
+struct SubscriberSlot(Arc<Inner>);
+
+impl SubscriberSlot {
+    fn take(inner: Arc<Inner>) -> Result<Self, SubscribeError> {
+        let limit = inner.max_subscribers;
+        let previous = inner
+            .subscribers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| {
+                metrics::counter!(names::SUBSCRIBERS_REFUSED, "reason" => "limit").increment(1);
+                SubscribeError::TooManySubscribers { limit }
+            })?;
+        metrics::gauge!(names::SUBSCRIBERS).set((previous + 1) as f64);
+        Ok(SubscriberSlot(inner))
     }
 }
 
-impl Drop for SubscriberCount {
+impl Drop for SubscriberSlot {
     fn drop(&mut self) {
-        let n = self.0.subscribers.fetch_sub(1, Ordering::Relaxed) - 1;
+        let n = self.0.subscribers.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::gauge!(names::SUBSCRIBERS).set(n as f64);
+        trim::soon();
     }
 }
 
 struct Subscription {
-    fanout: SubscriberCount,
-    live: broadcast::Receiver<Arc<Published>>,
+    fanout: SubscriberSlot,
+    /// The broadcast, joined once a catch-up page reached the head; left
+    /// while catching up, so a subscriber reading the store does not keep
+    /// the live buffer from being freed.
+    live: Option<broadcast::Receiver<Arc<Published>>>,
     /// The highest seq this subscriber has passed, sent or filtered out;
     /// `None` until known (a "from now" subscription before the writer started).
     last_sent: Option<u64>,
+    /// The resume point asked for, until checked against the head.
+    unchecked_resume: Option<u64>,
     filter: EventFilter,
     shutdown: CancellationToken,
-    /// Caught-up events that passed the filter, not yet yielded.
+    /// Caught-up events that passed the filter, not yet yielded: at most
+    /// one catch-up page.
     ready: VecDeque<Arc<Published>>,
     catching_up: bool,
     finished: bool,
 }
 
 impl Subscription {
+    fn into_stream(
+        self,
+    ) -> impl Stream<Item = Result<Arc<Published>, SubscribeError>> + Send + 'static {
+        futures::stream::unfold(self, |mut s| async move {
+            let item = s.next().await?;
+            Some((item, s))
+        })
+    }
+
+    /// Refuses a resume point beyond the newest committed event, once.
+    async fn check_resume(&mut self) -> Result<(), SubscribeError> {
+        if let Some(after_seq) = self.unchecked_resume {
+            check_resume(&self.fanout.0, after_seq).await?;
+            self.unchecked_resume = None;
+        }
+        Ok(())
+    }
+
     async fn next(&mut self) -> Option<Result<Arc<Published>, SubscribeError>> {
         loop {
             if self.finished {
@@ -243,6 +367,11 @@ impl Subscription {
             }
             if self.shutdown.is_cancelled() {
                 return self.finish(SubscribeError::ShuttingDown);
+            }
+            if self.unchecked_resume.is_some() {
+                if let Err(e) = self.check_resume().await {
+                    return self.finish(e);
+                }
             }
             if let Some(e) = self.ready.pop_front() {
                 return Some(Ok(self.record_lag(e)));
@@ -259,21 +388,20 @@ impl Subscription {
                 let page = tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => continue,
-                    page = self.fanout.0.store.events_after(last, CATCH_UP_PAGE) => page,
+                    page = self.fanout.0.store.event_page(last, CATCH_UP_PAGE, CATCH_UP_BYTES) => page,
                 };
                 let page = match page {
                     Ok(page) => page,
                     Err(e) => return self.finish(e.into()),
                 };
-                // A short page reached the head: anything newer was committed
+                // A page that reached the head: anything newer was committed
                 // after this read and is (or will be) in the live channel.
-                if page.len() < CATCH_UP_PAGE as usize {
+                if page.at_head {
                     self.catching_up = false;
-                }
-                if page.len() == CATCH_UP_PAGE as usize {
+                } else {
                     metrics::counter!(names::SUBSCRIBER_CATCH_UP_PAGES).increment(1);
                 }
-                for e in page {
+                for e in page.events {
                     self.last_sent = Some(e.seq);
                     if self.filter.matches(&e) {
                         self.ready.push_back(Arc::new(Published::new(e)));
@@ -282,20 +410,37 @@ impl Subscription {
                 continue;
             }
 
+            let mut live = match self.live.take() {
+                Some(live) => live,
+                None => {
+                    let live = self.fanout.0.live.subscribe();
+                    // Published before joining, so not in the channel for
+                    // us: the store has it.
+                    let head = self.fanout.0.head.load(Ordering::Acquire);
+                    if head != HEAD_UNKNOWN && head > last {
+                        self.live = Some(live);
+                        self.catching_up = true;
+                        continue;
+                    }
+                    live
+                }
+            };
             let received = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => continue,
-                received = self.live.recv() => received,
+                received = live.recv() => received,
             };
             match received {
-                Ok(e) if e.seq <= last => {}
+                Ok(e) if e.seq <= last => self.live = Some(live),
                 Ok(e) if e.seq == last + 1 => {
+                    self.live = Some(live);
                     self.last_sent = Some(e.seq);
                     if self.filter.matches(&e) {
                         return Some(Ok(self.record_lag(e)));
                     }
                 }
                 // A gap, or the channel overtook us: the store has it all.
+                // Leave the broadcast while reading the store.
                 Ok(_) | Err(RecvError::Lagged(_)) => {
                     metrics::counter!(names::SUBSCRIBER_LAGGED).increment(1);
                     self.catching_up = true;
@@ -326,9 +471,13 @@ impl Subscription {
 
     fn finish(&mut self, error: SubscribeError) -> Option<Result<Arc<Published>, SubscribeError>> {
         self.finished = true;
+        self.ready.clear();
+        self.live = None;
         Some(Err(error))
     }
 }
+
+mod trim;
 
 #[cfg(test)]
 mod tests;

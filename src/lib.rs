@@ -184,7 +184,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     // The writer outlives the listeners so in-flight webhooks still commit.
     let writer_shutdown = CancellationToken::new();
-    let (fanout, publisher) = Fanout::new(store.clone(), config.live_buffer);
+    let (fanout, publisher) = Fanout::with_max_subscribers(
+        store.clone(),
+        config.live_buffer,
+        config.max_subscribers.saturating_add(config.bridges.len()),
+    );
     let (writer, writer_task) = store::spawn_writer(
         store.clone(),
         publisher,

@@ -1,6 +1,7 @@
 //! Page sizes of every listing, in one place: what a requested size of 0
-//! means and the most one page holds. The store applies them; a transport
-//! may apply them too, with the same result.
+//! means and the most one page holds, in rows and (for events, whose raw
+//! form can be large) in bytes. The store applies them; a transport may
+//! apply them too, with the same result.
 
 /// The page size rule of one listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,16 @@ pub const EVENTS: PageLimit = PageLimit {
     default: 100,
     max: 1000,
 };
+
+/// The most bytes of events one `ListEvents` response holds, counted as
+/// stored and again as encoded: well below the 4 MiB a gRPC client accepts
+/// by default. A page holds at least one event, whatever its size.
+pub const EVENTS_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
+
+/// The most bytes of events one catch-up read of a subscriber holds (the
+/// most a subscriber buffers ahead of its transport), counted as stored.
+/// A page holds at least one event, whatever its size.
+pub const CATCH_UP_BYTES: usize = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

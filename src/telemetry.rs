@@ -36,6 +36,8 @@ pub mod names {
     pub const STORAGE_HEALTHY: &str = "sidecar_storage_healthy";
     /// Gauge: live event-stream subscribers (gRPC and in-process bridges).
     pub const SUBSCRIBERS: &str = "sidecar_subscribers";
+    /// Counter, label `reason` (`limit`, `beyond_head`): subscriptions refused.
+    pub const SUBSCRIBERS_REFUSED: &str = "sidecar_subscribers_refused_total";
     /// Counter: full catch-up pages read from the store by subscribers.
     pub const SUBSCRIBER_CATCH_UP_PAGES: &str = "sidecar_subscriber_catch_up_pages_total";
     /// Counter: subscribers that fell behind the live buffer and went back to the store.

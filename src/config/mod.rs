@@ -41,6 +41,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_STALE_CALL_SECS: u64 = 4 * 3600;
 pub const DEFAULT_RETENTION_DAYS: u64 = 365;
 pub const DEFAULT_LIVE_BUFFER: usize = 4096;
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 1000;
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_WRITER_MAX_BATCH: usize = 512;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
@@ -180,6 +181,9 @@ pub struct Config {
     /// Live fan-out buffer per server; subscribers that fall further behind
     /// catch up from the database.
     pub live_buffer: usize,
+    /// Event-stream subscribers over gRPC at once; the in-process bridges
+    /// come on top.
+    pub max_subscribers: usize,
     pub writer_max_batch: usize,
     /// Bridges run in-process, sharing the delivery code of `sipgate-sidecar bridge`.
     pub bridges: Vec<BridgeConfig>,
@@ -212,6 +216,7 @@ impl Default for Config {
             retention: days(DEFAULT_RETENTION_DAYS),
             maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
             live_buffer: DEFAULT_LIVE_BUFFER,
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             writer_max_batch: DEFAULT_WRITER_MAX_BATCH,
             bridges: Vec::new(),
         }
@@ -267,6 +272,9 @@ impl Config {
         }
         if self.live_buffer == 0 || self.writer_max_batch == 0 {
             return Err("--live-buffer and --writer-max-batch must be greater than 0".into());
+        }
+        if self.max_subscribers == 0 {
+            return Err("--max-subscribers must be greater than 0".into());
         }
         Ok(())
     }

@@ -8,8 +8,8 @@ use ipnet::IpNet;
 use super::{
     BasicAuth, BridgeConfig, BridgeTarget, Config, DEFAULT_BODY_LIMIT, DEFAULT_COUNTRY_CODE,
     DEFAULT_DATABASE, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_LIVE_BUFFER,
-    DEFAULT_METRICS_ADDR, DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS,
-    DEFAULT_STALE_CALL_SECS, DeliveryArgs, Secret, SignatureMode, days,
+    DEFAULT_MAX_SUBSCRIBERS, DEFAULT_METRICS_ADDR, DEFAULT_REPLY_DEADLINE_MS,
+    DEFAULT_RETENTION_DAYS, DEFAULT_STALE_CALL_SECS, DeliveryArgs, Secret, SignatureMode, days,
 };
 
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Live fan-out buffer (events); slower subscribers catch up from the database.
     #[arg(long, env = "SIDECAR_LIVE_BUFFER", default_value_t = DEFAULT_LIVE_BUFFER)]
     pub live_buffer: usize,
+    /// Most event-stream subscribers over gRPC at once (the in-process bridges
+    /// come on top); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SIDECAR_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
     /// Run the Zammad bridge in this process, posting to Zammad's generic CTI
     /// URL (https://zammad.example.com/api/v1/cti/TOKEN).
     #[arg(long, env = "SIDECAR_ZAMMAD_CTI_URL", hide_env_values = true)]
@@ -177,6 +181,7 @@ impl ServeArgs {
             stale_call_after: Duration::from_secs(self.stale_call_secs),
             retention: days(self.retention_days),
             live_buffer: self.live_buffer,
+            max_subscribers: self.max_subscribers,
             ..Config::default()
         };
         config.validate()?;

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{
+    convert,
+    status::{excerpt, invalid_input},
+};
 use crate::{
     numbers, paging,
     proto::{self, call_log_server},
@@ -58,7 +61,7 @@ impl call_log_server::CallLog for CallLogService {
         } else {
             Some(
                 numbers::normalize_number(&r.number, &self.country_code)
-                    .map_err(|e| Status::invalid_argument(format!("number filter: {e}")))?,
+                    .map_err(|e| invalid_input("number filter", &r.number, e))?,
             )
         };
         let query = CallQuery {
@@ -84,7 +87,10 @@ impl call_log_server::CallLog for CallLogService {
         require_call_id(&call_id)?;
         match self.store.get_call(&call_id).await? {
             Some(call) => Ok(Response::new(convert::call(&call))),
-            None => Err(Status::not_found(format!("no call with call_id {call_id}"))),
+            None => Err(Status::not_found(format!(
+                "no call with call_id {}",
+                excerpt(&call_id)
+            ))),
         }
     }
 
@@ -98,7 +104,7 @@ impl call_log_server::CallLog for CallLogService {
             Some(call) => Ok(Response::new(convert::call(&call))),
             None => Err(Status::not_found(format!(
                 "no call with call_id {}",
-                r.call_id
+                excerpt(&r.call_id)
             ))),
         }
     }

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert,
+    status::invalid_input,
     wire::{
         self, EncodedCallEvent,
         generated::{self as proto, call_events_server},
@@ -72,12 +73,13 @@ impl call_events_server::CallEvents for EventsService {
         for n in &r.numbers {
             filter.numbers.push(
                 numbers::normalize_number(n, cc)
-                    .map_err(|e| Status::invalid_argument(format!("number filter: {e}")))?,
+                    .map_err(|e| invalid_input("number filter", n, e))?,
             );
         }
         let stream = self
             .fanout
-            .subscribe(r.after_seq, filter, self.streams_end.clone())
+            .open(r.after_seq, filter, self.streams_end.clone())
+            .await?
             .map(|item| match item {
                 Ok(event) => Ok(wire::encoded(&event)),
                 Err(e) => Err(Status::from(e)),
@@ -90,14 +92,33 @@ impl call_events_server::CallEvents for EventsService {
         request: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
         let r = request.into_inner();
+        self.fanout.check_resume(r.after_seq).await?;
         let limit = paging::EVENTS.clamp(r.limit);
-        let events = self.store.events_after(r.after_seq, limit).await?;
+        let page = self
+            .store
+            .event_page(r.after_seq, limit, paging::EVENTS_RESPONSE_BYTES)
+            .await?;
         let head_seq = self.store.head_seq().await?;
-        let next_after_seq = events.last().map_or(r.after_seq, |e| e.seq);
+        // The page is bounded as stored; bound it as sent too.
+        let mut events = Vec::with_capacity(page.events.len());
+        let mut bytes = 0usize;
+        let mut next_after_seq = r.after_seq;
+        for event in &page.events {
+            let encoded = wire::encode(event);
+            // Each element: a tag byte, its length, itself.
+            let size =
+                1 + prost::encoding::encoded_len_varint(encoded.0.len() as u64) + encoded.0.len();
+            if !events.is_empty() && bytes + size > paging::EVENTS_RESPONSE_BYTES {
+                break;
+            }
+            bytes += size;
+            next_after_seq = event.seq;
+            events.push(encoded);
+        }
         Ok(Response::new(proto::ListEventsResponse {
-            events: events.iter().map(wire::encode).collect(),
+            events,
             next_after_seq,
-            head_seq,
+            head_seq: head_seq.max(next_after_seq),
         }))
     }
 }

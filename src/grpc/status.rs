@@ -4,6 +4,12 @@
 //! better by retrying" (INTERNAL, DATA_LOSS) and from its own mistakes
 //! (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS). Server-side failures are
 //! logged here with their cause; the client gets a sentence it can act on.
+//!
+//! A message quotes at most a short excerpt of client input ([`excerpt`],
+//! [`invalid_input`]): a status travels in a header, and a huge value echoed
+//! back would exceed the client's metadata limit and hide the reason.
+
+use std::fmt::Display;
 
 use tonic::Status;
 
@@ -63,10 +69,11 @@ fn database(error: &sqlx::Error) -> Status {
 
 impl From<SettingsError> for Status {
     fn from(e: SettingsError) -> Status {
+        // These messages may quote what the client sent.
         match e {
-            SettingsError::Invalid(m) => Status::invalid_argument(m),
-            SettingsError::NotFound(m) => Status::not_found(m),
-            SettingsError::AlreadyExists(m) => Status::already_exists(m),
+            SettingsError::Invalid(m) => Status::invalid_argument(bounded(m)),
+            SettingsError::NotFound(m) => Status::not_found(bounded(m)),
+            SettingsError::AlreadyExists(m) => Status::already_exists(bounded(m)),
             SettingsError::Store(e) => {
                 let status = Status::from(e);
                 Status::new(
@@ -84,6 +91,18 @@ impl From<SubscribeError> for Status {
             SubscribeError::ShuttingDown => Status::unavailable(
                 "the sidecar is shutting down; reconnect and resume with after_seq",
             ),
+            SubscribeError::BeyondHead { after_seq, head } => {
+                tracing::warn!(
+                    after_seq,
+                    head,
+                    "subscriber refused: resume point beyond the newest event"
+                );
+                Status::out_of_range(e.to_string())
+            }
+            SubscribeError::TooManySubscribers { limit } => Status::resource_exhausted(format!(
+                "the sidecar already serves {limit} event subscribers, its limit \
+                 (--max-subscribers); try again later"
+            )),
             SubscribeError::Store(e) => {
                 let status = Status::from(e);
                 Status::new(
@@ -95,6 +114,41 @@ impl From<SubscribeError> for Status {
                 )
             }
         }
+    }
+}
+
+/// The most characters of one client value an error message quotes.
+pub(crate) const EXCERPT_CHARS: usize = 64;
+/// The most characters of a message that may quote client input.
+const MESSAGE_CHARS: usize = 2048;
+
+/// Client input as an error message may quote it: whole when short, else
+/// its first [`EXCERPT_CHARS`] characters, "…" and its length.
+pub(crate) fn excerpt(input: &str) -> String {
+    match input.char_indices().nth(EXCERPT_CHARS) {
+        None => input.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &input[..cut], input.len()),
+    }
+}
+
+/// INVALID_ARGUMENT: `what` (e.g. "number filter") refused for `reason`,
+/// which may quote `input` whole; a long input is quoted as its
+/// [`excerpt`], and the message is bounded whatever the reason says.
+pub(crate) fn invalid_input(what: &str, input: &str, reason: impl Display) -> Status {
+    let mut reason = reason.to_string();
+    for quoted in [input, input.trim()] {
+        if quoted.chars().count() > EXCERPT_CHARS {
+            reason = reason.replace(quoted, &excerpt(quoted));
+        }
+    }
+    Status::invalid_argument(bounded(format!("{what}: {reason}")))
+}
+
+/// `message` cut to [`MESSAGE_CHARS`] characters.
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MESSAGE_CHARS) {
+        None => message,
+        Some((cut, _)) => format!("{}… (message cut)", &message[..cut]),
     }
 }
 
@@ -140,5 +194,52 @@ mod tests {
             Status::from(StoreError::Database(sqlx::Error::PoolTimedOut)).code(),
             Code::Unavailable
         );
+        assert_eq!(
+            Status::from(SubscribeError::TooManySubscribers { limit: 3 }).code(),
+            Code::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn a_resume_point_beyond_the_head_names_the_head() {
+        let status = Status::from(SubscribeError::BeyondHead {
+            after_seq: 1200,
+            head: 950,
+        });
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(
+            status.message(),
+            "after_seq 1200 is beyond the newest event (seq 950): this log was restored \
+             or replaced; resume from 950 or earlier"
+        );
+    }
+
+    #[test]
+    fn client_input_is_quoted_as_a_short_excerpt() {
+        assert_eq!(excerpt("4930123"), "4930123");
+        let huge = "9".repeat(3 << 20);
+        let short = excerpt(&huge);
+        assert!(short.starts_with(&"9".repeat(EXCERPT_CHARS)));
+        assert!(short.ends_with("… (3145728 bytes)"), "{short}");
+        // Cut on a character boundary.
+        assert_eq!(
+            excerpt(&"ä".repeat(100))
+                .chars()
+                .take_while(|c| *c == 'ä')
+                .count(),
+            64
+        );
+
+        let status = invalid_input(
+            "number filter",
+            &huge,
+            format!("'{huge}' has too many digits"),
+        );
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() < 200, "{}", status.message());
+        assert!(status.message().ends_with("bytes)' has too many digits"));
+
+        let settings = Status::from(SettingsError::Invalid(format!("pattern '{huge}' is bad")));
+        assert!(settings.message().chars().count() < MESSAGE_CHARS + 20);
     }
 }

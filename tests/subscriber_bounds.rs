@@ -1,0 +1,423 @@
+//! End to end: memory and size bounds of the event stream. `ListEvents`
+//! answers stay under the 4 MiB a gRPC client accepts by default however
+//! large the events, subscribers are capped (RESOURCE_EXHAUSTED), and an
+//! error quotes only a short excerpt of a huge client value.
+//!
+//! Memory of a subscriber storm (50 subscribers from seq 0 that never read,
+//! over 1,000 events of ~60 KB), measured on a spawned `serve` by its VmRSS:
+//!
+//! ```text
+//! cargo test --release --test subscriber_bounds -- --ignored --nocapture subscriber_storm
+//! ```
+//!
+//! It prints the RSS before, the peak during, and after the subscribers
+//! left; SIDECAR_STORM_EVENTS, SIDECAR_STORM_EVENT_BYTES and
+//! SIDECAR_STORM_SUBSCRIBERS change the load.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use prost::Message as _;
+use sipgate_sidecar::proto::{
+    self, call_events_client::CallEventsClient, call_log_client::CallLogClient,
+};
+use tonic::{Code, transport::Channel};
+
+/// The largest message a tonic client decodes unless told otherwise.
+const CLIENT_DEFAULT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// A newCall whose raw form carries a `padding` field of `bytes` bytes.
+fn large_call(call_id: &str, bytes: usize) -> String {
+    let padding = "x".repeat(bytes);
+    form(&[
+        ("event", "newCall"),
+        ("direction", "in"),
+        ("from", "492111234567"),
+        ("to", "4930600000000"),
+        ("callId", call_id),
+        ("user[]", "Alice Agent"),
+        ("padding", &padding),
+    ])
+}
+
+/// Pushes `n` large events to `http` (a base URL), eight at a time, with
+/// call ids `{prefix}0`, `{prefix}1`, ... (a repeated newCall is not stored twice).
+async fn push_large(http: &str, prefix: &str, n: usize, bytes: usize) {
+    let client = reqwest::Client::new();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let body = large_call(&format!("{prefix}{i}"), bytes);
+        let request = client
+            .post(format!("{http}/api/v1/sipgate/in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send();
+        pending.push(request);
+        if pending.len() >= 8 {
+            let reply = futures::StreamExt::next(&mut pending)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(reply.status(), 200);
+        }
+    }
+    while let Some(reply) = futures::StreamExt::next(&mut pending).await {
+        assert_eq!(reply.unwrap().status(), 200);
+    }
+}
+
+async fn start_large() -> TestServer {
+    TestServer::start_with(|c| c.body_limit = 256 * 1024).await
+}
+
+#[tokio::test]
+async fn list_events_with_large_events_stays_under_4_mb_and_pages_through_all() {
+    let server = start_large().await;
+    // 100 events of ~60 KB: 6 MB, more than a client takes in one answer.
+    push_large(&server.http, "a", 100, 60_000).await;
+
+    let mut client = server.events().await;
+    let mut after = 0;
+    let mut seqs = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_events(proto::ListEventsRequest {
+                after_seq: after,
+                limit: 1000,
+            })
+            .await
+            .expect("the answer fits the client's default 4 MiB")
+            .into_inner();
+        assert!(page.encoded_len() < CLIENT_DEFAULT_LIMIT);
+        assert_eq!(page.head_seq, 100);
+        if page.events.is_empty() {
+            assert_eq!(page.next_after_seq, after);
+            break;
+        }
+        pages += 1;
+        assert!(page.events.len() < 100, "a page of {}", page.events.len());
+        assert_eq!(page.next_after_seq, page.events.last().unwrap().seq);
+        assert!(page.events.iter().all(|e| {
+            e.raw_form
+                .iter()
+                .any(|f| f.key == "padding" && f.value.len() == 60_000)
+        }));
+        seqs.extend(page.events.iter().map(|e| e.seq));
+        after = page.next_after_seq;
+    }
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    assert!(pages >= 2, "{pages} pages");
+}
+
+#[tokio::test]
+async fn a_subscriber_from_zero_gets_every_large_event_in_order() {
+    let server = start_large().await;
+    push_large(&server.http, "a", 60, 60_000).await;
+    let mut stream = server
+        .events()
+        .await
+        .subscribe(proto::SubscribeRequest {
+            after_seq: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pushing = tokio::spawn({
+        let http = server.http.clone();
+        async move { push_large(&http, "b", 20, 60_000).await }
+    });
+    for seq in 1..=80 {
+        let event = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("an event within 20 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.seq, seq);
+    }
+    pushing.await.unwrap();
+}
+
+async fn open_subscription(
+    client: &mut CallEventsClient<Channel>,
+) -> Result<tonic::Streaming<proto::CallEvent>, tonic::Status> {
+    client
+        .subscribe(proto::SubscribeRequest {
+            after_seq: Some(0),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn subscribers_beyond_the_cap_are_refused_until_one_leaves() {
+    let server = TestServer::start_with(|c| c.max_subscribers = 2).await;
+    let mut a_client = server.events().await;
+    let a = open_subscription(&mut a_client).await.unwrap();
+    let _b = open_subscription(&mut server.events().await).await.unwrap();
+
+    let status = open_subscription(&mut server.events().await)
+        .await
+        .expect_err("a third subscriber is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the sidecar already serves 2 event subscribers, its limit (--max-subscribers); \
+         try again later"
+    );
+    // Unary calls are not subscribers.
+    assert_eq!(server.head_seq().await, 0);
+
+    // Once one leaves (the server notices the reset), there is room again.
+    drop(a);
+    drop(a_client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = server.events().await;
+    loop {
+        match open_subscription(&mut client).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no room 10 s after a subscriber left"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_huge_client_value_is_quoted_as_a_short_excerpt() {
+    let server = TestServer::start().await;
+    let huge = "9".repeat(3 * 1024 * 1024);
+    let short = |status: tonic::Status, code: Code| {
+        assert_eq!(
+            status.code(),
+            code,
+            "{}",
+            &status.message()[..200.min(status.message().len())]
+        );
+        assert!(
+            status.message().len() < 300,
+            "a message of {} bytes",
+            status.message().len()
+        );
+        assert!(
+            status.message().contains(&"9".repeat(60)),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("…"), "{}", status.message());
+    };
+
+    let mut events = server.events().await;
+    let status = events
+        .subscribe(proto::SubscribeRequest {
+            numbers: vec![huge.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    short(status, Code::InvalidArgument);
+
+    let mut calls: CallLogClient<Channel> = server.calls().await;
+    let status = calls
+        .list_calls(proto::ListCallsRequest {
+            number: format!("abc{huge}"),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert!(
+        status.message().starts_with("number filter: 'abc999"),
+        "{}",
+        &status.message()[..80]
+    );
+    short(status, Code::InvalidArgument);
+    let status = calls
+        .get_call(proto::GetCallRequest {
+            call_id: huge.clone(),
+        })
+        .await
+        .expect_err("no such call");
+    short(status, Code::NotFound);
+    let status = calls
+        .set_done(proto::SetDoneRequest {
+            call_id: huge,
+            done: true,
+        })
+        .await
+        .expect_err("no such call");
+    short(status, Code::NotFound);
+}
+
+/// VmRSS of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// RSS of a spawned `serve` around one subscriber storm.
+#[derive(Debug, Clone, Copy)]
+pub struct StormRound {
+    pub before_kib: u64,
+    pub peak_during_kib: u64,
+    /// A few seconds after the subscribers left.
+    pub after_kib: u64,
+}
+
+/// Starts `serve` on a fresh database, stores `events` events of
+/// `event_bytes` each, then `rounds` times: opens `subscribers`
+/// subscriptions from seq 0 on their own connections that never read,
+/// holds them for `hold`, drops them; reports the server's RSS per round.
+pub async fn measure_subscriber_storm(
+    events: usize,
+    event_bytes: usize,
+    subscribers: usize,
+    hold: Duration,
+    rounds: usize,
+) -> Vec<StormRound> {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
+        .arg("serve")
+        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+        .args(["--metrics-addr", "off", "--signature", "off"])
+        .args(["--body-limit", &(event_bytes + 64 * 1024).to_string()])
+        .args([
+            "--database",
+            &dir.path().join("storm.db").display().to_string(),
+        ])
+        .env("SIDECAR_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let pid = server.id().unwrap();
+    let http = format!("http://127.0.0.1:{http_port}");
+    let grpc = format!("http://127.0.0.1:{grpc_port}");
+    let connect = || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Channel::from_shared(grpc.clone()).unwrap().connect().await {
+                Ok(channel) => return CallEventsClient::new(channel),
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "gRPC listener not up: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    let mut probe = connect().await;
+    push_large(&http, "storm", events, event_bytes).await;
+    let head = probe
+        .list_events(proto::ListEventsRequest {
+            after_seq: 0,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .head_seq;
+    assert_eq!(head, events as u64);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut report = Vec::new();
+    for _ in 0..rounds {
+        let before_kib = rss_kib(pid);
+        let mut held = Vec::new();
+        for _ in 0..subscribers {
+            let mut client = connect().await;
+            let stream = open_subscription(&mut client).await.expect("subscribed");
+            held.push((client, stream));
+        }
+        let mut peak_during_kib = 0;
+        let until = Instant::now() + hold;
+        while Instant::now() < until {
+            peak_during_kib = peak_during_kib.max(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(held);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        report.push(StormRound {
+            before_kib,
+            peak_during_kib,
+            after_kib: rss_kib(pid),
+        });
+    }
+    server.start_kill().unwrap();
+    let _ = server.wait().await;
+    report
+}
+
+#[tokio::test]
+#[ignore = "a measurement: run by hand or from the benchmark (see the module docs)"]
+async fn subscriber_storm() {
+    let events = env_or("SIDECAR_STORM_EVENTS", 1000);
+    let event_bytes = env_or("SIDECAR_STORM_EVENT_BYTES", 60_000);
+    let subscribers = env_or("SIDECAR_STORM_SUBSCRIBERS", 50);
+    let rounds =
+        measure_subscriber_storm(events, event_bytes, subscribers, Duration::from_secs(10), 3)
+            .await;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "subscriber storm: {subscribers} subscribers from seq 0 that never read, \
+         {events} events of {event_bytes} bytes"
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        println!(
+            "round {}: RSS before {:.1} MiB, peak during {:.1} MiB, after they left {:.1} MiB",
+            i + 1,
+            mib(r.before_kib),
+            mib(r.peak_during_kib),
+            mib(r.after_kib)
+        );
+    }
+    // One catch-up page (1 MiB) plus transport buffers per subscriber, and
+    // a storm after the first reuses what the first left to the allocator.
+    let first = rounds[0];
+    let bound_kib = first.before_kib + subscribers as u64 * 4 * 1024;
+    for r in &rounds {
+        assert!(
+            r.peak_during_kib < bound_kib,
+            "{rounds:?} exceeds {bound_kib} KiB"
+        );
+    }
+    let last = rounds[rounds.len() - 1];
+    assert!(
+        last.peak_during_kib < first.peak_during_kib + 32 * 1024,
+        "memory grows from storm to storm: {rounds:?}"
+    );
+    // What they held goes back to the OS once they left.
+    #[cfg(target_env = "gnu")]
+    assert!(
+        last.after_kib < first.before_kib + 24 * 1024,
+        "memory kept after the subscribers left: {rounds:?}"
+    );
+}
