@@ -387,6 +387,7 @@ async fn the_in_process_bridge_source_gets_the_refusal_as_out_of_range() {
     write_many(&h.writer, "A", 2).await;
     let source = LocalSource {
         fanout: h.fanout.clone(),
+        store: h.store.clone(),
         shutdown: h.shutdown.clone(),
     };
     let mut stream = source.subscribe(Some(7)).await.unwrap();
