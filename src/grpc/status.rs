@@ -64,6 +64,8 @@ impl From<SettingsError> for Status {
             SettingsError::Invalid(m) => Status::invalid_argument(m),
             SettingsError::NotFound(m) => Status::not_found(m),
             SettingsError::AlreadyExists(m) => Status::already_exists(m),
+            SettingsError::NeedsForce(m) => Status::failed_precondition(m),
+            e @ SettingsError::Stale { .. } => Status::aborted(e.to_string()),
             SettingsError::Store(e) => {
                 let status = Status::from(e);
                 Status::new(
