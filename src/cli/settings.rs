@@ -19,8 +19,20 @@ use crate::{
     proto::{self, settings_client::SettingsClient},
 };
 
-/// How often a single edit is sent again after another change won the race.
-const EDIT_ATTEMPTS: u32 = 5;
+/// How often a single edit is sent at most when other changes keep winning
+/// the race.
+const EDIT_ATTEMPTS: u32 = 10;
+
+/// A pause before the next attempt that grows with `attempt` and differs
+/// between processes, so admins racing each other do not retry in lockstep.
+fn retry_pause(attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter =
+        (u64::from(nanos) ^ u64::from(std::process::id()).wrapping_mul(2_654_435_761)) % 50;
+    Duration::from_millis(10 * u64::from(attempt) + jitter)
+}
 
 /// `request` with the version it is based on and the force flag as metadata.
 fn with_precondition<T>(message: T, version: u64, force: bool) -> Request<T> {
@@ -117,7 +129,7 @@ pub(crate) async fn edit_with_retry(
                 eprintln!(
                     "settings changed while this edit was sent; applying it to the new settings"
                 );
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                tokio::time::sleep(retry_pause(attempt)).await;
                 attempt += 1;
             }
             result => return result,
