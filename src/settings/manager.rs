@@ -269,7 +269,7 @@ mod tests {
     async fn a_stale_version_is_refused_and_nothing_changes() {
         let (_h, m) = manager().await;
         let add = |p: &str| Change::add_block(p, "", "49").unwrap();
-        m.update(&"t".to_string(), add("4930123")).await.unwrap();
+        m.update("t", add("4930123")).await.unwrap();
         let stale = Precondition {
             expected_version: Some(0),
             force: false,
