@@ -77,38 +77,48 @@ impl Store {
         audit: &AuditRecord,
         content: Option<(&str, &str)>,
     ) -> Result<Settings, StoreError> {
-        let blocks_changed = previous.is_none_or(|p| p.block_list != settings.block_list);
-        let routes_changed = previous.is_none_or(|p| p.routing_table != settings.routing_table);
+        let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
+        let routes_from = rows_to_write(
+            previous.map(|p| &p.routing_table[..]),
+            &settings.routing_table,
+        );
         let started = std::time::Instant::now();
         // IMMEDIATE takes the write lock up front, so this waits (busy_timeout)
         // for the event writer instead of failing with SQLITE_BUSY on upgrade.
         let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if blocks_changed {
-            sqlx::query("DELETE FROM block_list")
-                .execute(&mut *tx)
-                .await?;
-            for (n, chunk) in settings.block_list.chunks(INSERT_CHUNK).enumerate() {
+        if let Some(from) = blocks_from {
+            if from == 0 {
+                sqlx::query("DELETE FROM block_list")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (n, chunk) in settings.block_list[from..].chunks(INSERT_CHUNK).enumerate() {
                 let mut insert = QueryBuilder::<Sqlite>::new(
                     "INSERT INTO block_list (position, pattern, note) ",
                 );
                 insert.push_values(chunk.iter().enumerate(), |mut row, (i, entry)| {
-                    row.push_bind((n * INSERT_CHUNK + i) as i64)
+                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
                         .push_bind(&entry.pattern)
                         .push_bind(&entry.note);
                 });
                 insert.build().execute(&mut *tx).await?;
             }
         }
-        if routes_changed {
-            sqlx::query("DELETE FROM routing_table")
-                .execute(&mut *tx)
-                .await?;
-            for (n, chunk) in settings.routing_table.chunks(INSERT_CHUNK).enumerate() {
+        if let Some(from) = routes_from {
+            if from == 0 {
+                sqlx::query("DELETE FROM routing_table")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (n, chunk) in settings.routing_table[from..]
+                .chunks(INSERT_CHUNK)
+                .enumerate()
+            {
                 let mut insert = QueryBuilder::<Sqlite>::new(
                     "INSERT INTO routing_table (position, dest, caller_id, note) ",
                 );
                 insert.push_values(chunk.iter().enumerate(), |mut row, (i, rule)| {
-                    row.push_bind((n * INSERT_CHUNK + i) as i64)
+                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
                         .push_bind(&rule.dest)
                         .push_bind(&rule.caller_id)
                         .push_bind(&rule.note);
@@ -210,11 +220,80 @@ impl Store {
     }
 }
 
+/// Which rows of a list to write: `None` when it equals what is stored,
+/// `Some(k)` when only entries from `k` on were appended, `Some(0)` for a
+/// rewrite of the whole list.
+fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize> {
+    match stored {
+        Some(stored) if stored == next => None,
+        Some(stored) if next.len() > stored.len() && next.starts_with(stored) => Some(stored.len()),
+        _ => Some(0),
+    }
+}
+
 fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
     match value {
         None => Ok(0),
         Some(v) => v
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("settings version {v:?} is not a number"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::Harness;
+
+    fn block(p: &str) -> BlockEntry {
+        BlockEntry {
+            pattern: p.into(),
+            note: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_removals_and_reorders_all_store_what_was_asked() {
+        let h = Harness::new(16).await;
+        let audit = AuditRecord {
+            at_ms: 1,
+            client: "t".into(),
+            action: "test".into(),
+            detail: "{}".into(),
+        };
+        let mut stored = h.store.load_settings().await.unwrap();
+        let steps: [&[&str]; 5] = [
+            &["4930", "4940"],
+            &["4930", "4940", "4950"],
+            &["4940", "4950"],
+            &["4950", "4940", "4960"],
+            &[],
+        ];
+        for patterns in steps {
+            let next = Settings {
+                block_list: patterns.iter().map(|p| block(p)).collect(),
+                routing_table: vec![RoutingRule {
+                    dest: "49*".into(),
+                    caller_id: "4930777".into(),
+                    note: String::new(),
+                }],
+                ..stored.clone()
+            };
+            stored = h
+                .store
+                .save_settings_change(&next, Some(&stored), Some("{}"), &audit, Some(("a", "b")))
+                .await
+                .unwrap();
+            let loaded = h.store.load_settings().await.unwrap();
+            assert_eq!(loaded, stored, "{patterns:?}");
+        }
+        assert_eq!(
+            h.store.audit_settings_before(None).await.unwrap(),
+            Some((5, Some("a".to_string())))
+        );
+        assert_eq!(h.store.audit_settings_before(Some(99)).await.unwrap(), None);
+        assert_eq!(rows_to_write(Some(&[1, 2][..]), &[1, 2]), None);
+        assert_eq!(rows_to_write(Some(&[1, 2][..]), &[1, 2, 3]), Some(2));
+        assert_eq!(rows_to_write(Some(&[1, 2][..]), &[2, 1, 3]), Some(0));
     }
 }
