@@ -2,8 +2,10 @@
 //! is named, so a new error kind has to be placed here on purpose: a client
 //! must be able to tell "retry later" (UNAVAILABLE) from "this will not get
 //! better by retrying" (INTERNAL, DATA_LOSS) and from its own mistakes
-//! (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS). Server-side failures are
-//! logged here with their cause; the client gets a sentence it can act on.
+//! (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS; ABORTED for a settings
+//! change based on a stale version, FAILED_PRECONDITION for one that needs
+//! force). Server-side failures are logged here with their cause; the client
+//! gets a sentence it can act on.
 
 use tonic::Status;
 

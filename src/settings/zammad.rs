@@ -212,7 +212,7 @@ fn import_value(root: Value, cc: &str) -> Result<ImportedSettings, ImportError> 
         let row: BlockCallerId = typed(row, &at)?;
         let raw = row.caller_id.unwrap_or_default();
         let entry = validate::block_entry(&raw, row.note.as_deref().unwrap_or(""), cc)
-            .map_err(|e| err(format!("{at}.caller_id: {e}")))?;
+            .map_err(|e| err(format!("{at}: {e}")))?;
         if let Some(j) = seen.insert(entry.pattern.clone(), i) {
             return Err(err(format!(
                 "{at} and inbound.block_caller_ids[{j}] are the same number {}",
