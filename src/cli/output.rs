@@ -18,6 +18,7 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
             "routing_table": s.routing_table.iter().map(|r| json!({"dest": r.dest, "caller_id": r.caller_id, "note": r.note})).collect::<Vec<_>>(),
             "default_caller_id": s.default_caller_id,
             "version": s.version,
+            "user_remote_map": s.user_remote_map.iter().map(|m| json!({"remote_user_id": m.remote_user_id, "user_id": m.user_id})).collect::<Vec<_>>(),
         }));
         return;
     }
@@ -47,7 +48,126 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
         &s.default_caller_id
     };
     println!("Default caller ID: {default}");
+    if !s.user_remote_map.is_empty() {
+        println!(
+            "Zammad user_remote_map ({} entries, kept for export):",
+            s.user_remote_map.len()
+        );
+        for m in &s.user_remote_map {
+            println!("       {:<24} -> {}", m.remote_user_id, m.user_id);
+        }
+    }
     println!("Settings version: {}", s.version);
+}
+
+/// What a change does (a dry run's answer), entry by entry.
+pub fn diff(d: &proto::SettingsDiff, needs_force: &[String], as_json: bool) {
+    let block = |b: &proto::BlockEntry| json!({"pattern": b.pattern, "note": b.note});
+    let rule =
+        |r: &proto::RoutingRule| json!({"dest": r.dest, "caller_id": r.caller_id, "note": r.note});
+    if as_json {
+        let none = proto::BlockEntry::default;
+        let no_rule = proto::RoutingRule::default;
+        print_json(&json!({
+            "blocks_added": d.blocks_added.iter().map(block).collect::<Vec<_>>(),
+            "blocks_removed": d.blocks_removed.iter().map(block).collect::<Vec<_>>(),
+            "blocks_changed": d.blocks_changed.iter().map(|c| json!({
+                "before": block(&c.before.clone().unwrap_or_else(none)),
+                "after": block(&c.after.clone().unwrap_or_else(none)),
+            })).collect::<Vec<_>>(),
+            "block_order_changed": d.block_order_changed,
+            "routes_added": d.routes_added.iter().map(rule).collect::<Vec<_>>(),
+            "routes_removed": d.routes_removed.iter().map(rule).collect::<Vec<_>>(),
+            "routes_changed": d.routes_changed.iter().map(|c| json!({
+                "before": rule(&c.before.clone().unwrap_or_else(no_rule)),
+                "after": rule(&c.after.clone().unwrap_or_else(no_rule)),
+            })).collect::<Vec<_>>(),
+            "routing_order_changed": d.routing_order_changed,
+            "default_caller_id": d.default_caller_id_changed.then(|| json!({
+                "before": d.default_caller_id_before, "after": d.default_caller_id_after,
+            })),
+            "user_remote_map_changed": d.user_remote_map_changed,
+            "needs_force": needs_force,
+        }));
+        return;
+    }
+    let shown = |v: &str| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let mut lines = Vec::new();
+    for b in &d.blocks_added {
+        lines.push(format!("  + block {:<24} {}", b.pattern, b.note));
+    }
+    for b in &d.blocks_removed {
+        lines.push(format!("  - block {:<24} {}", b.pattern, b.note));
+    }
+    for c in &d.blocks_changed {
+        let (b, a) = (
+            c.before.clone().unwrap_or_default(),
+            c.after.clone().unwrap_or_default(),
+        );
+        lines.push(format!(
+            "  ~ block {:<24} note '{}' -> '{}'",
+            a.pattern, b.note, a.note
+        ));
+    }
+    if d.block_order_changed {
+        lines.push("  ~ block list order changed".into());
+    }
+    for r in &d.routes_added {
+        lines.push(format!(
+            "  + route {:<24} -> {:<16} {}",
+            r.dest, r.caller_id, r.note
+        ));
+    }
+    for r in &d.routes_removed {
+        lines.push(format!(
+            "  - route {:<24} -> {:<16} {}",
+            r.dest, r.caller_id, r.note
+        ));
+    }
+    for c in &d.routes_changed {
+        let (b, a) = (
+            c.before.clone().unwrap_or_default(),
+            c.after.clone().unwrap_or_default(),
+        );
+        lines.push(format!(
+            "  ~ route {:<24} -> {} (was {}) {}",
+            a.dest, a.caller_id, b.caller_id, a.note
+        ));
+    }
+    if d.routing_order_changed {
+        lines.push("  ~ routing table order changed (first match wins)".into());
+    }
+    if d.default_caller_id_changed {
+        lines.push(format!(
+            "  ~ default caller ID {} -> {}",
+            shown(&d.default_caller_id_before),
+            shown(&d.default_caller_id_after)
+        ));
+    }
+    if d.user_remote_map_changed {
+        lines.push("  ~ Zammad user_remote_map changed".into());
+    }
+    println!(
+        "Changes: {} block entries added, {} removed, {} changed; {} routing rules added, {} removed, {} changed",
+        d.blocks_added.len(),
+        d.blocks_removed.len(),
+        d.blocks_changed.len(),
+        d.routes_added.len(),
+        d.routes_removed.len(),
+        d.routes_changed.len()
+    );
+    for line in lines {
+        println!("{line}");
+    }
+    for reason in needs_force {
+        println!("  ! {reason}: needs --force");
+    }
 }
 
 pub fn evaluation(r: &proto::EvaluateResponse, as_json: bool) {

@@ -145,8 +145,17 @@ pub enum BridgeCommand {
 pub enum SettingsCommand {
     /// Print the block list, routing table and default caller ID.
     Show,
-    /// Replace the settings with Zammad's sipgate_config JSON from FILE ("-" = stdin).
-    ImportZammad { file: PathBuf },
+    /// Replace the settings with Zammad's sipgate_config from FILE ("-" = stdin):
+    /// JSON, or what a Rails console prints for `p Setting.get('sipgate_config')`.
+    ImportZammad {
+        file: PathBuf,
+        /// Show what would change (entries added, removed, changed) and store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow block patterns that block a whole country or everyone ("*", "49*").
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the settings as Zammad's sipgate_config JSON.
     ExportZammad,
     /// Block list (inbound calls).
@@ -178,6 +187,14 @@ pub enum SettingsCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Undo a change: restore the settings from before audit entry AUDIT_ID
+    /// (default: the newest change), as a new, audited change.
+    Undo {
+        audit_id: Option<u64>,
+        /// Allow restoring block patterns that block a whole country or everyone.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +204,9 @@ pub enum BlockCommand {
         number: String,
         #[arg(long, default_value = "")]
         note: String,
+        /// Allow a pattern that blocks a whole country or everyone ("*", "49*").
+        #[arg(long)]
+        force: bool,
     },
     Remove {
         number: String,

@@ -1,5 +1,9 @@
 //! `sidecar.v1.Settings`: block list, routing table, default caller ID, dry
-//! run, Zammad import/export and the audit trail.
+//! run, Zammad import/export, the audit trail and undo.
+//!
+//! Mutating calls read their preconditions from request metadata
+//! ([`EXPECTED_VERSION`], [`FORCE`]), so requests built by existing clients
+//! stay valid and simply skip the version check.
 
 use std::sync::Arc;
 
@@ -9,8 +13,61 @@ use super::{client_identity, convert};
 use crate::{
     decide, numbers, paging,
     proto::{self, settings_server},
-    settings::{Change, SettingsError, SettingsManager, zammad},
+    settings::{Change, Precondition, SettingsError, SettingsManager, clip, zammad},
 };
+
+/// Metadata key: the settings version a change is based on (ABORTED when stale).
+pub const EXPECTED_VERSION: &str = "x-sidecar-expected-version";
+/// Metadata key: `true` allows block patterns that block a country or everyone.
+pub const FORCE: &str = "x-sidecar-force";
+
+/// The longest error message sent back; the parts that echo input are
+/// already cut to a short prefix where they are written.
+const MAX_MESSAGE: usize = 1024;
+
+fn status(e: SettingsError) -> Status {
+    let status = Status::from(e);
+    if status.message().chars().count() <= MAX_MESSAGE {
+        return status;
+    }
+    Status::new(status.code(), clip(status.message(), MAX_MESSAGE))
+}
+
+/// The preconditions a request carries in its metadata.
+pub fn precondition<T>(request: &Request<T>) -> Result<Precondition, Status> {
+    let text = |key: &str| -> Result<Option<String>, Status> {
+        match request.metadata().get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| Status::invalid_argument(format!("{key} is not text"))),
+        }
+    };
+    let expected_version = match text(EXPECTED_VERSION)? {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            Status::invalid_argument(format!(
+                "{EXPECTED_VERSION} must be a settings version number, not '{}'",
+                clip(&v, 32)
+            ))
+        })?),
+    };
+    let force = match text(FORCE)?.as_deref() {
+        None | Some("") | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(Status::invalid_argument(format!(
+                "{FORCE} must be true or false, not '{}'",
+                clip(other, 32)
+            )));
+        }
+    };
+    Ok(Precondition {
+        expected_version,
+        force,
+    })
+}
 
 pub struct SettingsService {
     settings: Arc<SettingsManager>,
@@ -25,18 +82,41 @@ impl SettingsService {
         self.settings.country_code()
     }
 
+    fn snapshot(&self) -> proto::SettingsSnapshot {
+        let (content, version) = self.settings.content();
+        convert::settings_with(&content.settings(version), &content.zammad)
+    }
+
     /// Stores `change` (built from the request, or the reason it is invalid)
-    /// and answers with the settings as stored.
+    /// under the request's preconditions and answers with the settings as
+    /// stored.
     async fn update<T>(
         &self,
         request: &Request<T>,
         change: Result<Change, SettingsError>,
     ) -> Result<Response<proto::SettingsSnapshot>, Status> {
+        let precondition = precondition(request)?;
+        let change = change.map_err(status)?;
         let stored = self
             .settings
-            .update(&client_identity(request), change?)
-            .await?;
-        Ok(Response::new(convert::settings(&stored)))
+            .update_checked(&client_identity(request), change, precondition)
+            .await
+            .map_err(status)?;
+        let (content, _) = self.settings.content();
+        Ok(Response::new(convert::settings_with(
+            &stored,
+            &content.zammad,
+        )))
+    }
+
+    /// Parses and validates an import on a blocking thread: a large document
+    /// takes long enough to stall webhook replies on an async worker.
+    async fn parse_import(&self, json: String) -> Result<Change, Status> {
+        let cc = self.cc().to_string();
+        tokio::task::spawn_blocking(move || Change::import_zammad(&json, &cc))
+            .await
+            .map_err(|e| Status::internal(format!("the import could not be checked: {e}")))?
+            .map_err(status)
     }
 }
 
@@ -46,7 +126,7 @@ impl settings_server::Settings for SettingsService {
         &self,
         _request: Request<proto::GetSettingsRequest>,
     ) -> Result<Response<proto::SettingsSnapshot>, Status> {
-        Ok(Response::new(convert::settings(&self.settings.snapshot())))
+        Ok(Response::new(self.snapshot()))
     }
 
     async fn add_block_entry(
@@ -116,8 +196,7 @@ impl settings_server::Settings for SettingsService {
             Status::invalid_argument("direction must be DIRECTION_IN or DIRECTION_OUT")
         })?;
         let cc = self.cc();
-        let normalized =
-            |n: &str| numbers::normalize_number(n, cc).unwrap_or_else(|_| n.to_string());
+        let normalized = |n: &str| numbers::normalize_number(n, cc).unwrap_or_else(|_| clip(n, 64));
         let decision = decide::decide(&self.settings.snapshot(), direction, &r.from, &r.to, cc);
         Ok(Response::new(proto::EvaluateResponse {
             decision: Some(convert::decision(&decision)),
@@ -128,9 +207,41 @@ impl settings_server::Settings for SettingsService {
 
     async fn import_zammad(
         &self,
-        request: Request<proto::ImportZammadRequest>,
+        mut request: Request<proto::ImportZammadRequest>,
     ) -> Result<Response<proto::SettingsSnapshot>, Status> {
-        let change = Change::import_zammad(&request.get_ref().json, self.cc());
+        let json = std::mem::take(&mut request.get_mut().json);
+        let change = self.parse_import(json).await;
+        if let Ok(Change::ImportZammad(imported)) = &change {
+            for warning in &imported.warnings {
+                tracing::warn!(%warning, "Zammad import");
+            }
+        }
+        match change {
+            Ok(change) => self.update(&request, Ok(change)).await,
+            Err(status) => Err(status),
+        }
+    }
+
+    async fn preview_import_zammad(
+        &self,
+        request: Request<proto::ImportZammadRequest>,
+    ) -> Result<Response<proto::ImportPreview>, Status> {
+        let change = self.parse_import(request.into_inner().json).await?;
+        let preview = self.settings.preview(change).await.map_err(status)?;
+        Ok(Response::new(proto::ImportPreview {
+            diff: Some(convert::diff(&preview.diff)),
+            base_version: preview.base_version,
+            needs_force: preview.needs_force,
+            warnings: preview.warnings,
+        }))
+    }
+
+    async fn restore_audit(
+        &self,
+        request: Request<proto::RestoreAuditRequest>,
+    ) -> Result<Response<proto::SettingsSnapshot>, Status> {
+        let id = request.get_ref().id;
+        let change = self.settings.restore_change((id != 0).then_some(id)).await;
         self.update(&request, change).await
     }
 
@@ -138,8 +249,9 @@ impl settings_server::Settings for SettingsService {
         &self,
         _request: Request<proto::ExportZammadRequest>,
     ) -> Result<Response<proto::ExportZammadResponse>, Status> {
+        let (content, _) = self.settings.content();
         Ok(Response::new(proto::ExportZammadResponse {
-            json: zammad::export(&self.settings.snapshot()),
+            json: zammad::export(&content),
         }))
     }
 

@@ -2,8 +2,10 @@
 //! is named, so a new error kind has to be placed here on purpose: a client
 //! must be able to tell "retry later" (UNAVAILABLE) from "this will not get
 //! better by retrying" (INTERNAL, DATA_LOSS) and from its own mistakes
-//! (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS). Server-side failures are
-//! logged here with their cause; the client gets a sentence it can act on.
+//! (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS; ABORTED for a settings
+//! change based on a stale version, FAILED_PRECONDITION for one that needs
+//! force). Server-side failures are logged here with their cause; the client
+//! gets a sentence it can act on.
 //!
 //! A message quotes at most a short excerpt of client input ([`excerpt`],
 //! [`invalid_input`]): a status travels in a header, and a huge value echoed
@@ -74,6 +76,8 @@ impl From<SettingsError> for Status {
             SettingsError::Invalid(m) => Status::invalid_argument(bounded(m)),
             SettingsError::NotFound(m) => Status::not_found(bounded(m)),
             SettingsError::AlreadyExists(m) => Status::already_exists(bounded(m)),
+            SettingsError::NeedsForce(m) => Status::failed_precondition(bounded(m)),
+            e @ SettingsError::Stale { .. } => Status::aborted(bounded(e.to_string())),
             SettingsError::Store(e) => {
                 let status = Status::from(e);
                 Status::new(

@@ -3,11 +3,16 @@
 //! the current settings under the settings lock (so it sees the latest list).
 //! The gRPC service only translates requests into [`Change`]s.
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
-use super::{SettingsError, validate, zammad::ImportedSettings};
+use super::{
+    Content, MAX_BLOCK_ENTRIES, MAX_ROUTING_RULES, SettingsError, shown, validate,
+    zammad::ImportedSettings,
+};
 use crate::{
-    decide::{BlockEntry, RoutingRule, Settings},
+    decide::{BlockEntry, RoutingRule},
     numbers,
 };
 
@@ -34,7 +39,12 @@ pub enum Change {
     },
     ReorderRoutingTable(Vec<String>),
     SetDefaultCallerId(Option<String>),
-    ImportZammad(ImportedSettings),
+    ImportZammad(Box<ImportedSettings>),
+    /// Puts back the settings from before audit entry `audit_id`.
+    Restore {
+        audit_id: u64,
+        content: Box<Content>,
+    },
 }
 
 /// The stored form of a block entry as typed, for lookups (remove, reorder).
@@ -45,6 +55,12 @@ fn block_key(input: &str, cc: &str) -> Result<String, SettingsError> {
 }
 
 fn route_key(input: &str, cc: &str) -> Result<String, SettingsError> {
+    if input.chars().count() > super::ECHO_CHARS {
+        return Err(SettingsError::Invalid(format!(
+            "routing destination '{}' is too long",
+            shown(input)
+        )));
+    }
     numbers::normalize_pattern(input, cc)
         .map_err(|e| SettingsError::Invalid(format!("routing destination: {e}")))
 }
@@ -54,14 +70,14 @@ impl Change {
         let entry = validate::block_entry(pattern, note, cc).map_err(SettingsError::Invalid)?;
         Ok(Change::AddBlock {
             entry,
-            input: pattern.to_owned(),
+            input: shown(pattern),
         })
     }
 
     pub fn remove_block(input: &str, cc: &str) -> Result<Change, SettingsError> {
         Ok(Change::RemoveBlock {
             pattern: block_key(input, cc)?,
-            input: input.to_owned(),
+            input: shown(input),
         })
     }
 
@@ -88,7 +104,7 @@ impl Change {
     pub fn remove_route(input: &str, cc: &str) -> Result<Change, SettingsError> {
         Ok(Change::RemoveRoute {
             dest: route_key(input, cc)?,
-            input: input.to_owned(),
+            input: shown(input),
         })
     }
 
@@ -111,11 +127,13 @@ impl Change {
         Ok(Change::SetDefaultCallerId(value))
     }
 
+    /// Parses and validates the whole document: linear in its size, but for
+    /// a large one long enough to belong on a blocking thread.
     pub fn import_zammad(json: &str, cc: &str) -> Result<Change, SettingsError> {
         let imported = super::zammad::import(json, cc).map_err(|e| {
             SettingsError::Invalid(format!("Zammad sipgate_config not imported: {e}"))
         })?;
-        Ok(Change::ImportZammad(imported))
+        Ok(Change::ImportZammad(Box::new(imported)))
     }
 
     /// The audit trail's name for this kind of change.
@@ -129,6 +147,7 @@ impl Change {
             Change::ReorderRoutingTable(_) => "route.reorder",
             Change::SetDefaultCallerId(_) => "default_caller_id.set",
             Change::ImportZammad(_) => "import.zammad",
+            Change::Restore { .. } => "audit.restore",
         }
     }
 
@@ -148,16 +167,39 @@ impl Change {
             Change::RemoveRoute { dest, input } => json!({"dest": dest, "input": input}),
             Change::SetDefaultCallerId(value) => json!({ "caller_id": value }),
             Change::ImportZammad(imported) => json!({
-                "block_entries": imported.block_list.len(),
-                "routing_rules": imported.routing_table.len(),
-                "default_caller_id": imported.default_caller_id,
+                "block_entries": imported.content.block_list.len(),
+                "routing_rules": imported.content.routing_table.len(),
+                "default_caller_id": imported.content.default_caller_id,
+            }),
+            Change::Restore { audit_id, content } => json!({
+                "restored_before_audit_id": audit_id,
+                "block_entries": content.block_list.len(),
+                "routing_rules": content.routing_table.len(),
+                "default_caller_id": content.default_caller_id,
             }),
         }
     }
 
     /// Applies the change to `settings`; on error `settings` may be partly
     /// changed and must be thrown away (the manager works on a copy).
-    pub fn apply(self, settings: &mut Settings) -> Result<(), SettingsError> {
+    pub fn apply(self, settings: &mut Content) -> Result<(), SettingsError> {
+        self.apply_unchecked(settings)?;
+        if settings.block_list.len() > MAX_BLOCK_ENTRIES {
+            return Err(SettingsError::Invalid(format!(
+                "the block list would have {} entries; at most {MAX_BLOCK_ENTRIES} are allowed",
+                settings.block_list.len()
+            )));
+        }
+        if settings.routing_table.len() > MAX_ROUTING_RULES {
+            return Err(SettingsError::Invalid(format!(
+                "the routing table would have {} rules; at most {MAX_ROUTING_RULES} are allowed",
+                settings.routing_table.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn apply_unchecked(self, settings: &mut Content) -> Result<(), SettingsError> {
         match self {
             Change::AddBlock { entry, .. } => {
                 if settings
@@ -227,11 +269,8 @@ impl Change {
                 )?;
             }
             Change::SetDefaultCallerId(value) => settings.default_caller_id = value,
-            Change::ImportZammad(imported) => {
-                settings.block_list = imported.block_list;
-                settings.routing_table = imported.routing_table;
-                settings.default_caller_id = imported.default_caller_id;
-            }
+            Change::ImportZammad(imported) => *settings = imported.content,
+            Change::Restore { content, .. } => *settings = *content,
         }
         Ok(())
     }
@@ -251,22 +290,29 @@ fn reorder<T>(
             items.len()
         )));
     }
-    let mut remaining: Vec<Option<T>> = items.drain(..).map(Some).collect();
-    let mut ordered = Vec::with_capacity(remaining.len());
+    let index: HashMap<String, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (key(item).to_string(), i))
+        .collect();
+    let mut order = Vec::with_capacity(wanted.len());
+    let mut taken = vec![false; items.len()];
     for name in wanted {
-        let position = remaining
-            .iter()
-            .position(|slot| slot.as_ref().is_some_and(|item| key(item) == name));
-        match position.and_then(|p| remaining[p].take()) {
-            Some(item) => ordered.push(item),
-            None => {
+        match index.get(name.as_str()) {
+            Some(&i) if !taken[i] => {
+                taken[i] = true;
+                order.push(i);
+            }
+            _ => {
                 return Err(SettingsError::Invalid(format!(
-                    "'{name}' is not a {what} entry, or is named twice"
+                    "'{}' is not a {what} entry, or is named twice",
+                    shown(name)
                 )));
             }
         }
     }
-    *items = ordered;
+    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
+    *items = order.into_iter().filter_map(|i| slots[i].take()).collect();
     Ok(())
 }
 
@@ -274,8 +320,8 @@ fn reorder<T>(
 mod tests {
     use super::*;
 
-    fn applied(changes: &[&str]) -> Result<Settings, SettingsError> {
-        let mut s = Settings::default();
+    fn applied(changes: &[&str]) -> Result<Content, SettingsError> {
+        let mut s = Content::default();
         for c in changes {
             Change::add_block(c, "", "49")?.apply(&mut s)?;
         }
@@ -325,7 +371,7 @@ mod tests {
 
     #[test]
     fn routes_insert_at_a_position_within_the_table() {
-        let mut s = Settings::default();
+        let mut s = Content::default();
         for (dest, at) in [("49*", None), ("4930*", Some(0))] {
             Change::add_route(dest, "4930777000002", "", at, "49")
                 .unwrap()
@@ -357,5 +403,22 @@ mod tests {
             Change::import_zammad("{nope", "49"),
             Err(SettingsError::Invalid(m)) if m.contains("not imported")
         ));
+    }
+
+    #[test]
+    fn lists_are_capped() {
+        let mut s = Content {
+            block_list: (0..MAX_BLOCK_ENTRIES)
+                .map(|i| BlockEntry {
+                    pattern: format!("4930{i}"),
+                    note: String::new(),
+                })
+                .collect(),
+            ..Content::default()
+        };
+        let over = Change::add_block("4940123", "", "49")
+            .unwrap()
+            .apply(&mut s);
+        assert!(matches!(over, Err(SettingsError::Invalid(m)) if m.contains("at most 10000")));
     }
 }

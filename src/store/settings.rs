@@ -1,7 +1,14 @@
 //! The settings snapshot and its audit trail.
 
+use sqlx::{QueryBuilder, Sqlite};
+
 use crate::decide::{BlockEntry, RoutingRule, Settings};
 use crate::paging;
+
+/// Rows per INSERT statement (4 bound values each, well under SQLite's limit).
+const INSERT_CHUNK: usize = 500;
+/// The `settings_kv` key of Zammad's kept keys (`user_remote_map`, `view_limit`).
+const ZAMMAD_EXTRAS: &str = "zammad_extras";
 
 use super::{AuditEntry, AuditRecord, Store, StoreError, rows};
 
@@ -45,60 +52,141 @@ impl Store {
     /// Replaces the block list, routing table and default caller ID, bumps
     /// the version and appends `audit`, all in one transaction. Returns the
     /// settings as stored (with the new version; `settings.version` is ignored).
+    #[cfg(test)]
     pub(crate) async fn save_settings(
         &self,
         settings: &Settings,
         audit: &AuditRecord,
     ) -> Result<Settings, StoreError> {
+        self.save_settings_change(settings, None, None, audit, None)
+            .await
+    }
+
+    /// [`save_settings`](Self::save_settings) for a change: tables equal to
+    /// `previous` are not rewritten, `zammad_extras` (JSON) is stored when
+    /// given, and the audit entry keeps the whole settings before and after
+    /// (`content`, JSON) for an undo. Everything is prepared before the
+    /// transaction starts, and rows go in as multi-row inserts, so the
+    /// database's write lock (which the event writer also needs) is held
+    /// for as short a time as possible.
+    pub(crate) async fn save_settings_change(
+        &self,
+        settings: &Settings,
+        previous: Option<&Settings>,
+        zammad_extras: Option<&str>,
+        audit: &AuditRecord,
+        content: Option<(&str, &str)>,
+    ) -> Result<Settings, StoreError> {
+        let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
+        let routes_from = rows_to_write(
+            previous.map(|p| &p.routing_table[..]),
+            &settings.routing_table,
+        );
+        let started = std::time::Instant::now();
         // IMMEDIATE takes the write lock up front, so this waits (busy_timeout)
         // for the event writer instead of failing with SQLITE_BUSY on upgrade.
         let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM block_list")
-            .execute(&mut *tx)
-            .await?;
-        for (position, entry) in settings.block_list.iter().enumerate() {
-            sqlx::query("INSERT INTO block_list (position, pattern, note) VALUES ($1, $2, $3)")
-                .bind(position as i64)
-                .bind(&entry.pattern)
-                .bind(&entry.note)
-                .execute(&mut *tx)
-                .await?;
+        if let Some(from) = blocks_from {
+            if from == 0 {
+                sqlx::query("DELETE FROM block_list")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (n, chunk) in settings.block_list[from..].chunks(INSERT_CHUNK).enumerate() {
+                let mut insert = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO block_list (position, pattern, note) ",
+                );
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, entry)| {
+                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
+                        .push_bind(&entry.pattern)
+                        .push_bind(&entry.note);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
         }
-        sqlx::query("DELETE FROM routing_table")
-            .execute(&mut *tx)
-            .await?;
-        for (position, rule) in settings.routing_table.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO routing_table (position, dest, caller_id, note) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(position as i64)
-            .bind(&rule.dest)
-            .bind(&rule.caller_id)
-            .bind(&rule.note)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(from) = routes_from {
+            if from == 0 {
+                sqlx::query("DELETE FROM routing_table")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (n, chunk) in settings.routing_table[from..]
+                .chunks(INSERT_CHUNK)
+                .enumerate()
+            {
+                let mut insert = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO routing_table (position, dest, caller_id, note) ",
+                );
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, rule)| {
+                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
+                        .push_bind(&rule.dest)
+                        .push_bind(&rule.caller_id)
+                        .push_bind(&rule.note);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
         }
         let default_caller_id = settings.default_caller_id.clone().unwrap_or_default();
         rows::set_setting(&mut tx, "default_caller_id", &default_caller_id).await?;
+        if let Some(extras) = zammad_extras {
+            rows::set_setting(&mut tx, ZAMMAD_EXTRAS, extras).await?;
+        }
         let version = parse_version(rows::setting(&mut tx, "version").await?)? + 1;
         rows::set_setting(&mut tx, "version", &version.to_string()).await?;
+        let (before, after) = content.unzip();
         sqlx::query(
-            "INSERT INTO audit_log (at_ms, client, action, detail) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO audit_log (at_ms, client, action, detail, settings_before, settings_after) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(audit.at_ms)
         .bind(&audit.client)
         .bind(&audit.action)
         .bind(&audit.detail)
+        .bind(before)
+        .bind(after)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        tracing::debug!(
+            version,
+            held_ms = started.elapsed().as_millis() as u64,
+            "settings stored"
+        );
         Ok(Settings {
             block_list: settings.block_list.clone(),
             routing_table: settings.routing_table.clone(),
             default_caller_id: settings.default_caller_id.clone().filter(|v| !v.is_empty()),
             version,
         })
+    }
+
+    /// Zammad's keys kept with the settings (JSON), if any were stored.
+    pub(crate) async fn load_zammad_extras(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        rows::setting(&mut conn, ZAMMAD_EXTRAS).await
+    }
+
+    /// The settings before audit entry `id` (the newest entry when `None`):
+    /// its id and the JSON kept with it, `None` for an entry written before
+    /// the content was kept. `Ok(None)` when there is no such entry.
+    pub(crate) async fn audit_settings_before(
+        &self,
+        id: Option<u64>,
+    ) -> Result<Option<(u64, Option<String>)>, StoreError> {
+        let row: Option<(i64, Option<String>)> = match id {
+            Some(id) => {
+                sqlx::query_as("SELECT id, settings_before FROM audit_log WHERE id = $1")
+                    .bind(id.min(i64::MAX as u64) as i64)
+                    .fetch_optional(&self.inner.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_as("SELECT id, settings_before FROM audit_log ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&self.inner.pool)
+                    .await?
+            }
+        };
+        Ok(row.map(|(id, before)| (id as u64, before)))
     }
 
     /// Audit entries newest first; `before_id` pages back (entries with id < it).
@@ -132,11 +220,80 @@ impl Store {
     }
 }
 
+/// Which rows of a list to write: `None` when it equals what is stored,
+/// `Some(k)` when only entries from `k` on were appended, `Some(0)` for a
+/// rewrite of the whole list.
+fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize> {
+    match stored {
+        Some(stored) if stored == next => None,
+        Some(stored) if next.len() > stored.len() && next.starts_with(stored) => Some(stored.len()),
+        _ => Some(0),
+    }
+}
+
 fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
     match value {
         None => Ok(0),
         Some(v) => v
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("settings version {v:?} is not a number"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::Harness;
+
+    fn block(p: &str) -> BlockEntry {
+        BlockEntry {
+            pattern: p.into(),
+            note: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_removals_and_reorders_all_store_what_was_asked() {
+        let h = Harness::new(16).await;
+        let audit = AuditRecord {
+            at_ms: 1,
+            client: "t".into(),
+            action: "test".into(),
+            detail: "{}".into(),
+        };
+        let mut stored = h.store.load_settings().await.unwrap();
+        let steps: [&[&str]; 5] = [
+            &["4930", "4940"],
+            &["4930", "4940", "4950"],
+            &["4940", "4950"],
+            &["4950", "4940", "4960"],
+            &[],
+        ];
+        for patterns in steps {
+            let next = Settings {
+                block_list: patterns.iter().map(|p| block(p)).collect(),
+                routing_table: vec![RoutingRule {
+                    dest: "49*".into(),
+                    caller_id: "4930777".into(),
+                    note: String::new(),
+                }],
+                ..stored.clone()
+            };
+            stored = h
+                .store
+                .save_settings_change(&next, Some(&stored), Some("{}"), &audit, Some(("a", "b")))
+                .await
+                .unwrap();
+            let loaded = h.store.load_settings().await.unwrap();
+            assert_eq!(loaded, stored, "{patterns:?}");
+        }
+        assert_eq!(
+            h.store.audit_settings_before(None).await.unwrap(),
+            Some((5, Some("a".to_string())))
+        );
+        assert_eq!(h.store.audit_settings_before(Some(99)).await.unwrap(), None);
+        assert_eq!(rows_to_write(Some(&[1, 2][..]), &[1, 2]), None);
+        assert_eq!(rows_to_write(Some(&[1, 2][..]), &[1, 2, 3]), Some(2));
+        assert_eq!(rows_to_write(Some(&[1, 2][..]), &[2, 1, 3]), Some(0));
     }
 }
