@@ -11,6 +11,7 @@ pub mod source;
 pub mod webhook;
 pub mod zammad;
 
+use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,7 @@ use crate::{
     client::Backoff,
     config::{BridgeConfig, BridgeTarget, DeliveryPolicy},
     fanout::Fanout,
+    tls,
 };
 use cursor::Cursor;
 use delivery::Sink;
@@ -88,12 +90,22 @@ pub fn backoff(policy: &DeliveryPolicy) -> Backoff {
     }
 }
 
-/// The HTTP client a bridge posts with.
+/// The HTTP client a bridge posts with; it trusts `--ca-cert` (an internal
+/// CA) besides the system's roots.
 pub fn http_client(policy: &DeliveryPolicy) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(policy.timeout)
-        .user_agent(concat!("sipgate-sidecar/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+        .user_agent(concat!("sipgate-sidecar/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &policy.ca_cert {
+        tls::read_certs(path, "--ca-cert")?;
+        let pem = tls::read_pem(path, "--ca-cert")?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-cert {}", path.display()))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder.build()?)
 }
 
 /// Classifies an HTTP answer the way both bridges read it.

@@ -45,7 +45,8 @@ pub async fn run_bridge(
             delivery,
         ),
     };
-    let policy = delivery.policy();
+    let mut policy = delivery.policy();
+    policy.ca_cert = args.ca_cert.clone();
     let sink = bridge::sink(&target, &policy)?;
     let cursor = Cursor::load(&state)?;
     eprintln!(
