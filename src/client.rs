@@ -158,7 +158,17 @@ pub fn status_error(status: Status) -> anyhow::Error {
         tonic::Code::Unavailable => "server unavailable",
         _ => "request failed",
     };
-    anyhow::anyhow!("{what}: {}", status.message())
+    // A transport failure (a TLS alert, say) says why only in its sources.
+    let mut message = status.message().to_string();
+    let mut source = std::error::Error::source(&status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.ends_with(&cause_text) {
+            message = format!("{message}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    anyhow::anyhow!("{what}: {message}")
 }
 
 /// Retry delays: `first`, doubling per attempt, at most `max`.

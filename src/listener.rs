@@ -286,11 +286,7 @@ impl Listener {
                 }
             };
             if failures > 0 {
-                tracing::info!(
-                    listener = name,
-                    failures,
-                    "accepting connections again"
-                );
+                tracing::info!(listener = name, failures, "accepting connections again");
                 failures = 0;
             }
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
@@ -364,7 +360,9 @@ async fn handshake(
         Some(acceptor) => {
             let stream = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
             Io::Tls(Box::new(stream))
         }
     };
@@ -444,6 +442,10 @@ pub struct Conn {
 impl Conn {
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_))
     }
 
     /// An error when a deadline has passed; registers the task for each otherwise.
@@ -637,11 +639,16 @@ async fn serve_http_connection(
     deadline: CancellationToken,
 ) {
     let peer = conn.peer();
+    let over_tls = conn.is_tls();
     let service = router.map_request(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        if over_tls {
+            request.extensions_mut().insert(tls::OverTls);
+        }
         request
     });
-    let connection = builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(service));
+    let connection =
+        builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(service));
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,

@@ -21,6 +21,10 @@ pub const ALPN_HTTP2_AND_1: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN of the gRPC listener.
 pub const ALPN_H2: &[&[u8]] = &[b"h2"];
 
+/// Request extension: the request came over TLS (its callback URLs are https).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -104,7 +104,10 @@ async fn half_open_connections_are_closed_after_the_header_timeout() {
     // ... and a real push goes through.
     let reply = push(&server, "after-slowloris").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(server.call("after-slowloris").await.call_id, "after-slowloris");
+    assert_eq!(
+        server.call("after-slowloris").await.call_id,
+        "after-slowloris"
+    );
     server.stop().await;
 }
 
