@@ -478,3 +478,92 @@ async fn sigterm_with_stuck_connections_exits_within_the_deadline_and_keeps_ever
     assert!(lost.is_empty(), "{} answered events lost", lost.len());
     restarted.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_backs_off_logs_once_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("emfile.db").display().to_string();
+    // A cap above the descriptor limit: accept itself fails with EMFILE.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 100 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_sipgate-sidecar"))
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr"])
+        .args(["127.0.0.1:0", "--signature", "off", "--metrics-addr", "off"])
+        .args(["--database", &database, "--max-connections", "1000"])
+        .args(["--header-timeout-secs", "60"])
+        .env("SIDECAR_LOG", "warn,sipgate_sidecar::listener=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut http = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains("listening:") {
+            http = line
+                .split("webhooks on ")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
+                .map(str::to_string);
+            break;
+        }
+    }
+    let http = http.expect("server listens");
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+
+    let addr = http.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        let mut tcp = TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(HALF_SENT).await.unwrap();
+        held.push(tcp);
+    }
+    let count = |what: &str| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    eventually(Duration::from_secs(10), "the accept failure logged", || {
+        count("cannot accept connections") > 0
+    })
+    .await;
+    // Backing off, not spinning: one line, however often accept fails.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count("cannot accept connections"),
+        1,
+        "{:?}",
+        log.lock().unwrap()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+
+    drop(held);
+    eventually(Duration::from_secs(10), "accepting again", || {
+        count("accepting connections again") > 0
+    })
+    .await;
+    let reply = reqwest::Client::new()
+        .post(format!("{http}/api/v1/sipgate/in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(new_call(
+            "in",
+            "492111234567",
+            "4930600000000",
+            "after-emfile",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
