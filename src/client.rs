@@ -2,8 +2,10 @@
 //! turn a failed call into a sentence for a person, and follow the event
 //! stream across dropped connections ([`follow_events`]), resuming after the
 //! last sequence number seen. `watch` and the bridges' gRPC source share it.
+//! An `https://` server is reached over TLS, trusting `--ca-cert` (or the
+//! system's roots), with an optional client certificate.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use futures::{StreamExt, stream::BoxStream};
@@ -11,10 +13,13 @@ use tonic::{
     Request, Status, Streaming,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{self, Channel},
+    transport::{self, Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use crate::proto::{self, call_events_client::CallEventsClient};
+use crate::{
+    proto::{self, call_events_client::CallEventsClient},
+    tls,
+};
 
 /// Where the server is and how to prove who we are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +28,59 @@ pub struct Endpoint {
     pub server: String,
     /// Bearer token, sent as `authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// CA (PEM) trusted for an `https://` server instead of the system's roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM), for a server that requires one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Endpoint {
+    /// A plaintext endpoint with an optional token (tests, local use).
+    pub fn plain(server: impl Into<String>, token: Option<String>) -> Self {
+        Endpoint {
+            server: server.into(),
+            token,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+
+    /// The TLS settings for an `https://` server; `None` for `http://`.
+    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        if !self.server.starts_with("https://") {
+            if self.client_cert.is_some() {
+                anyhow::bail!(
+                    "--client-cert needs TLS: use --server https://... (it is {})",
+                    self.server
+                );
+            }
+            // --ca-cert may be meant for a bridge's receiver: not an error here.
+            return Ok(None);
+        }
+        let config = match &self.ca_cert {
+            Some(path) => {
+                tls::read_certs(path, "--ca-cert")?;
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(tls::read_pem(path, "--ca-cert")?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        let config = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                tls::read_certs(cert, "--client-cert")?;
+                tls::read_key(key, "--client-key")?;
+                config.identity(Identity::from_pem(
+                    tls::read_pem(cert, "--client-cert")?,
+                    tls::read_pem(key, "--client-key")?,
+                ))
+            }
+            (None, None) => config,
+            _ => anyhow::bail!("--client-cert and --client-key go together: give both or neither"),
+        };
+        Ok(Some(config))
+    }
 }
 
 /// Adds the bearer token and a client description to every call.
@@ -50,9 +108,15 @@ pub type Authed = InterceptedService<Channel, ClientAuth>;
 /// Connects to `endpoint` (5 s timeout); errors say what to check.
 pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Authed> {
     let server = &endpoint.server;
-    let channel = transport::Endpoint::from_shared(server.clone())
+    let mut target = transport::Endpoint::from_shared(server.clone())
         .with_context(|| format!("--server '{server}' is not a URL like http://127.0.0.1:50051"))?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = endpoint.tls()? {
+        target = target
+            .tls_config(tls)
+            .with_context(|| format!("cannot set up TLS for {server}"))?;
+    }
+    let channel = target
         .connect()
         .await
         .with_context(|| {
@@ -95,7 +159,17 @@ pub fn status_error(status: Status) -> anyhow::Error {
         tonic::Code::OutOfRange => "out of range",
         _ => "request failed",
     };
-    anyhow::anyhow!("{what}: {}", status.message())
+    // A transport failure (a TLS alert, say) says why only in its sources.
+    let mut message = status.message().to_string();
+    let mut source = std::error::Error::source(&status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.ends_with(&cause_text) {
+            message = format!("{message}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    anyhow::anyhow!("{what}: {message}")
 }
 
 /// The server refused to resume the event stream where asked
@@ -265,10 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn gives_up_after_the_limit_and_says_so() {
-        let endpoint = Endpoint {
-            server: "http://127.0.0.1:1".into(),
-            token: None,
-        };
+        let endpoint = Endpoint::plain("http://127.0.0.1:1", None);
         let reconnect = Reconnect {
             backoff: Backoff {
                 first: Duration::from_millis(1),
@@ -286,6 +357,24 @@ mod tests {
         let error = format!("{:#}", items[2].as_ref().unwrap_err());
         assert!(
             error.starts_with("giving up after 2 reconnect attempts: cannot reach"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tls_flags_are_checked_before_connecting() {
+        let mut endpoint = Endpoint::plain("http://127.0.0.1:1", None);
+        endpoint.client_cert = Some("client.pem".into());
+        let error = format!("{:#}", connect(&endpoint).await.unwrap_err());
+        assert!(error.contains("--client-cert needs TLS"), "{error}");
+        endpoint.server = "https://127.0.0.1:1".into();
+        let error = format!("{:#}", connect(&endpoint).await.unwrap_err());
+        assert!(error.contains("go together"), "{error}");
+        endpoint.client_cert = None;
+        endpoint.ca_cert = Some("/nonexistent/ca.pem".into());
+        let error = format!("{:#}", connect(&endpoint).await.unwrap_err());
+        assert!(
+            error.contains("--ca-cert") && error.contains("/nonexistent/ca.pem"),
             "{error}"
         );
     }

@@ -9,7 +9,10 @@
 //! - [`calls`]: the call-log state machine (pure transitions).
 //! - [`store`]: SQLite: migrations, queries, the single writer with group commit.
 //! - [`fanout`]: live broadcast plus catch-up from the store for subscribers.
-//! - [`http`]: the axum webhook listener.
+//! - [`http`]: the axum webhook router (guards, handler, refusals).
+//! - [`listener`]: accepting and serving connections on both listeners:
+//!   TLS, connection caps, deadlines, shutdown with a deadline.
+//! - [`tls`]: PEM files and rustls server configurations.
 //! - [`grpc`]: the tonic services (settings, events, call log), health, reflection.
 //! - [`bridge`]: subscribers that ship with it: Zammad CTI bridge, JSON webhook forwarder.
 //! - [`client`]: gRPC connection, auth and the resumable event stream for clients.
@@ -27,12 +30,14 @@ pub mod decide;
 pub mod fanout;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod numbers;
 pub mod paging;
 pub mod settings;
 pub mod sipgate;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 use std::{
     net::SocketAddr,
@@ -49,6 +54,7 @@ use crate::{
     fanout::Fanout,
     grpc::GrpcState,
     http::{Guards, HttpState, Readiness, Webhook},
+    listener::{Listener, ListenerStats},
     settings::SettingsManager,
     sipgate::signature::SignatureVerifier,
     store::Store,
@@ -67,13 +73,26 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    webhook_stats: Arc<ListenerStats>,
+    grpc_stats: Arc<ListenerStats>,
     shutdown: CancellationToken,
     join: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
+    /// Connections of the webhook listener: open now, refused at the cap.
+    pub fn webhook_connections(&self) -> &ListenerStats {
+        &self.webhook_stats
+    }
+
+    /// Connections of the gRPC listener: open now, refused at the cap.
+    pub fn grpc_connections(&self) -> &ListenerStats {
+        &self.grpc_stats
+    }
+
     /// Begins a graceful shutdown: stop accepting, finish in-flight webhooks,
-    /// end streams with UNAVAILABLE, commit what is queued.
+    /// end streams with UNAVAILABLE, drop what is still open at the
+    /// shutdown deadline, commit what is queued.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
     }
@@ -167,8 +186,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let settings =
         Arc::new(SettingsManager::load(store.clone(), config.country_code.clone()).await?);
 
-    let http_listener = bind(config.http_addr, "webhook listener, --http-addr").await?;
-    let grpc_listener = bind(config.grpc_addr, "gRPC listener, --grpc-addr").await?;
+    let http_listener = Listener::webhook(
+        bind(config.http_addr, "webhook listener, --http-addr").await?,
+        &config.http_listener,
+    )?;
+    let grpc_listener = Listener::grpc(
+        bind(config.grpc_addr, "gRPC listener, --grpc-addr").await?,
+        &config.grpc_listener,
+    )?;
     let metrics_listener = match config.metrics_addr {
         Some(addr) => Some(bind(addr, "metrics listener, --metrics-addr").await?),
         None => None,
@@ -237,21 +262,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         streams_end: shutdown.clone(),
     };
 
-    // Replies and stream messages are small: send them at once (no Nagle).
-    let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http_task = tokio::spawn(
-        axum::serve(
-            http_listener,
-            http::router(http_state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future(),
+    // Stop accepting at `shutdown`; drop what is still open at `deadline`.
+    let deadline = CancellationToken::new();
+    let webhook_stats = http_listener.stats();
+    let grpc_stats = grpc_listener.stats();
+    spawn_shutdown_deadline(
+        config.shutdown_timeout,
+        shutdown.clone(),
+        deadline.clone(),
+        [webhook_stats.clone(), grpc_stats.clone()],
     );
+    let http_task = tokio::spawn(listener::serve_http(
+        http_listener,
+        http::router(http_state),
+        config.http_listener.clone(),
+        shutdown.clone(),
+        deadline.clone(),
+    ));
+    let (grpc_incoming, grpc_accept_task) =
+        listener::grpc_incoming(grpc_listener, shutdown.clone(), deadline.clone());
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_state,
-        grpc_listener,
+        grpc_incoming,
+        config.grpc_listener.clone(),
         shutdown.clone().cancelled_owned(),
     ));
     let metrics_task =
@@ -265,6 +298,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let http_result = http_task.await;
         token.cancel();
         let grpc_result = grpc_task.await;
+        let _ = grpc_accept_task.await;
+        deadline.cancel();
         if let Some(task) = metrics_task {
             let _ = task.await;
         }
@@ -275,9 +310,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         drop(fanout);
         writer_shutdown.cancel();
         writer_task.await.context("writer task panicked")?;
-        http_result
-            .context("webhook listener panicked")?
-            .context("webhook listener failed")?;
+        http_result.context("webhook listener panicked")?;
         grpc_result
             .context("gRPC listener panicked")?
             .context("gRPC listener failed")?;
@@ -289,7 +322,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http_addr,
         grpc_addr,
         metrics_addr,
+        webhook_stats,
+        grpc_stats,
         shutdown,
         join,
     })
+}
+
+/// After `shutdown`, waits `timeout`, then fires `deadline` (which drops the
+/// connections still open), saying how many there were.
+fn spawn_shutdown_deadline(
+    timeout: std::time::Duration,
+    shutdown: CancellationToken,
+    deadline: CancellationToken,
+    listeners: [Arc<ListenerStats>; 2],
+) {
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tokio::select! {
+            _ = tokio::time::sleep(timeout) => {}
+            // Everything stopped before the deadline.
+            _ = deadline.cancelled() => return,
+        }
+        let [webhook, grpc] = &listeners;
+        if webhook.open() + grpc.open() > 0 {
+            tracing::warn!(
+                webhook = webhook.open(),
+                grpc = grpc.open(),
+                timeout_secs = timeout.as_secs_f64(),
+                "shutdown deadline passed; dropping the connections still open"
+            );
+        }
+        deadline.cancel();
+    });
 }

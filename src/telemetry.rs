@@ -55,6 +55,14 @@ pub mod names {
     pub const BRIDGE_STATE: &str = "sidecar_bridge_state";
     /// Gauge, label `bridge`: events between the last one delivered and the newest.
     pub const BRIDGE_LAG: &str = "sidecar_bridge_lag_events";
+    /// Gauge, label `listener` (`webhook`, `grpc`): connections open now.
+    pub const CONNECTIONS_OPEN: &str = "sidecar_http_connections_open";
+    /// Counter, label `listener`: connections closed at once because the cap was reached.
+    pub const CONNECTIONS_REJECTED: &str = "sidecar_http_connections_rejected_total";
+    /// Counter, label `listener`: failed accepts (e.g. out of file descriptors).
+    pub const ACCEPT_ERRORS: &str = "sidecar_accept_errors_total";
+    /// Counter, label `listener`: TLS handshakes that failed or timed out.
+    pub const TLS_HANDSHAKE_FAILURES: &str = "sidecar_tls_handshake_failures_total";
 }
 
 /// Logs go to stderr; `SIDECAR_LOG` (or `RUST_LOG`) sets the filter.

@@ -131,6 +131,9 @@ fn spawn_zammad_bridge(
     let args = ClientArgs {
         server: server.grpc.clone(),
         grpc_token: None,
+        ca_cert: None,
+        client_cert: None,
+        client_key: None,
     };
     let command = BridgeCommand::Zammad {
         cti_url,
@@ -508,6 +511,9 @@ async fn a_wrong_forwarder_secret_is_caught_by_the_receiver() {
     let args = ClientArgs {
         server: server.grpc.clone(),
         grpc_token: None,
+        ca_cert: None,
+        client_cert: None,
+        client_key: None,
     };
     let result = tokio::time::timeout(
         Duration::from_secs(20),

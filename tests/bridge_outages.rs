@@ -193,6 +193,9 @@ fn client_args(server: &TestServer) -> ClientArgs {
     ClientArgs {
         server: server.grpc.clone(),
         grpc_token: None,
+        ca_cert: None,
+        client_cert: None,
+        client_key: None,
     }
 }
 
@@ -509,6 +512,9 @@ async fn a_grpc_bridge_stops_on_out_of_range_instead_of_retrying() {
     let args = ClientArgs {
         server: format!("http://{addr}"),
         grpc_token: None,
+        ca_cert: None,
+        client_cert: None,
+        client_key: None,
     };
     let error = tokio::time::timeout(
         Duration::from_secs(20),

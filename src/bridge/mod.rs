@@ -25,6 +25,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,7 @@ use crate::{
     config::{BridgeConfig, BridgeTarget, DeliveryPolicy},
     fanout::Fanout,
     store::Store,
+    tls,
 };
 use cursor::Cursor;
 use delivery::Sink;
@@ -195,15 +197,25 @@ pub fn jitter(delay: Duration) -> Duration {
     delay - Duration::from_nanos(off)
 }
 
-/// The HTTP client a bridge posts with. Redirects are not followed: a
+/// The HTTP client a bridge posts with; it trusts `--ca-cert` (an internal
+/// CA) besides the system's roots. Redirects are not followed: a
 /// redirected POST turns into a bodiless GET (301/302) or carries the event
 /// and its signature to another origin (307/308).
 pub fn http_client(policy: &DeliveryPolicy) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(policy.timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("sipgate-sidecar/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+        .user_agent(concat!("sipgate-sidecar/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &policy.ca_cert {
+        tls::read_certs(path, "--ca-cert")?;
+        let pem = tls::read_pem(path, "--ca-cert")?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-cert {}", path.display()))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder.build()?)
 }
 
 /// What a receiver answered, read once.

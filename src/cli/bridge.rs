@@ -51,7 +51,8 @@ pub async fn run_bridge(
         ),
         BridgeCommand::Status { http_url } => return status(&http_url).await,
     };
-    let policy = delivery.policy();
+    let mut policy = delivery.policy();
+    policy.ca_cert = args.ca_cert.clone();
     let sink = bridge::sink(&target, &policy)?;
     let cursor = Cursor::load(&state)?;
     eprintln!(

@@ -22,5 +22,8 @@ pub fn endpoint(args: &ClientArgs) -> client::Endpoint {
     client::Endpoint {
         server: args.server.clone(),
         token: args.grpc_token.clone(),
+        ca_cert: args.ca_cert.clone(),
+        client_cert: args.client_cert.clone(),
+        client_key: args.client_key.clone(),
     }
 }

@@ -18,9 +18,19 @@ pub async fn run_serve(
         .clone()
         .filter(|t| !t.is_empty())
         .map(Secret::new);
+    // --ca-cert is a shared flag: the in-process bridges trust it too.
+    for bridge in &mut config.bridges {
+        bridge.delivery.ca_cert = client.ca_cert.clone();
+    }
+    let webhook_scheme = if config.http_listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let running = crate::start(config).await?;
     eprintln!(
-        "sipgate-sidecar listening: webhooks on http://{}, gRPC on {}{}",
+        "sipgate-sidecar listening: webhooks on {}://{}, gRPC on {}{}",
+        webhook_scheme,
         running.http_addr,
         running.grpc_addr,
         running

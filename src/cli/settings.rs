@@ -392,10 +392,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let endpoint = client::Endpoint {
-            server: format!("http://{}", running.grpc_addr),
-            token: None,
-        };
+        let endpoint = client::Endpoint::plain(format!("http://{}", running.grpc_addr), None);
         let connect = || async { SettingsClient::new(client::connect(&endpoint).await.unwrap()) };
         let mut target = RacedOnce {
             client: connect().await,

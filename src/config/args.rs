@@ -52,6 +52,17 @@ pub struct ClientArgs {
         hide_env_values = true
     )]
     pub grpc_token: Option<String>,
+    /// A CA (PEM) to trust: for an https:// --server instead of the system's
+    /// roots, and for the bridges' receivers besides them.
+    #[arg(long, global = true, env = "SIDECAR_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for a gRPC server that requires one
+    /// (--grpc-client-ca); needs --client-key and an https:// --server.
+    #[arg(long, global = true, env = "SIDECAR_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, global = true, env = "SIDECAR_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +288,7 @@ impl DeliveryArgs {
             backoff: Duration::from_millis(self.backoff_ms),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
             timeout: Duration::from_millis(self.timeout_ms),
+            ca_cert: None,
         }
     }
 }

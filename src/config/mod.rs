@@ -48,6 +48,30 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_BACKOFF_MS: u64 = 500;
 pub const DEFAULT_MAX_BACKOFF_MS: u64 = 30_000;
 pub const DEFAULT_BRIDGE_TIMEOUT_MS: u64 = 10_000;
+/// A webhook's request header (and the first bytes of a connection) must
+/// arrive within this; an idle keep-alive connection waits this long for its
+/// next request.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// A connection that sends and receives nothing for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Open connections on the webhook listener; systemd's default file
+/// descriptor limit is 1024, so this leaves room for the database and gRPC.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Webhooks handled at once; more are answered 503.
+pub const DEFAULT_MAX_WEBHOOKS_IN_FLIGHT: usize = 256;
+/// Open connections on the gRPC listener.
+pub const DEFAULT_GRPC_MAX_CONNECTIONS: usize = 256;
+/// Concurrent gRPC calls and streams on one connection.
+pub const DEFAULT_GRPC_MAX_STREAMS: u32 = 64;
+/// TLS handshake plus HTTP/2 connection preface on the gRPC listener.
+pub const DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// HTTP/2 PING interval on gRPC connections; a peer that does not answer
+/// within the keep-alive timeout is dropped.
+pub const DEFAULT_GRPC_KEEPALIVE_SECS: u64 = 30;
+pub const DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS: u64 = 10;
+/// After SIGTERM: how long in-flight requests may take before the remaining
+/// connections are dropped.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 
 /// How `X-Sipgate-Signature` is treated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -115,6 +139,8 @@ pub struct DeliveryPolicy {
     pub max_backoff: Duration,
     /// Timeout of one HTTP request to the receiver.
     pub timeout: Duration,
+    /// A CA (PEM) trusted for the receiver's certificate, besides the system's roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for DeliveryPolicy {
@@ -125,6 +151,7 @@ impl Default for DeliveryPolicy {
             backoff: Duration::from_millis(DEFAULT_BACKOFF_MS),
             max_backoff: Duration::from_millis(DEFAULT_MAX_BACKOFF_MS),
             timeout: Duration::from_millis(DEFAULT_BRIDGE_TIMEOUT_MS),
+            ca_cert: None,
         }
     }
 }
@@ -136,6 +163,75 @@ pub enum BridgeTarget {
     Zammad { cti_url: Secret },
     /// Any HTTP endpoint taking JSON events, optionally HMAC-signed.
     Webhook { url: String, secret: Option<Secret> },
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How the public webhook listener treats its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpListenerConfig {
+    /// Serve HTTPS with this certificate; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Also speak HTTP/2 (sipgate speaks HTTP/1.1 only).
+    pub http2: bool,
+    /// Request header (and TLS handshake) deadline; also how long an idle
+    /// keep-alive connection waits for its next request.
+    pub header_timeout: Duration,
+    /// No bytes either way for this long closes the connection.
+    pub idle_timeout: Duration,
+    /// Connections beyond this are closed at once (and counted).
+    pub max_connections: usize,
+    /// Webhooks handled at once; more are answered 503.
+    pub max_in_flight: usize,
+}
+
+impl Default for HttpListenerConfig {
+    fn default() -> Self {
+        HttpListenerConfig {
+            tls: None,
+            http2: false,
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_WEBHOOKS_IN_FLIGHT,
+        }
+    }
+}
+
+/// How the internal gRPC listener treats its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcListenerConfig {
+    /// Serve gRPC over TLS with this certificate; plaintext HTTP/2 when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Require a client certificate signed by one of these CAs (PEM); needs `tls`.
+    pub client_ca: Option<PathBuf>,
+    /// TLS handshake and HTTP/2 connection preface must complete within this.
+    pub handshake_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Connections beyond this are closed at once (and counted).
+    pub max_connections: usize,
+    /// Concurrent calls and streams on one connection.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for GrpcListenerConfig {
+    fn default() -> Self {
+        GrpcListenerConfig {
+            tls: None,
+            client_ca: None,
+            handshake_timeout: Duration::from_secs(DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS),
+            keepalive_interval: Duration::from_secs(DEFAULT_GRPC_KEEPALIVE_SECS),
+            keepalive_timeout: Duration::from_secs(DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS),
+            max_connections: DEFAULT_GRPC_MAX_CONNECTIONS,
+            max_streams_per_connection: DEFAULT_GRPC_MAX_STREAMS,
+        }
+    }
 }
 
 /// A bridge that runs inside `serve`.
@@ -187,6 +283,13 @@ pub struct Config {
     pub writer_max_batch: usize,
     /// Bridges run in-process, sharing the delivery code of `sipgate-sidecar bridge`.
     pub bridges: Vec<BridgeConfig>,
+    /// TLS, timeouts and caps of the webhook listener.
+    pub http_listener: HttpListenerConfig,
+    /// TLS, timeouts and caps of the gRPC listener.
+    pub grpc_listener: GrpcListenerConfig,
+    /// After a shutdown begins, in-flight requests get this long; then the
+    /// remaining connections are dropped (everything accepted still commits).
+    pub shutdown_timeout: Duration,
 }
 
 /// Days as a [`Duration`] (the unit of `--retention-days`).
@@ -219,6 +322,9 @@ impl Default for Config {
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             writer_max_batch: DEFAULT_WRITER_MAX_BATCH,
             bridges: Vec::new(),
+            http_listener: HttpListenerConfig::default(),
+            grpc_listener: GrpcListenerConfig::default(),
+            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
         }
     }
 }
@@ -276,6 +382,41 @@ impl Config {
         if self.max_subscribers == 0 {
             return Err("--max-subscribers must be greater than 0".into());
         }
+        self.validate_listeners()
+    }
+
+    fn validate_listeners(&self) -> Result<(), String> {
+        let http = &self.http_listener;
+        let grpc = &self.grpc_listener;
+        if http.header_timeout.is_zero() || http.idle_timeout.is_zero() {
+            return Err(
+                "--header-timeout-secs and --idle-timeout-secs must be greater than 0".into(),
+            );
+        }
+        if http.max_connections == 0 || http.max_in_flight == 0 {
+            return Err(
+                "--max-connections and --max-webhooks-in-flight must be greater than 0".into(),
+            );
+        }
+        if grpc.handshake_timeout.is_zero()
+            || grpc.keepalive_interval.is_zero()
+            || grpc.keepalive_timeout.is_zero()
+        {
+            return Err("--grpc-handshake-timeout-secs, --grpc-keepalive-secs and \
+                 --grpc-keepalive-timeout-secs must be greater than 0"
+                .into());
+        }
+        if grpc.max_connections == 0 || grpc.max_streams_per_connection == 0 {
+            return Err(
+                "--grpc-max-connections and --grpc-max-streams must be greater than 0".into(),
+            );
+        }
+        if grpc.client_ca.is_some() && grpc.tls.is_none() {
+            return Err(
+                "--grpc-client-ca needs TLS on the gRPC listener (--grpc-tls-cert and --grpc-tls-key)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -308,5 +449,22 @@ mod tests {
         c.webhook_token = None;
         c.country_code = "+49".into();
         assert!(c.validate().unwrap_err().contains("--country-code"));
+    }
+
+    #[test]
+    fn listener_limits_are_checked() {
+        let mut c = Config::default();
+        c.http_listener.max_connections = 0;
+        assert!(c.validate().unwrap_err().contains("--max-connections"));
+        c = Config::default();
+        c.grpc_listener.client_ca = Some("ca.pem".into());
+        assert!(c.validate().unwrap_err().contains("--grpc-client-ca"));
+        c.grpc_listener.tls = Some(TlsFiles {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+        });
+        assert!(c.validate().is_ok());
+        c.http_listener.header_timeout = Duration::ZERO;
+        assert!(c.validate().unwrap_err().contains("--header-timeout-secs"));
     }
 }

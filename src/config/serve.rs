@@ -7,9 +7,14 @@ use ipnet::IpNet;
 
 use super::{
     BasicAuth, BridgeConfig, BridgeTarget, Config, DEFAULT_BODY_LIMIT, DEFAULT_COUNTRY_CODE,
-    DEFAULT_DATABASE, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_LIVE_BUFFER,
-    DEFAULT_MAX_SUBSCRIBERS, DEFAULT_METRICS_ADDR, DEFAULT_REPLY_DEADLINE_MS,
-    DEFAULT_RETENTION_DAYS, DEFAULT_STALE_CALL_SECS, DeliveryArgs, Secret, SignatureMode, days,
+    DEFAULT_DATABASE, DEFAULT_GRPC_ADDR, DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_GRPC_KEEPALIVE_SECS, DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS, DEFAULT_GRPC_MAX_CONNECTIONS,
+    DEFAULT_GRPC_MAX_STREAMS, DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_HTTP_ADDR,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LIVE_BUFFER, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_WEBHOOKS_IN_FLIGHT, DEFAULT_METRICS_ADDR,
+    DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS, DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+    DEFAULT_STALE_CALL_SECS, DeliveryArgs, GrpcListenerConfig, HttpListenerConfig, Secret,
+    SignatureMode, TlsFiles, days,
 };
 
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
@@ -92,6 +97,57 @@ pub struct ServeArgs {
     /// same directory, then renamed), for scripts that start with port 0.
     #[arg(long, env = "SIDECAR_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Serve webhooks over HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SIDECAR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "SIDECAR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --grpc-tls-key.
+    #[arg(long, env = "SIDECAR_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --grpc-tls-cert.
+    #[arg(long, env = "SIDECAR_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// Require gRPC clients to present a certificate signed by a CA in this PEM file.
+    #[arg(long, env = "SIDECAR_GRPC_CLIENT_CA")]
+    pub grpc_client_ca: Option<PathBuf>,
+    /// Also speak HTTP/2 on the webhook listener (sipgate speaks HTTP/1.1 only).
+    #[arg(long, env = "SIDECAR_HTTP2")]
+    pub http2: bool,
+    /// Seconds a webhook client has to send its request header (and finish
+    /// the TLS handshake); also how long an idle keep-alive connection is kept.
+    #[arg(long, env = "SIDECAR_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout_secs: u64,
+    /// Seconds without a byte either way after which a webhook connection is closed.
+    #[arg(long, env = "SIDECAR_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout_secs: u64,
+    /// Open connections on the webhook listener; further ones are closed at
+    /// once. Keep it below the file-descriptor limit (ulimit -n, LimitNOFILE).
+    #[arg(long, env = "SIDECAR_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Webhooks handled at once; further ones are answered 503.
+    #[arg(long, env = "SIDECAR_MAX_WEBHOOKS_IN_FLIGHT", default_value_t = DEFAULT_MAX_WEBHOOKS_IN_FLIGHT)]
+    pub max_webhooks_in_flight: usize,
+    /// Open connections on the gRPC listener; further ones are closed at once.
+    #[arg(long, env = "SIDECAR_GRPC_MAX_CONNECTIONS", default_value_t = DEFAULT_GRPC_MAX_CONNECTIONS)]
+    pub grpc_max_connections: usize,
+    /// Concurrent gRPC calls and streams per connection.
+    #[arg(long, env = "SIDECAR_GRPC_MAX_STREAMS", default_value_t = DEFAULT_GRPC_MAX_STREAMS)]
+    pub grpc_max_streams: u32,
+    /// Seconds a gRPC client has for the TLS handshake and the HTTP/2 preface.
+    #[arg(long, env = "SIDECAR_GRPC_HANDSHAKE_TIMEOUT_SECS", default_value_t = DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS)]
+    pub grpc_handshake_timeout_secs: u64,
+    /// Seconds between HTTP/2 keep-alive PINGs on gRPC connections.
+    #[arg(long, env = "SIDECAR_GRPC_KEEPALIVE_SECS", default_value_t = DEFAULT_GRPC_KEEPALIVE_SECS)]
+    pub grpc_keepalive_secs: u64,
+    /// Seconds a gRPC peer has to answer a PING before its connection is dropped.
+    #[arg(long, env = "SIDECAR_GRPC_KEEPALIVE_TIMEOUT_SECS", default_value_t = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS)]
+    pub grpc_keepalive_timeout_secs: u64,
+    /// After SIGTERM, seconds in-flight requests get before the remaining
+    /// connections are dropped; accepted events are committed regardless.
+    #[arg(long, env = "SIDECAR_SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
+    pub shutdown_timeout_secs: u64,
 }
 
 /// An address (`217.116.118.254`, `::1`) or a network (`10.0.0.0/8`).
@@ -100,6 +156,19 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| format!("'{s}' is not an IP address or CIDR network (e.g. 10.0.0.0/8)"))
+}
+
+/// A certificate and key flag pair: both or neither.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    flags: &str,
+) -> Result<Option<TlsFiles>, String> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(format!("{flags} go together: give both or neither")),
+    }
 }
 
 /// Cursor file of an in-process bridge: next to the database.
@@ -182,6 +251,28 @@ impl ServeArgs {
             retention: days(self.retention_days),
             live_buffer: self.live_buffer,
             max_subscribers: self.max_subscribers,
+            http_listener: HttpListenerConfig {
+                tls: tls_files(self.tls_cert, self.tls_key, "--tls-cert and --tls-key")?,
+                http2: self.http2,
+                header_timeout: Duration::from_secs(self.header_timeout_secs),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                max_connections: self.max_connections,
+                max_in_flight: self.max_webhooks_in_flight,
+            },
+            grpc_listener: GrpcListenerConfig {
+                tls: tls_files(
+                    self.grpc_tls_cert,
+                    self.grpc_tls_key,
+                    "--grpc-tls-cert and --grpc-tls-key",
+                )?,
+                client_ca: self.grpc_client_ca,
+                handshake_timeout: Duration::from_secs(self.grpc_handshake_timeout_secs),
+                keepalive_interval: Duration::from_secs(self.grpc_keepalive_secs),
+                keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout_secs),
+                max_connections: self.grpc_max_connections,
+                max_streams_per_connection: self.grpc_max_streams,
+            },
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             ..Config::default()
         };
         config.validate()?;

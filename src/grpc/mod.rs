@@ -15,15 +15,14 @@ pub mod wire;
 use std::{future::Future, sync::Arc};
 
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, service::Interceptor};
 
 use crate::{
-    config::Secret,
+    config::{GrpcListenerConfig, Secret},
     fanout::Fanout,
     grpc::wire::generated::call_events_server::CallEventsServer,
+    listener::Conn,
     proto::{call_log_server::CallLogServer, settings_server::SettingsServer},
     settings::SettingsManager,
     store::{Store, WriterHandle},
@@ -93,19 +92,6 @@ impl Interceptor for BearerAuth {
     }
 }
 
-/// Accepted connections with TCP_NODELAY: a streamed event goes out at once
-/// instead of waiting for Nagle's algorithm.
-fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    })
-}
-
 /// Reports NOT_SERVING for "" and every service while the writer's
 /// transactions fail, SERVING again once one commits.
 async fn storage_health(
@@ -138,10 +124,14 @@ async fn storage_health(
     }
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` completes.
+/// Serves the gRPC API on the connections of `incoming` until `shutdown`
+/// completes. `incoming` has done the TLS handshake and enforces the
+/// connection cap and deadlines (see [`crate::listener`]); here: HTTP/2
+/// keep-alive PINGs and the cap on concurrent streams per connection.
 pub async fn serve(
     state: GrpcState,
-    listener: TcpListener,
+    incoming: impl futures::Stream<Item = std::io::Result<Conn>> + Send + 'static,
+    limits: GrpcListenerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let auth = BearerAuth::new(state.token.as_ref().map(|t| t.expose()));
@@ -173,6 +163,9 @@ pub async fn serve(
         .expect("embedded descriptor sets are valid");
 
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -193,6 +186,6 @@ pub async fn serve(
             calls::CallLogService::new(state.store, state.writer, country_code),
             auth,
         ))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

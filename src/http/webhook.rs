@@ -38,6 +38,7 @@ use crate::{
     },
     store::{Committed, Intake, StoreError, WriterHandle},
     telemetry::names,
+    tls::OverTls,
 };
 
 /// Everything the handler needs past the guards.
@@ -147,6 +148,7 @@ async fn handle(
     })?;
     guards.check(peer, token, request.headers())?;
 
+    let over_tls = request.extensions().get::<OverTls>().is_some();
     let headers = request.headers().clone();
     let body = read_body(request.into_body(), webhook.body_limit).await?;
 
@@ -195,7 +197,7 @@ async fn handle(
         EventKind::Answer | EventKind::Hangup => Reply::Empty,
         EventKind::NewCall | EventKind::Dtmf => {
             let callback = xml::callback_url(
-                &base_url(webhook, &headers, guards.trusts(peer)),
+                &base_url(webhook, &headers, guards.trusts(peer), over_tls),
                 webhook.webhook_token.as_ref().map(|t| t.expose()),
                 callback_direction.as_str(),
             );
@@ -278,9 +280,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, WebhookError> {
 }
 
 /// Base of the onAnswer/onHangup URLs: the configured public URL, else
-/// `http://{Host}` (scheme from `X-Forwarded-Proto` only behind a trusted proxy).
+/// `http(s)://{Host}` as the request came (scheme from `X-Forwarded-Proto`
+/// only behind a trusted proxy).
 /// With Basic auth on, the credentials go into the URL so follow-ups pass too.
-fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool) -> String {
+fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool, over_tls: bool) -> String {
+    let own_scheme = if over_tls { "https" } else { "http" };
     let base = match &webhook.public_url {
         Some(url) => url.clone(),
         None => {
@@ -301,9 +305,9 @@ fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool) -> Strin
                     .get("x-forwarded-proto")
                     .and_then(|v| v.to_str().ok())
                     .filter(|p| *p == "https" || *p == "http")
-                    .unwrap_or("http")
+                    .unwrap_or(own_scheme)
             } else {
-                "http"
+                own_scheme
             };
             format!("{scheme}://{host}")
         }
