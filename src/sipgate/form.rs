@@ -1,6 +1,10 @@
 //! Decoding sipgate's `application/x-www-form-urlencoded` bodies, strictly:
 //! repeated `user%5B%5D` keys, `+` for space, empty values kept, and a clear
 //! error for malformed percent-encoding or bytes that are not UTF-8.
+//!
+//! `serde_urlencoded` does the decoding. It is lenient where this parser must
+//! not be (a stray `%` stays literal, bytes that are not UTF-8 become U+FFFD),
+//! so a pre-check walks the same keys and values first and refuses those.
 
 use percent_encoding::percent_decode;
 
@@ -30,7 +34,9 @@ pub enum EventError {
     BadDirection(String),
 }
 
-fn decode(part: &[u8], offset: usize) -> Result<String, FormError> {
+/// One key or value starting at byte `offset` of the body: every `%` is
+/// followed by two hex digits, and the percent-decoded bytes are UTF-8.
+fn check_part(part: &[u8], offset: usize) -> Result<(), FormError> {
     for (i, b) in part.iter().enumerate() {
         if *b == b'%' {
             let hex = |j: usize| part.get(i + j).is_some_and(u8::is_ascii_hexdigit);
@@ -39,31 +45,36 @@ fn decode(part: &[u8], offset: usize) -> Result<String, FormError> {
             }
         }
     }
-    let plus_as_space: Vec<u8> = part
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    percent_decode(&plus_as_space)
+    // `+` decodes to an ASCII space, so it cannot change the UTF-8 verdict.
+    percent_decode(part)
         .decode_utf8()
-        .map(|s| s.into_owned())
+        .map(drop)
         .map_err(|_| FormError::NotUtf8)
+}
+
+/// Refuses what `serde_urlencoded` would decode leniently, reporting the
+/// first fault in wire order (key before value, segment by segment).
+fn check_strict(body: &[u8]) -> Result<(), FormError> {
+    let mut offset = 0;
+    for segment in body.split(|b| *b == b'&') {
+        let (key, value, value_offset) = match segment.iter().position(|b| *b == b'=') {
+            Some(eq) => (&segment[..eq], &segment[eq + 1..], offset + eq + 1),
+            None => (segment, &segment[..0], offset + segment.len()),
+        };
+        check_part(key, offset)?;
+        check_part(value, value_offset)?;
+        offset += segment.len() + 1;
+    }
+    Ok(())
 }
 
 /// Decodes a form body into (key, value) pairs in wire order.
 pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, FormError> {
-    let mut pairs = Vec::new();
-    let mut offset = 0;
-    for segment in body.split(|b| *b == b'&') {
-        if !segment.is_empty() {
-            let (key, value, value_offset) = match segment.iter().position(|b| *b == b'=') {
-                Some(eq) => (&segment[..eq], &segment[eq + 1..], offset + eq + 1),
-                None => (segment, &segment[..0], offset + segment.len()),
-            };
-            pairs.push((decode(key, offset)?, decode(value, value_offset)?));
-        }
-        offset += segment.len() + 1;
-    }
-    Ok(pairs)
+    check_strict(body)?;
+    // After the pre-check every key and value decodes to a String, and a
+    // sequence of string pairs is always a valid target, so this cannot fail;
+    // were it to, the body is refused rather than half-read.
+    serde_urlencoded::from_bytes(body).map_err(|_| FormError::NotUtf8)
 }
 
 /// `user[]`, `user`, `user[0]`, `user[][0]` all name the list `user`.
@@ -214,6 +225,22 @@ mod tests {
         assert_eq!(parse_form(b"k=%4"), Err(FormError::BadPercentEncoding(2)));
         assert_eq!(parse_form(b"k=%FF"), Err(FormError::NotUtf8));
         assert_eq!(parse_form(b"k=\xff"), Err(FormError::NotUtf8));
+    }
+
+    #[test]
+    fn the_first_fault_in_wire_order_is_reported() {
+        assert_eq!(parse_form(b"k=\xff&a=%zz"), Err(FormError::NotUtf8));
+        assert_eq!(
+            parse_form(b"%zz=\xff"),
+            Err(FormError::BadPercentEncoding(0))
+        );
+        assert_eq!(
+            parse_form(b"a=1&&k%=1"),
+            Err(FormError::BadPercentEncoding(6))
+        );
+        // A character split by '&' or '=' is not UTF-8 in either half.
+        assert_eq!(parse_form(b"k=%C3&%BC"), Err(FormError::NotUtf8));
+        assert_eq!(parse_form(b"%C3=%BC"), Err(FormError::NotUtf8));
     }
 
     #[test]
