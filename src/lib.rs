@@ -3,41 +3,50 @@
 //! Module map:
 //! - [`config`]: every `serve` flag, its environment variable, defaults, validation.
 //! - [`sipgate`]: the Push API: form decoding, typed events, signature check, XML replies.
-//! - [`numbers`]: E.164 normalisation and `*` patterns.
-//! - [`decide`]: settings snapshot -> decision for a newCall (pure).
+//! - `numbers`: E.164 normalisation and `*` patterns.
+//! - `decide`: settings snapshot -> decision for a newCall (pure).
 //! - [`settings`]: validation, Zammad `sipgate_config` import/export, the live snapshot.
-//! - [`calls`]: the call-log state machine (pure transitions).
+//! - `calls`: the call-log state machine (pure transitions).
 //! - [`store`]: SQLite: migrations, queries, the single writer with group commit.
 //! - [`fanout`]: live broadcast plus catch-up from the store for subscribers.
-//! - [`http`]: the axum webhook router (guards, handler, refusals).
+//! - `http`: the axum webhook router (guards, handler, refusals).
 //! - [`listener`]: accepting and serving connections on both listeners:
 //!   TLS, connection caps, deadlines, shutdown with a deadline.
-//! - [`tls`]: PEM files and rustls server configurations.
-//! - [`grpc`]: the tonic services (settings, events, call log), health, reflection.
+//! - `tls`: PEM files and rustls server configurations.
+//! - `grpc`: the tonic services (settings, events, call log), health, reflection.
 //! - [`bridge`]: subscribers that ship with it: Zammad CTI bridge, JSON webhook forwarder.
 //! - [`client`]: gRPC connection, auth and the resumable event stream for clients.
 //! - [`cli`]: client subcommands that talk to a running server.
 //!
 //! [`start`] binds every socket and returns a [`Running`] handle; the binary
 //! and the tests both go through it.
+//!
+//! The public API is deliberate: the server ([`start`], [`Running`],
+//! [`Config`]), the generated gRPC types ([`proto`]), the client side
+//! ([`client`], [`cli`], [`bridge`]), the pure Push API parsers ([`sipgate`],
+//! [`settings`] for Zammad's `sipgate_config`, both fuzzed), and the event
+//! log for embedding and the benchmark ([`Store`], [`spawn_writer`],
+//! [`Fanout`]). The transport internals (`http`, `grpc`, `tls`) and the
+//! pure domain modules behind them (`decide`, `calls`, `numbers`, `paging`)
+//! are private to the crate.
 
 pub mod bridge;
-pub mod calls;
+mod calls;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod decide;
+mod decide;
 pub mod fanout;
-pub mod grpc;
-pub mod http;
+mod grpc;
+mod http;
 pub mod listener;
-pub mod numbers;
-pub mod paging;
+mod numbers;
+mod paging;
 pub mod settings;
 pub mod sipgate;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
+mod tls;
 
 use std::{
     net::SocketAddr,
@@ -45,19 +54,23 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+pub use crate::{
+    config::Config,
+    fanout::{Fanout, Publisher},
+    sipgate::event::{Direction, Event, EventKind},
+    store::{Committed, Intake, Store, StoreError, WriterHandle, spawn_writer},
+};
+
 use anyhow::Context;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
-    fanout::Fanout,
     grpc::GrpcState,
     http::{Guards, HttpState, Readiness, Webhook},
     listener::{Listener, ListenerStats},
     settings::SettingsManager,
     sipgate::signature::SignatureVerifier,
-    store::Store,
 };
 
 /// Generated protobuf and tonic code for `proto/sidecar/v1`.

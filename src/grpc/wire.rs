@@ -8,6 +8,9 @@ use prost::Message;
 use crate::{fanout::Published, store::StoredEvent};
 
 /// Server-side code generated with `CallEvent` replaced by [`EncodedCallEvent`].
+/// Only the service and its request/response types are used; the event's
+/// nested messages (e.g. `FormField`) are encoded through `proto` instead.
+#[allow(dead_code)]
 pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/wire/sidecar.v1.rs"));
 }
