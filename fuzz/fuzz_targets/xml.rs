@@ -117,7 +117,10 @@ fn parse(xml: &str) -> Vec<Element> {
         let text = match event {
             Event::Eof => break,
             Event::Decl(d) => {
-                assert!(!declared && elements.is_empty(), "declaration first: {xml:?}");
+                assert!(
+                    !declared && elements.is_empty(),
+                    "declaration first: {xml:?}"
+                );
                 assert_eq!(d.version().unwrap().as_ref(), b"1.0");
                 assert_eq!(d.encoding().unwrap().unwrap().as_ref(), b"UTF-8");
                 declared = true;

@@ -28,7 +28,10 @@ fuzz_target!(|json: &str| {
             .unwrap_or_else(|e| panic!("the export does not import ({e}):\n{exported}"));
         assert_eq!(again.block_list, imported.block_list, "cc {cc}");
         assert_eq!(again.routing_table, imported.routing_table, "cc {cc}");
-        assert_eq!(again.default_caller_id, imported.default_caller_id, "cc {cc}");
+        assert_eq!(
+            again.default_caller_id, imported.default_caller_id,
+            "cc {cc}"
+        );
         let settings_again = Settings {
             block_list: again.block_list,
             routing_table: again.routing_table,
