@@ -2,6 +2,8 @@
 //! them (XML declaration, `onHangup` before `onAnswer`, two-space indent,
 //! trailing newline).
 
+use std::borrow::Cow;
+
 use quick_xml::escape::{escape, partial_escape};
 
 const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -22,8 +24,42 @@ pub enum Reply {
     },
 }
 
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `s` as XML 1.0 can carry it: the characters it forbids (NUL, most other
+/// C0 controls, U+FFFE, U+FFFF) become U+FFFD, so a reply quoting a pushed
+/// value stays well-formed.
+fn xml_chars(s: &str) -> Cow<'_, str> {
+    if s.chars().all(is_xml_char) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
+                .collect(),
+        )
+    }
+}
+
+/// An attribute value, escaped; tab and line breaks as character references,
+/// which a parser would otherwise read as spaces.
+fn attribute(s: &str) -> String {
+    escape(xml_chars(s))
+        .replace('\t', "&#9;")
+        .replace('\n', "&#10;")
+        .replace('\r', "&#13;")
+}
+
+/// Element text, escaped as Zammad does (quotes kept); a carriage return as a
+/// character reference, which a parser would otherwise read as a newline.
+fn text(s: &str) -> String {
+    partial_escape(xml_chars(s)).replace('\r', "&#13;")
+}
+
 fn open(callback: &str) -> String {
-    let url = escape(callback);
+    let url = attribute(callback);
     format!("{DECLARATION}<Response onHangup=\"{url}\" onAnswer=\"{url}\"")
 }
 
@@ -42,8 +78,8 @@ pub fn render(reply: &Reply) -> String {
         } => format!(
             "{}>\n  <Dial callerId=\"{}\">\n    <Number>{}</Number>\n  </Dial>\n</Response>\n",
             open(callback),
-            escape(caller_id.as_str()),
-            partial_escape(number.as_str())
+            attribute(caller_id),
+            text(number)
         ),
     }
 }
@@ -52,7 +88,7 @@ pub fn render(reply: &Reply) -> String {
 pub fn render_error(reason: &str) -> String {
     format!(
         "{DECLARATION}<Response>\n  <Error>{}</Error>\n</Response>\n",
-        partial_escape(reason)
+        text(reason)
     )
 }
 
@@ -136,6 +172,9 @@ mod tests {
                     }
                 }
                 Event::Text(t) => seen.push(t.decode().unwrap().into_owned()),
+                Event::GeneralRef(r) if r.is_char_ref() => {
+                    seen.push(r.resolve_char_ref().unwrap().unwrap().to_string());
+                }
                 Event::GeneralRef(r) => {
                     let name = r.decode().unwrap();
                     let resolved =
@@ -172,5 +211,28 @@ mod tests {
         ] {
             well_formed(&render(&reply));
         }
+    }
+
+    #[test]
+    fn control_characters_and_line_breaks_keep_the_reply_well_formed() {
+        // A NUL or other C0 control in a quoted value (an unknown event name
+        // in a 400) made the reply ill-formed XML, and a line break in an
+        // attribute was read back as a space; the `xml` fuzz target checks
+        // both for any input.
+        let error = render_error("unknown event '\u{0}a\u{1b}\r\n'");
+        assert!(error.contains("<Error>unknown event '\u{FFFD}a\u{FFFD}&#13;\n'</Error>"));
+        assert_eq!(
+            well_formed(&error).concat().trim(),
+            "unknown event '\u{FFFD}a\u{FFFD}\r\n'"
+        );
+        let url = "http://h/\t\n\r\u{0}";
+        let xml = render(&Reply::Plain {
+            callback: url.into(),
+        });
+        assert!(
+            xml.contains("onHangup=\"http://h/&#9;&#10;&#13;\u{FFFD}\""),
+            "{xml}"
+        );
+        assert!(well_formed(&xml).contains(&"http://h/\t\n\r\u{FFFD}".to_string()));
     }
 }
