@@ -58,7 +58,8 @@ impl Cursor {
     pub fn store(&mut self, seq: u64) -> anyhow::Result<()> {
         let tmp = self.path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
-            let mut file = fs::File::create(&tmp)?;
+            // Owner-only, like the database: it tells what was delivered.
+            let mut file = owner_only().open(&tmp)?;
             file.write_all(serde_json::to_string(&State { after_seq: seq })?.as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -71,6 +72,14 @@ impl Cursor {
         self.after_seq = Some(seq);
         Ok(())
     }
+}
+
+fn owner_only() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
 }
 
 #[cfg(test)]
@@ -87,6 +96,12 @@ mod tests {
         cursor.store(42).unwrap();
         assert_eq!(Cursor::load(&path).unwrap().after_seq(), Some(42));
 
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "cursor file mode {mode:o}");
+        }
         fs::write(&path, "garbage").unwrap();
         let error = format!("{:#}", Cursor::load(&path).unwrap_err());
         assert!(error.contains("damaged"), "{error}");

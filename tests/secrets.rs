@@ -1,0 +1,111 @@
+//! Secrets given as files (`SIDECAR_X_FILE`) and kept out of `--help`.
+
+use std::{process::Command, time::Duration};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sipgate-sidecar");
+
+#[tokio::test]
+async fn a_webhook_token_from_a_file_guards_the_webhook_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("webhook-token");
+    std::fs::write(&token_file, "from-a-file\n").unwrap();
+    let ready_file = dir.path().join("ready.json");
+    let mut child = tokio::process::Command::new(BINARY)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--metrics-addr", "off", "--signature", "off", "--database"])
+        .arg(dir.path().join("s.db"))
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .env("SIDECAR_WEBHOOK_TOKEN_FILE", &token_file)
+        .env_remove("SIDECAR_WEBHOOK_TOKEN")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut ready = None;
+    for _ in 0..1500 {
+        if let Some(value) = std::fs::read_to_string(&ready_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        {
+            ready = Some(value);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = ready.expect("server ready within 30 s");
+    let http = format!("http://{}", ready["http_addr"].as_str().unwrap());
+    let body = "event=newCall&direction=in&from=492111234567&to=4930600000000&callId=f1";
+    let client = reqwest::Client::new();
+    let post = |path: String| {
+        client
+            .post(format!("{http}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    // The trailing newline of the file is not part of the token.
+    assert_eq!(
+        post("/api/v1/sipgate/from-a-file/in".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post("/api/v1/sipgate/wrong/in".into())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    child.kill().await.unwrap();
+}
+
+#[test]
+fn a_variable_and_its_file_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "a").unwrap();
+    let output = Command::new(BINARY)
+        .args(["serve", "--help"])
+        .env("SIDECAR_WEBHOOK_TOKEN", "b")
+        .env("SIDECAR_WEBHOOK_TOKEN_FILE", &token_file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SIDECAR_WEBHOOK_TOKEN or SIDECAR_WEBHOOK_TOKEN_FILE, not both"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_never_prints_secret_values() {
+    let output = Command::new(BINARY)
+        .args(["serve", "--help"])
+        .env(
+            "SIDECAR_FORWARD_URL",
+            "https://crm:hunter2@crm.example.com/hook",
+        )
+        .env(
+            "SIDECAR_ZAMMAD_CTI_URL",
+            "https://z.example.com/api/v1/cti/tok3n",
+        )
+        .env("SIDECAR_WEBHOOK_TOKEN", "w3bh00k")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("SIDECAR_FORWARD_URL"), "{help}");
+    for secret in ["hunter2", "tok3n", "w3bh00k"] {
+        assert!(!help.contains(secret), "{secret} shown in --help");
+    }
+}
