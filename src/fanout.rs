@@ -368,10 +368,10 @@ impl Subscription {
             if self.shutdown.is_cancelled() {
                 return self.finish(SubscribeError::ShuttingDown);
             }
-            if self.unchecked_resume.is_some() {
-                if let Err(e) = self.check_resume().await {
-                    return self.finish(e);
-                }
+            if self.unchecked_resume.is_some()
+                && let Err(e) = self.check_resume().await
+            {
+                return self.finish(e);
             }
             if let Some(e) = self.ready.pop_front() {
                 return Some(Ok(self.record_lag(e)));

@@ -38,11 +38,11 @@ pub async fn run_serve(
             .map(|a| format!(", metrics on http://{a}/metrics"))
             .unwrap_or_default()
     );
-    if let Some(path) = &ready_file {
-        if let Err(e) = running.write_ready_file(path) {
-            running.stop().await?;
-            return Err(e);
-        }
+    if let Some(path) = &ready_file
+        && let Err(e) = running.write_ready_file(path)
+    {
+        running.stop().await?;
+        return Err(e);
     }
     shutdown.await;
     tracing::info!("shutdown requested; finishing in-flight webhooks");
