@@ -8,6 +8,7 @@
 //! A leaf: it imports no other module of the crate.
 
 mod args;
+mod listeners;
 mod secrets;
 mod serve;
 
@@ -25,6 +26,7 @@ pub use args::{
     BlockCommand, BridgeCommand, CallsCommand, Cli, ClientArgs, Command, DefaultCallerIdCommand,
     DeliveryArgs, RouteCommand, SettingsCommand,
 };
+pub use listeners::{GrpcListenerConfig, HttpListenerConfig, TlsFiles};
 pub use secrets::{SECRET_VARIABLES, secrets_from_files};
 pub use serve::ServeArgs;
 
@@ -163,75 +165,6 @@ pub enum BridgeTarget {
     Zammad { cti_url: Secret },
     /// Any HTTP endpoint taking JSON events, optionally HMAC-signed.
     Webhook { url: String, secret: Option<Secret> },
-}
-
-/// A certificate chain and its private key, as PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// How the public webhook listener treats its connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpListenerConfig {
-    /// Serve HTTPS with this certificate; plain HTTP when `None`.
-    pub tls: Option<TlsFiles>,
-    /// Also speak HTTP/2 (sipgate speaks HTTP/1.1 only).
-    pub http2: bool,
-    /// Request header (and TLS handshake) deadline; also how long an idle
-    /// keep-alive connection waits for its next request.
-    pub header_timeout: Duration,
-    /// No bytes either way for this long closes the connection.
-    pub idle_timeout: Duration,
-    /// Connections beyond this are closed at once (and counted).
-    pub max_connections: usize,
-    /// Webhooks handled at once; more are answered 503.
-    pub max_in_flight: usize,
-}
-
-impl Default for HttpListenerConfig {
-    fn default() -> Self {
-        HttpListenerConfig {
-            tls: None,
-            http2: false,
-            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
-            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_in_flight: DEFAULT_MAX_WEBHOOKS_IN_FLIGHT,
-        }
-    }
-}
-
-/// How the internal gRPC listener treats its connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrpcListenerConfig {
-    /// Serve gRPC over TLS with this certificate; plaintext HTTP/2 when `None`.
-    pub tls: Option<TlsFiles>,
-    /// Require a client certificate signed by one of these CAs (PEM); needs `tls`.
-    pub client_ca: Option<PathBuf>,
-    /// TLS handshake and HTTP/2 connection preface must complete within this.
-    pub handshake_timeout: Duration,
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
-    /// Connections beyond this are closed at once (and counted).
-    pub max_connections: usize,
-    /// Concurrent calls and streams on one connection.
-    pub max_streams_per_connection: u32,
-}
-
-impl Default for GrpcListenerConfig {
-    fn default() -> Self {
-        GrpcListenerConfig {
-            tls: None,
-            client_ca: None,
-            handshake_timeout: Duration::from_secs(DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS),
-            keepalive_interval: Duration::from_secs(DEFAULT_GRPC_KEEPALIVE_SECS),
-            keepalive_timeout: Duration::from_secs(DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS),
-            max_connections: DEFAULT_GRPC_MAX_CONNECTIONS,
-            max_streams_per_connection: DEFAULT_GRPC_MAX_STREAMS,
-        }
-    }
 }
 
 /// A bridge that runs inside `serve`.
@@ -383,41 +316,6 @@ impl Config {
             return Err("--max-subscribers must be greater than 0".into());
         }
         self.validate_listeners()
-    }
-
-    fn validate_listeners(&self) -> Result<(), String> {
-        let http = &self.http_listener;
-        let grpc = &self.grpc_listener;
-        if http.header_timeout.is_zero() || http.idle_timeout.is_zero() {
-            return Err(
-                "--header-timeout-secs and --idle-timeout-secs must be greater than 0".into(),
-            );
-        }
-        if http.max_connections == 0 || http.max_in_flight == 0 {
-            return Err(
-                "--max-connections and --max-webhooks-in-flight must be greater than 0".into(),
-            );
-        }
-        if grpc.handshake_timeout.is_zero()
-            || grpc.keepalive_interval.is_zero()
-            || grpc.keepalive_timeout.is_zero()
-        {
-            return Err("--grpc-handshake-timeout-secs, --grpc-keepalive-secs and \
-                 --grpc-keepalive-timeout-secs must be greater than 0"
-                .into());
-        }
-        if grpc.max_connections == 0 || grpc.max_streams_per_connection == 0 {
-            return Err(
-                "--grpc-max-connections and --grpc-max-streams must be greater than 0".into(),
-            );
-        }
-        if grpc.client_ca.is_some() && grpc.tls.is_none() {
-            return Err(
-                "--grpc-client-ca needs TLS on the gRPC listener (--grpc-tls-cert and --grpc-tls-key)"
-                    .into(),
-            );
-        }
-        Ok(())
     }
 }
 

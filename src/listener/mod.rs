@@ -16,53 +16,37 @@
 //! builder (HTTP/1.1 only unless `--http2`); [`grpc_incoming`] hands accepted
 //! connections to tonic.
 
+mod conn;
+mod serve;
+
 use std::{
     future::Future,
     io,
     net::SocketAddr,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use axum::{
-    Router,
-    extract::{ConnectInfo, Request},
-    http::{HeaderValue, StatusCode, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
-    task::JoinHandle,
-    time::Sleep,
+    sync::Semaphore,
 };
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::{
-    sync::{CancellationToken, WaitForCancellationFutureOwned},
-    task::TaskTracker,
-};
-use tonic::transport::server::{Connected, TcpConnectInfo};
-use tower::ServiceExt;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpConnectInfo;
+
+pub use conn::Conn;
+pub use serve::{grpc_incoming, serve_http};
 
 use crate::{
     config::{GrpcListenerConfig, HttpListenerConfig},
-    sipgate::xml,
     telemetry::names,
     tls,
 };
+use conn::{FirstBytes, Idle, Io, Slot};
 
 /// Length of the HTTP/2 connection preface a gRPC client sends first.
 const H2_PREFACE_LEN: usize = 24;
@@ -383,355 +367,6 @@ async fn handshake(
         }),
         _slot: slot,
     })
-}
-
-/// One place under the connection cap; frees it and updates the gauge when
-/// the connection is gone.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    stats: Arc<ListenerStats>,
-}
-
-impl Slot {
-    fn new(permit: OwnedSemaphorePermit, stats: Arc<ListenerStats>) -> Self {
-        stats.open.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(names::CONNECTIONS_OPEN, "listener" => stats.name).increment(1.0);
-        Slot {
-            _permit: permit,
-            stats,
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!(names::CONNECTIONS_OPEN, "listener" => self.stats.name).decrement(1.0);
-    }
-}
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-struct FirstBytes {
-    missing: usize,
-    sleep: Pin<Box<Sleep>>,
-}
-
-struct Idle {
-    after: Duration,
-    last: tokio::time::Instant,
-    sleep: Pin<Box<Sleep>>,
-}
-
-/// An accepted (and, with TLS, decrypted) connection that enforces its
-/// deadlines on every read and write: the first bytes must come in time, an
-/// idle connection ends, and the shutdown deadline ends it for good.
-pub struct Conn {
-    io: Io,
-    info: TcpConnectInfo,
-    peer: SocketAddr,
-    deadline: Pin<Box<WaitForCancellationFutureOwned>>,
-    first_bytes: Option<FirstBytes>,
-    idle: Option<Idle>,
-    _slot: Slot,
-}
-
-impl Conn {
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self.io, Io::Tls(_))
-    }
-
-    /// An error when a deadline has passed; registers the task for each otherwise.
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "connection dropped at the shutdown deadline",
-            ));
-        }
-        if let Some(first) = &mut self.first_bytes
-            && first.sleep.as_mut().poll(cx).is_ready()
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client sent too little in time",
-            ));
-        }
-        if let Some(idle) = &mut self.idle {
-            while idle.sleep.as_mut().poll(cx).is_ready() {
-                let due = idle.last + idle.after;
-                if due <= tokio::time::Instant::now() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connection idle for too long",
-                    ));
-                }
-                idle.sleep.as_mut().reset(due);
-            }
-        }
-        Ok(())
-    }
-
-    fn active(&mut self) {
-        if let Some(idle) = &mut self.idle {
-            idle.last = tokio::time::Instant::now();
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        this.check(cx)?;
-        let before = buf.filled().len();
-        let polled = match &mut this.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        };
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            this.active();
-            if let Some(first) = &mut this.first_bytes {
-                first.missing = first.missing.saturating_sub(read);
-                if first.missing == 0 {
-                    this.first_bytes = None;
-                }
-            }
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        this.check(cx)?;
-        let polled = match &mut this.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, data),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, data),
-        };
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        this.check(cx)?;
-        let polled = match &mut this.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
-        };
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(tcp) => tcp.is_write_vectored(),
-            Io::Tls(tls) => tls.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        this.check(cx)?;
-        match &mut this.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.info.clone()
-    }
-}
-
-/// Serves `router` on the webhook listener until `shutdown`; connections
-/// still open when `deadline` fires are dropped.
-pub async fn serve_http(
-    listener: Listener,
-    router: Router,
-    config: HttpListenerConfig,
-    shutdown: CancellationToken,
-    deadline: CancellationToken,
-) {
-    let router = limit_webhooks(router, config.max_in_flight);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .keep_alive(true);
-    if config.http2 {
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(u32::try_from(config.max_in_flight).unwrap_or(u32::MAX));
-    } else {
-        builder = builder.http1_only();
-    }
-    let builder = Arc::new(builder);
-    let stats = listener.stats();
-    let tracker = TaskTracker::new();
-    let serve = {
-        let shutdown = shutdown.clone();
-        let deadline = deadline.clone();
-        move |conn: Conn| {
-            let builder = builder.clone();
-            let router = router.clone();
-            let shutdown = shutdown.clone();
-            let deadline = deadline.clone();
-            async move { serve_http_connection(conn, &builder, router, shutdown, deadline).await }
-        }
-    };
-    listener
-        .accept_loop(shutdown, deadline, tracker.clone(), serve)
-        .await;
-    tracker.close();
-    if stats.open() > 0 {
-        tracing::info!(
-            open = stats.open(),
-            "webhook listener closed; waiting for open connections"
-        );
-    }
-    tracker.wait().await;
-}
-
-async fn serve_http_connection(
-    conn: Conn,
-    builder: &auto::Builder<TokioExecutor>,
-    router: Router,
-    shutdown: CancellationToken,
-    deadline: CancellationToken,
-) {
-    let peer = conn.peer();
-    let over_tls = conn.is_tls();
-    let service = router.map_request(move |mut request: Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        if over_tls {
-            request.extensions_mut().insert(tls::OverTls);
-        }
-        request
-    });
-    let connection =
-        builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(service));
-    tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = deadline.cancelled() => {
-                    tracing::debug!(%peer, "webhook connection dropped at the shutdown deadline");
-                    return;
-                }
-            }
-        }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
-    }
-}
-
-/// At most `max` webhooks at once; the next is answered 503 with the usual
-/// XML error, before its body is read.
-fn limit_webhooks(router: Router, max: usize) -> Router {
-    let slots = Arc::new(Semaphore::new(max));
-    let warnings = Arc::new(Throttle::new(WARN_EVERY));
-    router.layer(axum::middleware::from_fn(
-        move |request: Request, next: Next| {
-            let slots = slots.clone();
-            let warnings = warnings.clone();
-            async move {
-                if !request.uri().path().starts_with("/api/v1/sipgate/") {
-                    return next.run(request).await;
-                }
-                let Ok(_slot) = slots.try_acquire_owned() else {
-                    metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => "overloaded")
-                        .increment(1);
-                    if let Some(held) = warnings.ready() {
-                        tracing::warn!(
-                            limit = max,
-                            more_since_last_line = held,
-                            "webhook refused with 503: too many in flight (--max-webhooks-in-flight)"
-                        );
-                    }
-                    return overloaded();
-                };
-                next.run(request).await
-            }
-        },
-    ))
-}
-
-fn overloaded() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml; charset=UTF-8"),
-            ),
-            (header::RETRY_AFTER, HeaderValue::from_static("1")),
-        ],
-        xml::render_error("too many webhooks in flight; try again"),
-    )
-        .into_response()
-}
-
-/// Accepts on the gRPC listener until `shutdown` and yields the connections
-/// (handshakes done) for tonic; `deadline` drops them later.
-pub fn grpc_incoming(
-    listener: Listener,
-    shutdown: CancellationToken,
-    deadline: CancellationToken,
-) -> (ReceiverStream<io::Result<Conn>>, JoinHandle<()>) {
-    let (sender, receiver) = mpsc::channel(64);
-    let tracker = TaskTracker::new();
-    let serve = move |conn: Conn| {
-        let sender = sender.clone();
-        async move {
-            // Fails only when tonic stopped taking connections: shutting down.
-            let _ = sender.send(Ok(conn)).await;
-        }
-    };
-    let task = tokio::spawn(listener.accept_loop(shutdown, deadline, tracker, serve));
-    (ReceiverStream::new(receiver), task)
 }
 
 #[cfg(test)]
