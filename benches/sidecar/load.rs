@@ -71,6 +71,16 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> bool {
     }
 }
 
+/// One fixed-rate request: when it was scheduled (from the start of the
+/// load), whether it was a newCall, whether it succeeded, and its latency in
+/// microseconds from the scheduled time.
+pub struct Sample {
+    pub at: Duration,
+    pub is_new: bool,
+    pub ok: bool,
+    pub us: u64,
+}
+
 /// Open loop: one webhook every 1/rate s; latency from the scheduled time
 /// (no coordinated omission).
 pub async fn fixed_rate(
@@ -80,13 +90,59 @@ pub async fn fixed_rate(
     seconds: u64,
     epoch: Instant,
 ) -> Load {
+    let (start, samples) = fixed_rate_samples(base, workload, rate, seconds, epoch, None).await;
+    summarize(start, seconds, &samples)
+}
+
+/// The [`Load`] of fixed-rate samples from a load that began at `start` and
+/// was meant to last `seconds`.
+pub fn summarize(start: Instant, seconds: u64, samples: &[Sample]) -> Load {
+    let mut load = Load {
+        newcall: Latencies::default(),
+        all: Latencies::default(),
+        sent: 0,
+        errors: 0,
+        elapsed: start.elapsed(),
+    };
+    for sample in samples {
+        load.sent += 1;
+        if !sample.ok {
+            load.errors += 1;
+        }
+        load.all.0.push(sample.us);
+        if sample.is_new {
+            load.newcall.0.push(sample.us);
+        }
+    }
+    load.elapsed = start.elapsed().max(Duration::from_secs(seconds));
+    load.newcall = load.newcall.sorted();
+    load.all = load.all.sorted();
+    load
+}
+
+/// The open loop of [`fixed_rate`], every request on its own: returns the
+/// start of the load and one sample per request. `started`, if given, is
+/// told the start instant before the first request goes out, for work
+/// timed against the load.
+pub async fn fixed_rate_samples(
+    base: &str,
+    workload: Arc<Workload>,
+    rate: u64,
+    seconds: u64,
+    epoch: Instant,
+    started: Option<tokio::sync::oneshot::Sender<Instant>>,
+) -> (Instant, Vec<Sample>) {
     let client = client();
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
+    if let Some(started) = started {
+        let _ = started.send(start);
+    }
     let mut tasks = Vec::with_capacity(total as usize);
     for n in 0..total {
-        let scheduled = start + interval * n as u32;
+        let offset = interval * n as u32;
+        let scheduled = start + offset;
         tokio::time::sleep_until(scheduled.into()).await;
         let Some((path, body)) = workload.webhook(n / 3, n % 3, epoch.elapsed().as_micros() as u64)
         else {
@@ -96,31 +152,19 @@ pub async fn fixed_rate(
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let ok = post(&client, &url, body).await;
-            (n % 3 == 0, ok, scheduled.elapsed().as_micros() as u64)
+            Sample {
+                at: offset,
+                is_new: n % 3 == 0,
+                ok,
+                us: scheduled.elapsed().as_micros() as u64,
+            }
         }));
     }
-    let mut load = Load {
-        newcall: Latencies::default(),
-        all: Latencies::default(),
-        sent: 0,
-        errors: 0,
-        elapsed: start.elapsed(),
-    };
+    let mut samples = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let (is_new, ok, us) = t.await.expect("task");
-        load.sent += 1;
-        if !ok {
-            load.errors += 1;
-        }
-        load.all.0.push(us);
-        if is_new {
-            load.newcall.0.push(us);
-        }
+        samples.push(t.await.expect("task"));
     }
-    load.elapsed = start.elapsed().max(Duration::from_secs(seconds));
-    load.newcall = load.newcall.sorted();
-    load.all = load.all.sorted();
-    load
+    (start, samples)
 }
 
 /// Closed loop: `concurrency` workers send call flows back to back.

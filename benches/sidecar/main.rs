@@ -7,27 +7,36 @@
 //! ```sh
 //! cargo bench --bench sidecar                 # the full run
 //! cargo bench --bench sidecar -- --quick      # smoke run, seconds
+//! cargo bench --bench sidecar -- --only import,storm   # some phases only
 //! ```
+//!
+//! Phases (`--only`): `targets`, the seven phases measured against SPEC
+//! §11; `import`, webhook latency during large Zammad imports; `storm`,
+//! memory under a subscriber storm over large events.
 //!
 //! - [`server`]: starting and stopping the processes under test;
 //! - [`workload`]: the webhook bodies and the settings they meet;
 //! - [`load`]: open-loop and closed-loop load, latency recording;
 //! - [`subscribers`]: live, idle and catching-up gRPC subscribers;
 //! - [`populate`]: filling the log for the catch-up phase;
+//! - [`import`]: webhook latency while an import is parsed and stored;
+//! - [`storm`]: memory while subscribers resume over large events;
 //! - [`phases`]: the run, phase by phase;
 //! - [`report`]: the Markdown report and the SVG chart.
 
+mod import;
 mod load;
 mod phases;
 mod populate;
 mod report;
 mod server;
+mod storm;
 mod subscribers;
 mod workload;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,12 +70,56 @@ pub struct Args {
     /// Subscribers for the idle-memory phase.
     #[arg(long, default_value_t = 1000)]
     idle_subscribers: usize,
+    /// Run only these phases (comma-separated); all when not given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
+    /// Entries of the import that the import phase sends over the caps
+    /// (half block entries, half routing rules).
+    #[arg(long, default_value_t = 100_000)]
+    import_entries: usize,
+    /// Subscribers per round of the storm phase.
+    #[arg(long, default_value_t = 50)]
+    storm_subscribers: usize,
+    /// Events stored before the storm.
+    #[arg(long, default_value_t = 1000)]
+    storm_events: usize,
+    /// Padding per stored storm event, in bytes (the form body is ~100 bytes
+    /// more; the default body limit is 64 KiB).
+    #[arg(long, default_value_t = 60_000)]
+    storm_event_bytes: usize,
+    /// Seconds the storm's subscribers are held.
+    #[arg(long, default_value_t = 10)]
+    storm_hold: u64,
+    /// Storm rounds on the same server.
+    #[arg(long, default_value_t = 3)]
+    storm_rounds: usize,
+    /// The storm's stated bound on the server's peak RSS, in MiB.
+    #[arg(long, default_value_t = 256)]
+    storm_bound_mib: u64,
     /// A fast smoke run (small numbers; figures not meaningful).
     #[arg(long)]
     quick: bool,
     /// Passed by `cargo bench`; nothing to choose here.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// The groups of phases `--only` chooses from.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The seven phases measured against the targets of SPEC §11.
+    Targets,
+    /// Webhook latency while Zammad imports are parsed, refused and stored.
+    Import,
+    /// Server memory while subscribers resume over large events unread.
+    Storm,
+}
+
+impl Args {
+    /// Whether this run includes `phase`.
+    pub fn runs(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,6 +157,9 @@ async fn main() -> anyhow::Result<()> {
         args.subscribers = args.subscribers.min(10);
         args.catchup_events = args.catchup_events.min(20_000);
         args.idle_subscribers = args.idle_subscribers.min(100);
+        args.storm_events = args.storm_events.min(100);
+        args.storm_hold = args.storm_hold.min(2);
+        args.storm_rounds = args.storm_rounds.min(1);
     }
     let exe = args
         .sidecar

@@ -1,5 +1,6 @@
-//! The seven phases of one run, in order, against fresh processes on a
-//! temporary database.
+//! The phases of one run, in order, against fresh processes on temporary
+//! databases: the seven target phases, then the import phase, then the
+//! storm phase (`--only` picks some).
 
 use std::{
     path::Path,
@@ -8,16 +9,24 @@ use std::{
 };
 
 use crate::{
-    Args,
+    Args, Phase, import,
     load::{Latencies, Load, fixed_rate, saturation},
     populate::populate,
     server::{rss_bytes, spawn_bare, spawn_sidecar},
+    storm,
     subscribers::{catch_up, idle_subscribers_rss, start_subscribers},
     workload::{Workload, configure_settings},
 };
 
-/// Everything one run measured.
+/// Everything one run measured: `None` for phases not run.
 pub struct Results {
+    pub targets: Option<Targets>,
+    pub import: Option<import::ImportResults>,
+    pub storm: Option<storm::StormResults>,
+}
+
+/// What the seven target phases measured.
+pub struct Targets {
     pub idle_rss: u64,
     pub idle_subs_rss: u64,
     pub idle_subs_rss_after_load: u64,
@@ -41,9 +50,38 @@ pub struct Results {
 pub async fn run(args: &Args, exe: &Path) -> anyhow::Result<Results> {
     let dir = tempfile::tempdir()?;
     let work = dir.path();
-    let database = work.join("bench.db");
     let epoch = Instant::now();
     let run_id = std::process::id() as u64;
+    let targets = if args.runs(Phase::Targets) {
+        Some(targets(args, exe, work, epoch, run_id).await?)
+    } else {
+        None
+    };
+    let import = if args.runs(Phase::Import) {
+        Some(import::run(args, exe, work, epoch, run_id).await?)
+    } else {
+        None
+    };
+    let storm = if args.runs(Phase::Storm) {
+        Some(storm::run(args, exe, work, run_id).await?)
+    } else {
+        None
+    };
+    Ok(Results {
+        targets,
+        import,
+        storm,
+    })
+}
+
+async fn targets(
+    args: &Args,
+    exe: &Path,
+    work: &Path,
+    epoch: Instant,
+    run_id: u64,
+) -> anyhow::Result<Targets> {
+    let database = work.join("bench.db");
     let workload = Arc::new(Workload { run: run_id });
 
     eprintln!("[1/7] starting the sidecar ({})", exe.display());
@@ -125,7 +163,7 @@ pub async fn run(args: &Args, exe: &Path) -> anyhow::Result<Results> {
     let (caught_up, catchup_took) = catch_up(sidecar.grpc.as_deref().expect("grpc")).await?;
     sidecar.stop().await;
 
-    Ok(Results {
+    Ok(Targets {
         idle_rss,
         idle_subs_rss,
         idle_subs_rss_after_load,

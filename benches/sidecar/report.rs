@@ -3,11 +3,43 @@
 
 use std::fmt::Write as _;
 
-use crate::{Args, load::Latencies, phases::Results};
+use crate::{
+    Args,
+    import::ImportResults,
+    load::Latencies,
+    phases::{Results, Targets},
+    storm::StormResults,
+};
 
-/// Writes `report.md` and `latency.svg` into `--out` and prints the report.
+/// Writes `report.md` (and, with the target phases, `latency.svg`) into
+/// `--out` and prints the report.
 pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Result<()> {
-    let Results {
+    let mut report = String::new();
+    let _ = writeln!(report, "# sipgate-sidecar benchmark\n");
+    let _ = writeln!(
+        report,
+        "Command: `{command_line}`  \nPhase length: {} s, fixed rate {} webhooks/s, {} connections at saturation, {} live subscribers.\n",
+        args.seconds, args.rate, args.concurrency, args.subscribers
+    );
+    let _ = writeln!(report, "## Machine\n\n{}", machine_info());
+    if let Some(targets) = results.targets {
+        targets_section(&mut report, args, targets)?;
+    }
+    if let Some(import) = &results.import {
+        import_section(&mut report, import);
+    }
+    if let Some(storm) = &results.storm {
+        storm_section(&mut report, args, storm);
+    }
+    std::fs::write(args.out.join("report.md"), &report)?;
+    println!("{report}");
+    eprintln!("report written to {}", args.out.join("report.md").display());
+    Ok(())
+}
+
+/// The seven target phases: verdicts, latency table, chart.
+fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow::Result<()> {
+    let Targets {
         idle_rss,
         idle_subs_rss,
         idle_subs_rss_after_load,
@@ -24,7 +56,7 @@ pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Resul
         populate_took,
         caught_up,
         catchup_took,
-    } = results;
+    } = targets;
     let ratio = saturated.throughput() / bare_sat.throughput();
     let catchup_rate = caught_up as f64 / catchup_took.as_secs_f64();
     // Every subscriber saw the same number of events, at least one per
@@ -39,14 +71,6 @@ pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Resul
     let sat_complete = all_same(&sat_counts, saturated.sent - saturated.errors);
     let mb = |b: u64| b as f64 / 1_048_576.0;
 
-    let mut report = String::new();
-    let _ = writeln!(report, "# sipgate-sidecar benchmark\n");
-    let _ = writeln!(
-        report,
-        "Command: `{command_line}`  \nPhase length: {} s, fixed rate {} webhooks/s, {} connections at saturation, {} live subscribers.\n",
-        args.seconds, args.rate, args.concurrency, args.subscribers
-    );
-    let _ = writeln!(report, "## Machine\n\n{}", machine_info());
     let _ = writeln!(report, "## Targets (SPEC §11)\n");
     let _ = writeln!(report, "| target | measured | verdict |\n|---|---|---|");
     let _ = writeln!(
@@ -144,10 +168,111 @@ pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Resul
         ("fan-out webhook→subscriber", "#2ca02c", &fan_latency),
     ]);
     std::fs::write(args.out.join("latency.svg"), svg)?;
-    std::fs::write(args.out.join("report.md"), &report)?;
-    println!("{report}");
-    eprintln!("report written to {}", args.out.join("report.md").display());
     Ok(())
+}
+
+/// Webhook latency in the import phase's three windows.
+fn import_section(report: &mut String, import: &ImportResults) {
+    let _ = writeln!(report, "## Webhooks during a Zammad import\n");
+    let _ = writeln!(
+        report,
+        "Each window is a fixed-rate load on one sidecar; in the import windows one `ImportZammad` is sent over gRPC while it runs. \
+         \"During the import\" counts the webhooks scheduled between sending the import and its answer; latencies are newCall decisions, in ms, from the scheduled send time.\n"
+    );
+    let _ = writeln!(
+        report,
+        "| window | import (block entries + routing rules, JSON size) | answer | import took | newCall during import: n / p50 / p99 / max | window newCall p50 | window newCall p99 | window newCall max | window requests / errors |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for w in &import.windows {
+        let (document, answer, took, during) = match &w.import {
+            None => (
+                "none".to_string(),
+                "".to_string(),
+                "".to_string(),
+                "".to_string(),
+            ),
+            Some(i) => (
+                format!(
+                    "{} + {}, {:.1} MiB",
+                    i.blocks,
+                    i.routes,
+                    i.bytes as f64 / 1_048_576.0
+                ),
+                format!(
+                    "{}: {}",
+                    if i.accepted { "accepted" } else { "refused" },
+                    i.answer.replace('|', "\\|")
+                ),
+                format!("{:.0} ms", i.took.as_secs_f64() * 1000.0),
+                format!(
+                    "{} / {:.2} / {:.2} / {:.2}{}",
+                    i.during.0.len(),
+                    i.during.pct(50.0),
+                    i.during.pct(99.0),
+                    i.during.max(),
+                    if i.during_errors > 0 {
+                        format!(" ({} of {} failed)", i.during_errors, i.during_sent)
+                    } else {
+                        String::new()
+                    }
+                ),
+            ),
+        };
+        let _ = writeln!(
+            report,
+            "| {} | {document} | {answer} | {took} | {during} | {:.2} | {:.2} | {:.2} | {} / {} |",
+            w.name,
+            w.load.newcall.pct(50.0),
+            w.load.newcall.pct(99.0),
+            w.load.newcall.max(),
+            w.load.sent,
+            w.load.errors
+        );
+    }
+    let _ = writeln!(report);
+}
+
+/// Server memory per round of the storm phase, against the stated bound.
+fn storm_section(report: &mut String, args: &Args, storm: &StormResults) {
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    let peak = storm
+        .rounds
+        .iter()
+        .map(|r| r.peak_during)
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(report, "## Subscriber storm over large events\n");
+    let _ = writeln!(
+        report,
+        "{} subscribers per round resume from seq 0 and never read, each on its own connection, over {} stored events of {} bytes each (form body; default body limit), held {} s; RSS of the fresh server before any event: {:.1} MiB.\n",
+        args.storm_subscribers,
+        args.storm_events,
+        storm.body_bytes,
+        args.storm_hold,
+        mib(storm.fresh)
+    );
+    let _ = writeln!(
+        report,
+        "| round | subscribers opened | RSS before | peak RSS during | RSS 3 s after they left |\n|---|---|---|---|---|"
+    );
+    for (i, (r, opened)) in storm.rounds.iter().zip(&storm.opened).enumerate() {
+        let _ = writeln!(
+            report,
+            "| {} | {opened} of {} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            i + 1,
+            args.storm_subscribers,
+            mib(r.before),
+            mib(r.peak_during),
+            mib(r.after)
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\nBound: peak RSS under {} MiB: {:.1} MiB, {}.\n",
+        args.storm_bound_mib,
+        mib(peak),
+        verdict(mib(peak) < args.storm_bound_mib as f64)
+    );
 }
 
 /// A cumulative latency distribution per series, on a log time axis.
