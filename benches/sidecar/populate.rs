@@ -31,8 +31,13 @@ fn catchup_event(i: u64) -> Event {
     }
 }
 
+/// The capacity of the writer's queue (the store's `QUEUE_CAPACITY`): a
+/// submit to a full queue is refused, not delayed, so the producers together
+/// keep at most this many events in flight.
+const QUEUE: usize = 8192;
+
 /// Appends `count` events to the database with the sidecar's own writer,
-/// four producers each keeping up to 4,096 commits in flight.
+/// four producers each keeping up to a quarter of the queue in flight.
 pub async fn populate(database: &Path, count: u64) -> anyhow::Result<Duration> {
     let store = Store::open(&database.display().to_string()).await?;
     let (_fanout, publisher) = Fanout::new(store.clone(), 16);
@@ -40,11 +45,12 @@ pub async fn populate(database: &Path, count: u64) -> anyhow::Result<Duration> {
     let (writer, task) = spawn_writer(store, publisher, shutdown.clone(), 2048);
     let start = Instant::now();
     let producers = 4u64;
+    let in_flight = QUEUE / producers as usize;
     let mut handles = Vec::new();
     for p in 0..producers {
         let writer = writer.clone();
         handles.push(tokio::spawn(async move {
-            let mut pending = Vec::with_capacity(4096);
+            let mut pending = Vec::with_capacity(in_flight);
             for i in (p..count).step_by(producers as usize) {
                 let rx = writer
                     .submit(Intake {
@@ -54,7 +60,7 @@ pub async fn populate(database: &Path, count: u64) -> anyhow::Result<Duration> {
                     })
                     .await?;
                 pending.push(rx);
-                if pending.len() == 4096 {
+                if pending.len() == in_flight {
                     for rx in pending.drain(..) {
                         rx.await??;
                     }

@@ -15,7 +15,13 @@ use tonic::transport::Channel;
 
 use crate::{load::Latencies, server::rss_bytes};
 
-/// `count` HTTP/2 connections; subscribers share them, 100 to a connection.
+/// Subscribers sharing one HTTP/2 connection: under the sidecar's default
+/// cap of 64 concurrent streams per connection (`--grpc-max-streams`); a
+/// subscription beyond the cap would wait for a free stream.
+const PER_CONNECTION: usize = 50;
+
+/// `count` HTTP/2 connections; subscribers share them, [`PER_CONNECTION`]
+/// to a connection.
 async fn channels(grpc: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
     for _ in 0..count {
@@ -36,7 +42,7 @@ pub async fn start_subscribers(
     count: usize,
     epoch: Instant,
 ) -> anyhow::Result<Subscribers> {
-    let conns = channels(grpc, count.div_ceil(100).max(1)).await?;
+    let conns = channels(grpc, count.div_ceil(PER_CONNECTION).max(1)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..count {
@@ -99,7 +105,7 @@ impl Subscribers {
 
 /// RSS of the server while `count` subscribers wait for events.
 pub async fn idle_subscribers_rss(grpc: &str, pid: u32, count: usize) -> anyhow::Result<u64> {
-    let conns = channels(grpc, count.div_ceil(100)).await?;
+    let conns = channels(grpc, count.div_ceil(PER_CONNECTION)).await?;
     let mut streams = Vec::new();
     for i in 0..count {
         let mut client = CallEventsClient::new(conns[i % conns.len()].clone());
