@@ -24,6 +24,7 @@ pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Resul
     let _ = writeln!(report, "## Machine\n\n{}", machine_info());
     if let Some(targets) = results.targets {
         targets_section(&mut report, args, targets)?;
+        let _ = writeln!(report);
     }
     if let Some(import) = &results.import {
         import_section(&mut report, import);
