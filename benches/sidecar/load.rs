@@ -167,14 +167,28 @@ pub async fn fixed_rate_samples(
     (start, samples)
 }
 
-/// Closed loop: `concurrency` workers send call flows back to back.
+/// What each closed-loop worker sends, back to back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flows {
+    /// Whole call flows: newCall, answer, hangup (no follow-ups after a Reject).
+    Calls,
+    /// Only the newCall of each call: every push a new call.
+    NewCalls,
+}
+
+/// Closed loop: `concurrency` workers send `flows` back to back.
 pub async fn saturation(
     base: &str,
     workload: Arc<Workload>,
+    flows: Flows,
     concurrency: usize,
     seconds: u64,
     epoch: Instant,
 ) -> Load {
+    let stages = match flows {
+        Flows::Calls => 3,
+        Flows::NewCalls => 1,
+    };
     let client = client();
     let stop = Arc::new(AtomicBool::new(false));
     let next_call = Arc::new(AtomicU64::new(0));
@@ -192,7 +206,7 @@ pub async fn saturation(
             let (mut newcall, mut all, mut errors) = (Vec::new(), Vec::new(), 0u64);
             while !stop.load(Ordering::Relaxed) {
                 let call = next_call.fetch_add(1, Ordering::Relaxed);
-                for stage in 0..3 {
+                for stage in 0..stages {
                     let Some((path, body)) =
                         workload.webhook(call, stage, epoch.elapsed().as_micros() as u64)
                     else {

@@ -10,7 +10,7 @@
 //! cargo bench --bench sidecar -- --only import,storm   # some phases only
 //! ```
 //!
-//! Phases (`--only`): `targets`, the seven phases measured against SPEC
+//! Phases (`--only`): `targets`, the eight phases measured against SPEC
 //! §11; `import`, webhook latency during large Zammad imports; `storm`,
 //! memory under a subscriber storm over large events.
 //!
@@ -107,7 +107,7 @@ pub struct Args {
 /// The groups of phases `--only` chooses from.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// The seven phases measured against the targets of SPEC §11.
+    /// The eight phases measured against the targets of SPEC §11 and of the storage path.
     Targets,
     /// Webhook latency while Zammad imports are parsed, refused and stored.
     Import,

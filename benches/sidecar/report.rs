@@ -38,14 +38,17 @@ pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Resul
     Ok(())
 }
 
-/// The seven target phases: verdicts, latency table, chart.
+/// The eight target phases: verdicts, latency table, chart.
 fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow::Result<()> {
     let Targets {
         idle_rss,
         idle_subs_rss,
         idle_subs_rss_after_load,
         fixed,
+        newcalls,
+        newcalls_cpu,
         saturated,
+        saturated_cpu,
         sat_counts,
         sat_ordered,
         fan_load,
@@ -54,11 +57,14 @@ fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow
         fan_ordered,
         bare_fixed,
         bare_sat,
+        bare_newcalls,
+        bare_newcalls_cpu,
         populate_took,
         caught_up,
         catchup_took,
     } = targets;
     let ratio = saturated.throughput() / bare_sat.throughput();
+    let newcall_ratio = newcalls.throughput() / bare_newcalls.throughput();
     let catchup_rate = caught_up as f64 / catchup_took.as_secs_f64();
     // Every subscriber saw the same number of events, at least one per
     // accepted webhook (a rejected call adds its synthetic end).
@@ -124,6 +130,51 @@ fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow
         mb(idle_subs_rss_after_load),
         verdict(mb(idle_subs_rss) <= 100.0)
     );
+    let _ = writeln!(
+        report,
+        "\n## Targets of the storage path\n\n| target | measured | verdict |\n|---|---|---|"
+    );
+    let _ = writeln!(
+        report,
+        "| unique newCalls, durable commits, no subscribers ≥ 0.35× bare axum ({} connections) | {:.0} vs {:.0} webhooks/s = {:.2}× | {} |",
+        args.concurrency,
+        newcalls.throughput(),
+        bare_newcalls.throughput(),
+        newcall_ratio,
+        verdict(newcall_ratio >= 0.35)
+    );
+    let _ = writeln!(
+        report,
+        "| call flows with {} live subscribers ≥ 0.10× bare axum | {:.2}× | {} |",
+        args.subscribers,
+        ratio,
+        verdict(ratio >= 0.10)
+    );
+    let _ = writeln!(
+        report,
+        "| newCall p99 ≤ 5 ms at {} webhooks/s with {} subscribers | {:.2} ms | {} |",
+        args.rate,
+        args.subscribers,
+        fan_load.newcall.pct(99.0),
+        verdict(fan_load.newcall.pct(99.0) <= 5.0)
+    );
+    let _ = writeln!(
+        report,
+        "| catch-up ≥ 500,000 events/s from seq 0 | {catchup_rate:.0} events/s over {caught_up} events | {} |",
+        verdict(catchup_rate >= 500_000.0)
+    );
+    let _ = writeln!(
+        report,
+        "\n## Server CPU time per 1,000 webhooks (ms)\n\n| run | requests | user | system |\n|---|---|---|---|"
+    );
+    for (name, load, cpu) in [
+        ("sidecar, unique newCalls, no subscribers", &newcalls, newcalls_cpu),
+        ("bare axum, unique newCalls", &bare_newcalls, bare_newcalls_cpu),
+        ("sidecar, call flows + subscribers", &saturated, saturated_cpu),
+    ] {
+        let (user, system) = cpu.per_thousand(load);
+        let _ = writeln!(report, "| {name} | {} | {user:.1} | {system:.1} |", load.sent);
+    }
     let _ = writeln!(report, "\n## Latency (ms)\n");
     let _ = writeln!(
         report,
@@ -132,6 +183,8 @@ fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow
     for (name, l) in [
         ("sidecar, fixed rate", &fixed),
         ("bare axum, fixed rate", &bare_fixed),
+        ("sidecar, unique newCalls, no subscribers", &newcalls),
+        ("bare axum, unique newCalls", &bare_newcalls),
         ("sidecar, saturation + subscribers", &saturated),
         ("bare axum, saturation", &bare_sat),
         ("sidecar, fan-out phase", &fan_load),

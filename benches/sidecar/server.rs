@@ -166,3 +166,21 @@ pub fn rss_bytes(pid: u32) -> u64 {
         })
         .map_or(0, |kb| kb * 1024)
 }
+
+/// CPU time `pid` has used so far (user, system), from /proc (zero where it
+/// is unavailable).
+pub fn cpu_time(pid: u32) -> (Duration, Duration) {
+    // Fields 14 and 15 of /proc/pid/stat, after the parenthesised name.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
+        })
+        .unwrap_or((0, 0));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let at = |t: u64| Duration::from_micros(t * 1_000_000 / hz);
+    (at(ticks.0), at(ticks.1))
+}
