@@ -124,3 +124,33 @@ async fn an_unwritable_ready_file_stops_serve_with_the_path() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn serve_warns_at_start_that_the_signature_check_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("warn.db").display().to_string();
+    // spawn_binary starts with --signature off on 127.0.0.1: one warning,
+    // not the one about an open public listener.
+    let mut server = spawn_binary(
+        dir.path(),
+        &["--metrics-addr", "off", "--database", &database],
+    )
+    .await;
+    let log_path = dir.path().join("server.log");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("signature check is off") || tokio::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("signature check is off"))
+        .unwrap_or_else(|| panic!("no warning in the server log:\n{log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("--signature require"), "{line}");
+    assert!(!log.contains("reachable from other hosts"), "{log}");
+    server.child.kill().await.unwrap();
+}

@@ -11,6 +11,7 @@ mod args;
 mod listeners;
 mod secrets;
 mod serve;
+mod warnings;
 
 use std::{
     fmt,
@@ -29,6 +30,7 @@ pub use args::{
 pub use listeners::{GrpcListenerConfig, HttpListenerConfig, TlsFiles};
 pub use secrets::{SECRET_VARIABLES, secrets_from_files};
 pub use serve::ServeArgs;
+pub use warnings::startup_warnings;
 
 /// Webhook listener.
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
