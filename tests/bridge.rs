@@ -20,7 +20,10 @@ use axum::{
 use common::*;
 use sipgate_sidecar::{
     cli::run_bridge,
-    config::{BridgeCommand, BridgeConfig, BridgeTarget, ClientArgs, DeliveryArgs, OnRefusal},
+    config::{
+        BlockedCalls, BridgeCommand, BridgeConfig, BridgeTarget, ClientArgs, DeliveryArgs,
+        OnRefusal,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -139,6 +142,7 @@ fn spawn_zammad_bridge(
         cti_url,
         state,
         start_from_now: false,
+        blocked_calls: BlockedCalls::default(),
         delivery,
     };
     let task = tokio::spawn(run_bridge_owned(args, command, token.clone()));

@@ -7,8 +7,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use super::{
-    DEFAULT_BACKOFF_MS, DEFAULT_BRIDGE_TIMEOUT_MS, DEFAULT_GRPC_ADDR, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_BACKOFF_MS, DeliveryPolicy, LogFormat, OnRefusal, ServeArgs,
+    BlockedCalls, DEFAULT_BACKOFF_MS, DEFAULT_BRIDGE_TIMEOUT_MS, DEFAULT_GRPC_ADDR,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DeliveryPolicy, LogFormat, OnRefusal, ServeArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -117,6 +117,15 @@ pub enum BridgeCommand {
         /// Without a cursor file, start with new events instead of the whole log.
         #[arg(long)]
         start_from_now: bool,
+        /// Calls the sidecar rejected: send those Zammad's mirrored block
+        /// list rejects too (logged, no pop-up), none, or all (pop-ups).
+        #[arg(
+            long,
+            env = "SIDECAR_BRIDGE_BLOCKED_CALLS",
+            value_enum,
+            default_value_t
+        )]
+        blocked_calls: BlockedCalls,
         #[command(flatten)]
         delivery: DeliveryArgs,
     },
@@ -168,7 +177,14 @@ pub enum SettingsCommand {
         force: bool,
     },
     /// Print the settings as Zammad's sipgate_config JSON.
-    ExportZammad,
+    ExportZammad {
+        /// Instead: a Rails console command that copies the block list into
+        /// Zammad's generic CTI config (cti_config), so Zammad logs the calls
+        /// the sidecar rejects without a pop-up. Prefix entries cannot be
+        /// copied (Zammad compares exact numbers); they are named on stderr.
+        #[arg(long)]
+        cti: bool,
+    },
     /// Block list (inbound calls).
     Block {
         #[command(subcommand)]
