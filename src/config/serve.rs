@@ -326,4 +326,31 @@ mod tests {
         let bad = Serve::try_parse_from(["serve", "--allow-sources", "sipgate"]);
         assert!(bad.is_err());
     }
+
+    #[test]
+    fn the_in_process_zammad_bridge_takes_the_blocked_calls_mode() {
+        let bridge = |extra: &[&str]| {
+            let mut line = vec![
+                "serve",
+                "--zammad-cti-url",
+                "https://zammad.example.com/api/v1/cti/t0k",
+            ];
+            line.extend_from_slice(extra);
+            let config = Serve::try_parse_from(line)
+                .unwrap()
+                .args
+                .into_config()
+                .unwrap();
+            match &config.bridges[0].target {
+                BridgeTarget::Zammad { blocked_calls, .. } => *blocked_calls,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(bridge(&[]), BlockedCalls::Mirrored);
+        assert_eq!(
+            bridge(&["--zammad-blocked-calls", "skip"]),
+            BlockedCalls::Skip
+        );
+        assert!(Serve::try_parse_from(["serve", "--zammad-blocked-calls", "some"]).is_err());
+    }
 }
