@@ -69,8 +69,8 @@ pub async fn run_settings(
             let list = crate::bridge::zammad::cti_block_list(&snapshot.block_list);
             for pattern in &list.not_mirrored {
                 eprintln!(
-                    "not copied: {pattern} (Zammad compares exact numbers; the Zammad bridge \
-                     does not send the calls it blocks)"
+                    "not copied: {pattern} (Zammad compares exact numbers; with \
+                     --blocked-calls mirrored the Zammad bridge does not send the calls it blocks)"
                 );
             }
             println!("{}", crate::bridge::zammad::rails_mirror_command(&list));
