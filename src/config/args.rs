@@ -334,4 +334,31 @@ mod tests {
         let default = Config::default();
         assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
     }
+
+    #[test]
+    fn the_zammad_bridge_takes_the_blocked_calls_mode() {
+        let mode = |extra: &[&str]| {
+            let mut line = vec![
+                "sipgate-sidecar",
+                "bridge",
+                "zammad",
+                "--cti-url",
+                "http://z/t",
+            ];
+            line.extend_from_slice(extra);
+            match Cli::try_parse_from(line).map(|cli| cli.command) {
+                Ok(Command::Bridge {
+                    command: BridgeCommand::Zammad { blocked_calls, .. },
+                }) => Ok(blocked_calls),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(mode(&[]), Ok(BlockedCalls::Mirrored));
+        assert_eq!(mode(&["--blocked-calls", "all"]), Ok(BlockedCalls::All));
+        assert_eq!(
+            mode(&["--blocked-calls", "none"]),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+    }
 }
