@@ -271,7 +271,25 @@ impl Sink for ZammadSink {
     }
 
     fn wants(&self, event: &proto::CallEvent) -> bool {
-        zammad_form(event).is_some() && sends_call(self.blocked_calls, event)
+        if zammad_form(event).is_none() {
+            return false;
+        }
+        let sends = sends_call(self.blocked_calls, event);
+        if !sends && event.kind() == proto::EventKind::NewCall {
+            let rule = event
+                .decision
+                .as_ref()
+                .map(|d| d.rule_pattern.as_str())
+                .unwrap_or_default();
+            tracing::info!(
+                seq = event.seq,
+                call_id = %event.call_id,
+                rule,
+                mode = ?self.blocked_calls,
+                "blocked call not sent to Zammad (no pop-up, not in its caller log)"
+            );
+        }
+        sends
     }
 
     async fn deliver(&self, event: &proto::CallEvent) -> Verdict {
