@@ -20,17 +20,37 @@ use axum::{
 use common::*;
 use sipgate_sidecar::{
     cli::run_bridge,
-    config::{BridgeCommand, BridgeConfig, BridgeTarget, ClientArgs, DeliveryArgs, OnRefusal},
+    config::{
+        BlockedCalls, BridgeCommand, BridgeConfig, BridgeTarget, ClientArgs, DeliveryArgs,
+        OnRefusal,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
-/// What the fake Zammad saw and how it answers, like Zammad's CTI controller.
+/// What the fake Zammad saw and how it answers, like Zammad's generic CTI
+/// controller and driver (`Cti::Driver::Base#process`, `Cti::Log.process`).
 #[derive(Default)]
 struct Zammad {
     posts: Vec<HashMap<String, String>>,
-    calls: HashSet<String>,
+    /// The caller log (`cti_logs`), by call_id.
+    log: HashMap<String, LogRow>,
+    /// `cti_config.inbound.block_caller_ids[].caller_id`.
+    block_caller_ids: Vec<String>,
+    /// call_ids of the `cti_event` pop-ups pushed to agents.
+    notified: Vec<String>,
     /// call_ids answered 422 (e.g. a setting Zammad refuses).
     refuse: HashSet<String>,
+}
+
+/// A caller-log row: the columns the done rules use.
+#[derive(Debug, Clone, PartialEq)]
+struct LogRow {
+    direction: String,
+    from: String,
+    state: String,
+    done: bool,
+    to_comment: Option<String>,
+    comment: Option<String>,
 }
 
 type Shared = Arc<Mutex<Zammad>>;
@@ -56,24 +76,79 @@ async fn cti(
             r#"{"error":"refused"}"#.into(),
         );
     }
-    match form.get("event").map(String::as_str) {
-        Some("newCall") => {
-            if !z.calls.insert(call_id) {
+    let param = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let direction = param("direction");
+    if direction != "in" && direction != "out" {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            r#"{"error":"Invalid 'direction'!"}"#.into(),
+        );
+    }
+    let event = param("event");
+    // reject_check: inbound newCall, exact string comparison with `from`.
+    let rejected =
+        event == "newCall" && direction == "in" && z.block_caller_ids.contains(&param("from"));
+    let no_such_call = || {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":"Error ID abc: Please contact your administrator."}"#.to_string(),
+        )
+    };
+    match event.as_str() {
+        "newCall" => {
+            if z.log.contains_key(&call_id) {
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     r#"{"error":"Object already exists!","error_human":"Object already exists!"}"#
                         .into(),
                 );
             }
-            (StatusCode::OK, "{}".into())
-        }
-        Some("answer") | Some("hangup") => {
-            if !z.calls.contains(&call_id) {
+            let row = LogRow {
+                done: direction != "in",
+                direction: direction.clone(),
+                from: param("from"),
+                state: "newCall".into(),
+                to_comment: form.get("user").cloned().filter(|u| !u.is_empty()),
+                comment: form.get("cause").cloned(),
+            };
+            z.log.insert(call_id.clone(), row);
+            if rejected {
+                // Logged, nobody notified.
                 return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    r#"{"error":"Error ID abc: Please contact your administrator."}"#.into(),
+                    StatusCode::OK,
+                    r#"{"action":"reject","reason":"busy"}"#.into(),
                 );
             }
+            // push_incoming_call: every agent (no notify_map).
+            if direction == "in" {
+                z.notified.push(call_id);
+            }
+            (StatusCode::OK, "{}".into())
+        }
+        "answer" => {
+            let Some(row) = z.log.get_mut(&call_id) else {
+                return no_such_call();
+            };
+            if row.state != "hangup" {
+                row.state = "answer".into();
+                row.done = true;
+                if let Some(user) = form.get("user") {
+                    row.to_comment = Some(user.clone());
+                }
+                row.comment = form.get("cause").cloned();
+            }
+            (StatusCode::OK, "{}".into())
+        }
+        "hangup" => {
+            let Some(row) = z.log.get_mut(&call_id) else {
+                return no_such_call();
+            };
+            let cause = param("cause");
+            row.done = !(direction == "in"
+                && ((row.state == "newCall" && cause != "forwarded")
+                    || row.to_comment.as_deref() == Some("voicemail")));
+            row.state = "hangup".into();
+            row.comment = Some(cause);
             (StatusCode::OK, "{}".into())
         }
         _ => (
@@ -127,6 +202,19 @@ fn spawn_zammad_bridge(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    spawn_zammad_bridge_with(server, cti_url, state, delivery, BlockedCalls::default())
+}
+
+fn spawn_zammad_bridge_with(
+    server: &TestServer,
+    cti_url: String,
+    state: std::path::PathBuf,
+    delivery: DeliveryArgs,
+    blocked_calls: BlockedCalls,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let token = CancellationToken::new();
     let args = ClientArgs {
         server: server.grpc.clone(),
@@ -139,6 +227,7 @@ fn spawn_zammad_bridge(
         cti_url,
         state,
         start_from_now: false,
+        blocked_calls,
         delivery,
     };
     let task = tokio::spawn(run_bridge_owned(args, command, token.clone()));
@@ -409,6 +498,164 @@ async fn a_wrong_token_stops_the_bridge_instead_of_spinning_and_skip_moves_on() 
     .await;
     stop.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// `settings export-zammad --cti` against `server`: the Rails console
+/// command it prints, and its stderr.
+async fn export_for_zammad_cti(server: &TestServer) -> (String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
+        .args([
+            "--server",
+            &server.grpc,
+            "settings",
+            "export-zammad",
+            "--cti",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// The caller IDs a Rails console stores from the command: the JSON inside
+/// `JSON.parse('...')`, unescaped as a Ruby single-quoted string.
+fn caller_ids_stored_by(rails_command: &str) -> Vec<String> {
+    let start = rails_command.find("JSON.parse('").unwrap() + "JSON.parse('".len();
+    let end = start + rails_command[start..].find("')").unwrap();
+    let json = rails_command[start..end]
+        .replace("\\\\", "\u{0}")
+        .replace("\\'", "'")
+        .replace('\u{0}', "\\");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    rows.iter()
+        .map(|row| row["caller_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn wait_for_cursor(state: &std::path::Path, seq: u64) {
+    let want = format!("\"after_seq\":{seq}");
+    wait_for("the cursor at the head", || {
+        std::fs::read_to_string(state).is_ok_and(|c| c.contains(&want))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn blocked_callers_reach_zammads_caller_log_without_a_pop_up() {
+    let server = TestServer::start().await;
+    let mut settings = server.settings().await;
+    for (pattern, note) in [
+        ("492111111111", "it's spam"),
+        ("49152*", "a whole range"),
+        ("anonymous", "hidden callers"),
+    ] {
+        settings
+            .add_block_entry(sipgate_sidecar::proto::AddBlockEntryRequest {
+                pattern: pattern.into(),
+                note: note.into(),
+            })
+            .await
+            .unwrap();
+    }
+    // Step one of the move: the block list into Zammad's CTI config.
+    let (rails_command, not_copied) = export_for_zammad_cti(&server).await;
+    assert!(not_copied.contains("not copied: 49152*"), "{not_copied}");
+    let (zammad, addr) = fake_zammad().await;
+    let stored = caller_ids_stored_by(&rails_command);
+    assert_eq!(stored, ["492111111111", "anonymous"]);
+    zammad.lock().unwrap().block_caller_ids = stored;
+
+    answered_call(&server, "n1").await;
+    for (from, call_id) in [
+        ("492111111111", "b1"),
+        ("491521234567", "p1"),
+        ("anonymous", "a1"),
+    ] {
+        let reply = server
+            .post(
+                "/api/v1/sipgate/in",
+                &new_call("in", from, "4930600000000", call_id),
+            )
+            .await;
+        assert!(
+            reply.body.contains("<Reject reason=\"busy\"/>"),
+            "{}",
+            reply.body
+        );
+    }
+    // 3 events of n1, newCall and the synthetic hangup of each blocked call.
+    let head = server.head_seq().await;
+    assert_eq!(head, 9);
+
+    let state = server.dir.path().join("zammad.cursor");
+    let url = format!("http://{addr}/api/v1/cti/good-token");
+    let (stop, task) = spawn_zammad_bridge(&server, url.clone(), state.clone(), fast_delivery());
+    wait_for_cursor(&state, head).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    {
+        let z = zammad.lock().unwrap();
+        assert_eq!(z.notified, ["n1"], "a pop-up for the normal call only");
+        let sent: HashSet<&str> = z.posts.iter().map(|p| p["call_id"].as_str()).collect();
+        assert_eq!(sent, HashSet::from(["n1", "b1", "a1"]));
+        // Zammad's caller log: the normal call taken; the blocked ones missed
+        // (not done), ended by the sidecar's synthetic hangup.
+        assert_eq!(z.log["n1"].state, "hangup");
+        assert!(z.log["n1"].done);
+        for (call_id, from) in [("b1", "492111111111"), ("a1", "anonymous")] {
+            let row = &z.log[call_id];
+            assert_eq!(row.direction, "in", "{call_id}");
+            assert_eq!(row.from, from, "{call_id}");
+            assert_eq!(row.state, "hangup", "{call_id}");
+            assert!(!row.done, "{call_id}");
+            assert_eq!(row.comment.as_deref(), Some("rejected"), "{call_id}");
+        }
+        assert!(
+            !z.log.contains_key("p1"),
+            "a prefix-blocked call is not sent"
+        );
+    }
+
+    // Without the copied block list, every blocked call Zammad is sent pops up:
+    // what `--blocked-calls all` does for calls Zammad's own list lacks.
+    let (unmirrored, addr) = fake_zammad().await;
+    let state = server.dir.path().join("all.cursor");
+    let (stop, task) = spawn_zammad_bridge_with(
+        &server,
+        format!("http://{addr}/api/v1/cti/good-token"),
+        state.clone(),
+        fast_delivery(),
+        BlockedCalls::All,
+    );
+    wait_for_cursor(&state, head).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        unmirrored.lock().unwrap().notified,
+        ["n1", "b1", "p1", "a1"]
+    );
+
+    // --blocked-calls skip: Zammad hears of none of them.
+    let (skipping, addr) = fake_zammad().await;
+    let state = server.dir.path().join("skip.cursor");
+    let (stop, task) = spawn_zammad_bridge_with(
+        &server,
+        format!("http://{addr}/api/v1/cti/good-token"),
+        state.clone(),
+        fast_delivery(),
+        BlockedCalls::Skip,
+    );
+    wait_for_cursor(&state, head).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let z = skipping.lock().unwrap();
+    assert_eq!(z.notified, ["n1"]);
+    assert!(z.posts.iter().all(|p| p["call_id"] == "n1"));
 }
 
 /// A CRM endpoint that checks the forwarder's signature itself.

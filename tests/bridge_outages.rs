@@ -245,6 +245,7 @@ async fn the_grpc_bridge_waits_out_a_502_outage() {
         cti_url: format!("http://{addr}/api/v1/cti/t0k"),
         state: server.dir.path().join("zammad.cursor"),
         start_from_now: false,
+        blocked_calls: Default::default(),
         delivery: fast_delivery(),
     };
     let args = client_args(&server);

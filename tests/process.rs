@@ -124,3 +124,151 @@ async fn an_unwritable_ready_file_stops_serve_with_the_path() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn serve_warns_at_start_that_the_signature_check_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("warn.db").display().to_string();
+    // spawn_binary starts with --signature off on 127.0.0.1: one warning,
+    // not the one about an open public listener.
+    let mut server = spawn_binary(
+        dir.path(),
+        &["--metrics-addr", "off", "--database", &database],
+    )
+    .await;
+    let log_path = dir.path().join("server.log");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("signature check is off") || tokio::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("signature check is off"))
+        .unwrap_or_else(|| panic!("no warning in the server log:\n{log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("--signature require"), "{line}");
+    assert!(!log.contains("reachable from other hosts"), "{log}");
+    server.child.kill().await.unwrap();
+}
+
+/// The `# ` lines that show what a command prints: those right after a
+/// command (or after another such line); a `#` line after a blank line is a
+/// remark.
+fn shown_output(block: &str) -> Vec<String> {
+    let mut shown = Vec::new();
+    let mut after_command = false;
+    for line in block.lines() {
+        if line.trim().is_empty() {
+            after_command = false;
+        } else if let Some(text) = line.strip_prefix('#') {
+            if after_command {
+                shown.push(text.strip_prefix(' ').unwrap_or(text).to_string());
+            }
+        } else {
+            after_command = true;
+        }
+    }
+    shown
+}
+
+/// `line` with its runs of spaces made one and its dates and times masked.
+fn comparable(line: &str) -> String {
+    line.split_whitespace()
+        .map(|token| {
+            let timelike = token.len() >= 8
+                && token.starts_with(|c: char| c.is_ascii_digit())
+                && (token.contains(':') || token.contains('-'))
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "-:.TZ".contains(c));
+            if timelike { "<time>" } else { token }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The README's quick start, pasted into bash as written (only the binary,
+/// the ports and, for `watch`, the Ctrl-C differ): it prints what it shows.
+#[tokio::test]
+async fn the_readme_quick_start_prints_what_it_shows() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme
+        [readme.find("## Quick start").unwrap()..readme.find("## Pointing sipgate").unwrap()];
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 4, "build, start, watch, stop");
+    let (start, watch, stop) = (blocks[1], blocks[2], blocks[3]);
+    assert!(
+        watch.starts_with("\"$sidecar\" watch --after-seq 0\n"),
+        "{watch}"
+    );
+
+    let (http, grpc) = (free_port(), free_port());
+    let adapt = |block: &str| {
+        block
+            .replace(
+                "$PWD/target/release/sipgate-sidecar",
+                env!("CARGO_BIN_EXE_sipgate-sidecar"),
+            )
+            .replace("localhost:8080", &format!("localhost:{http}"))
+            .replace(
+                "127.0.0.1:8080",
+                &format!("127.0.0.1:{http} --grpc-addr 127.0.0.1:{grpc} --metrics-addr off"),
+            )
+    };
+    // Ctrl-C, for a script: stop watch once it printed the log so far.
+    let watch_until_caught_up = r#"
+"$sidecar" watch --after-seq 0 >"$dir/watch.out" &
+w=$!
+for i in $(seq 300); do [ "$(grep -c . "$dir/watch.out")" -ge 3 ] && break; sleep 0.1; done
+kill $w; wait $w; cat "$dir/watch.out"
+"#;
+    let script = format!(
+        "{}echo '--- watch'\n{watch_until_caught_up}echo '--- stop'\n{}\
+         kill -0 $pid 2>/dev/null || echo stopped; [ -e \"$dir\" ] || echo removed\n",
+        adapt(start),
+        adapt(stop)
+    );
+    let run = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("SIDECAR_SERVER", format!("http://127.0.0.1:{grpc}"))
+        .env_remove("SIDECAR_LOG")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the quick start finishes")
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout)
+        .unwrap()
+        .replace(&format!("localhost:{http}"), "localhost:8080");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let printed: Vec<String> = stdout.lines().map(comparable).collect();
+    let mut parts = printed.split(|l| l.starts_with("--- "));
+    let mut next = || parts.next().unwrap_or_default().to_vec();
+    let (started, watched, stopped) = (next(), next(), next());
+    let expected = |block: &str| -> Vec<String> {
+        shown_output(block).iter().map(|l| comparable(l)).collect()
+    };
+    assert_eq!(started, expected(start), "stderr:\n{stderr}");
+    assert_eq!(started.len(), 12, "the warning and three outputs");
+    assert_eq!(watched, expected(watch), "stderr:\n{stderr}");
+    assert_eq!(stopped, ["stopped", "removed"], "stderr:\n{stderr}");
+}

@@ -80,7 +80,12 @@ impl Verdict {
 /// The receiver `target` names, delivering under `policy`.
 pub fn sink(target: &BridgeTarget, policy: &DeliveryPolicy) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match target {
-        BridgeTarget::Zammad { cti_url } => Box::new(ZammadSink::new(cti_url.expose(), policy)?),
+        BridgeTarget::Zammad {
+            cti_url,
+            blocked_calls,
+        } => {
+            Box::new(ZammadSink::new(cti_url.expose(), policy)?.with_blocked_calls(*blocked_calls))
+        }
         BridgeTarget::Webhook { url, secret } => Box::new(WebhookSink::new(
             url,
             secret.as_ref().map(|s| s.expose()),

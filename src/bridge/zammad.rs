@@ -2,6 +2,13 @@
 //! so Zammad's caller log and agent pop-ups work while sipgate talks to the
 //! sidecar. Parameters as Zammad's `Cti::Driver::Cti` reads them: `event`,
 //! `from`, `to`, `direction`, `call_id`, `user`, `cause`, `answeringNumber`.
+//!
+//! Calls the sidecar rejected: Zammad notifies every agent of an inbound
+//! newCall unless its own CTI block list (`cti_config.inbound.block_caller_ids`,
+//! exact string comparison with `from`) rejects the caller; then it logs the
+//! call (not done) and notifies nobody. So a blocked call is sent only when
+//! that list, mirrored from the sidecar's ([`cti_block_list`]), rejects it too
+//! ([`BlockedCalls`]).
 
 use super::{
     Answer, Verdict,
@@ -10,7 +17,10 @@ use super::{
     schema::{direction_name, event_kind_name},
     verdict_for_error,
 };
-use crate::{config::DeliveryPolicy, proto};
+use crate::{
+    config::{BlockedCalls, DeliveryPolicy},
+    proto,
+};
 
 pub struct ZammadSink {
     client: reqwest::Client,
@@ -18,6 +28,7 @@ pub struct ZammadSink {
     /// The token (last path segment), as written and decoded: never logged.
     token: Vec<String>,
     described: String,
+    blocked_calls: BlockedCalls,
 }
 
 impl ZammadSink {
@@ -37,8 +48,90 @@ impl ZammadSink {
             url: cti_url.to_string(),
             token,
             described,
+            blocked_calls: BlockedCalls::default(),
         })
     }
+
+    /// The same sink, treating calls the sidecar rejected per `mode`.
+    pub fn with_blocked_calls(mut self, mode: BlockedCalls) -> Self {
+        self.blocked_calls = mode;
+        self
+    }
+}
+
+/// Whether `event` goes to Zammad under `mode`: every event of a call the
+/// sidecar did not reject does; one of a rejected call as `mode` says.
+pub fn sends_call(mode: BlockedCalls, event: &proto::CallEvent) -> bool {
+    let call = event.call.as_ref();
+    let decision = event
+        .decision
+        .as_ref()
+        .or_else(|| call.and_then(|c| c.decision.as_ref()));
+    let Some(decision) = decision.filter(|d| d.action() == proto::Action::Reject) else {
+        return true;
+    };
+    match mode {
+        BlockedCalls::All => true,
+        BlockedCalls::Skip => false,
+        BlockedCalls::Mirrored => {
+            let call_from = call.map(|c| c.from.as_str()).unwrap_or_default();
+            // The `from` the call's newCall was posted with.
+            let caller = match (event.kind(), event.from.is_empty(), call_from.is_empty()) {
+                (proto::EventKind::NewCall, false, _) | (_, false, true) => event.from.as_str(),
+                _ => call_from,
+            };
+            zammad_rejects_too(decision, caller)
+        }
+    }
+}
+
+/// Whether Zammad's CTI block list, mirrored from the sidecar's, rejects a
+/// call the sidecar rejected with `decision`: Zammad compares each entry
+/// with `from` as an exact string, so only an exact entry (a number or
+/// `anonymous`) equal to the caller does.
+fn zammad_rejects_too(decision: &proto::Decision, from: &str) -> bool {
+    decision.rule_kind() == proto::RuleKind::Block
+        && !decision.rule_pattern.contains('*')
+        && decision.rule_pattern == from
+}
+
+/// The sidecar's block list as Zammad's `cti_config.inbound.block_caller_ids`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtiBlockList {
+    /// `[{"caller_id", "note"}]`: the exact entries (numbers, `anonymous`).
+    pub block_caller_ids: Vec<serde_json::Value>,
+    /// Prefix entries, which Zammad's exact comparison cannot match: the
+    /// bridge (`--blocked-calls mirrored`) does not send the calls they block.
+    pub not_mirrored: Vec<String>,
+}
+
+pub fn cti_block_list(entries: &[proto::BlockEntry]) -> CtiBlockList {
+    let (exact, prefixes): (Vec<_>, Vec<_>) =
+        entries.iter().partition(|e| !e.pattern.contains('*'));
+    CtiBlockList {
+        block_caller_ids: exact
+            .iter()
+            .map(|e| serde_json::json!({"caller_id": e.pattern, "note": e.note}))
+            .collect(),
+        not_mirrored: prefixes.iter().map(|e| e.pattern.clone()).collect(),
+    }
+}
+
+/// A one-line Rails console command (`zammad run rails c`) that stores
+/// `list` as the inbound block list of Zammad's generic CTI config, keeps
+/// its other keys (`notify_map`, `view_limit`, `outbound`; an empty
+/// `outbound` is written if there is none, as Zammad refuses a config
+/// without one), and prints the result.
+pub fn rails_mirror_command(list: &CtiBlockList) -> String {
+    let json = serde_json::to_string(&list.block_caller_ids).expect("JSON values serialise");
+    // A Ruby single-quoted string: only `\` and `\'` are escapes.
+    let literal = json.replace('\\', "\\\\").replace('\'', "\\'");
+    format!(
+        "c = (Setting.get('cti_config') || {{}}).deep_dup; \
+         c['inbound'] = {{ 'block_caller_ids' => JSON.parse('{literal}') }}; \
+         c['outbound'] = {{ 'routing_table' => [], 'default_caller_id' => '' }} if c['outbound'].blank?; \
+         Setting.set('cti_config', c); puts Setting.get('cti_config').to_json"
+    )
 }
 
 /// The CTI URL with its token replaced by `<redacted>`, and the token's
@@ -153,8 +246,18 @@ pub fn disagreement(event: &proto::CallEvent, zammad_reply: &str) -> Option<Stri
         proto::Action::SetCallerId => format!("caller ID {}", ours.caller_id),
         _ => "no instruction".to_string(),
     };
-    (theirs != ours_said)
-        .then(|| format!("Zammad would say {theirs}, the sidecar said {ours_said}"))
+    if theirs == ours_said {
+        return None;
+    }
+    let mut difference = format!("Zammad would say {theirs}, the sidecar said {ours_said}");
+    if ours_said == "reject" && theirs != "reject" {
+        difference.push_str(
+            " (so Zammad notified its agents of this blocked call: copy the block list \
+             into Zammad with `sipgate-sidecar settings export-zammad --cti`, or send \
+             no such calls with --blocked-calls skip)",
+        );
+    }
+    Some(difference)
 }
 
 #[async_trait::async_trait]
@@ -168,7 +271,25 @@ impl Sink for ZammadSink {
     }
 
     fn wants(&self, event: &proto::CallEvent) -> bool {
-        zammad_form(event).is_some()
+        if zammad_form(event).is_none() {
+            return false;
+        }
+        let sends = sends_call(self.blocked_calls, event);
+        if !sends && event.kind() == proto::EventKind::NewCall {
+            let rule = event
+                .decision
+                .as_ref()
+                .map(|d| d.rule_pattern.as_str())
+                .unwrap_or_default();
+            tracing::info!(
+                seq = event.seq,
+                call_id = %event.call_id,
+                rule,
+                mode = ?self.blocked_calls,
+                "blocked call not sent to Zammad (no pop-up, not in its caller log)"
+            );
+        }
+        sends
     }
 
     async fn deliver(&self, event: &proto::CallEvent) -> Verdict {
@@ -308,5 +429,121 @@ mod tests {
             None
         );
         assert!(disagreement(&e, "{}").unwrap().contains("no instruction"));
+    }
+
+    fn rejected(kind: proto::EventKind, from: &str, pattern: &str) -> proto::CallEvent {
+        let decision = proto::Decision {
+            action: proto::Action::Reject.into(),
+            rule_kind: proto::RuleKind::Block.into(),
+            rule_pattern: pattern.into(),
+            ..Default::default()
+        };
+        let mut e = event(kind);
+        e.from = from.into();
+        e.call = Some(proto::Call {
+            from: from.into(),
+            decision: Some(decision.clone()),
+            ..Default::default()
+        });
+        if kind == proto::EventKind::NewCall {
+            e.decision = Some(decision);
+        } else {
+            // A synthetic end carries no numbers of its own.
+            e.from.clear();
+        }
+        e
+    }
+
+    #[test]
+    fn mirrored_sends_only_the_blocked_calls_zammads_exact_list_rejects() {
+        use proto::EventKind::{Hangup, NewCall};
+        for kind in [NewCall, Hangup] {
+            let exact = rejected(kind, "492111111111", "492111111111");
+            let hidden = rejected(kind, "anonymous", "anonymous");
+            let prefix = rejected(kind, "491521234567", "49152*");
+            assert!(sends_call(BlockedCalls::Mirrored, &exact), "{kind:?}");
+            assert!(sends_call(BlockedCalls::Mirrored, &hidden), "{kind:?}");
+            assert!(!sends_call(BlockedCalls::Mirrored, &prefix), "{kind:?}");
+            assert!(!sends_call(BlockedCalls::Skip, &exact), "{kind:?}");
+            assert!(sends_call(BlockedCalls::All, &prefix), "{kind:?}");
+        }
+        // Calls the sidecar let through go out in every mode.
+        let mut accepted = event(proto::EventKind::NewCall);
+        accepted.decision = Some(proto::Decision {
+            action: proto::Action::Accept.into(),
+            ..Default::default()
+        });
+        for mode in [
+            BlockedCalls::Mirrored,
+            BlockedCalls::Skip,
+            BlockedCalls::All,
+        ] {
+            assert!(sends_call(mode, &accepted));
+            assert!(sends_call(mode, &event(proto::EventKind::Answer)));
+        }
+    }
+
+    #[test]
+    fn the_block_list_mirror_keeps_exact_entries_and_names_prefixes() {
+        let entries = [
+            proto::BlockEntry {
+                pattern: "492111111111".into(),
+                note: "it's \\ spam".into(),
+            },
+            proto::BlockEntry {
+                pattern: "4930*".into(),
+                note: "range".into(),
+            },
+            proto::BlockEntry {
+                pattern: "anonymous".into(),
+                note: String::new(),
+            },
+        ];
+        let list = cti_block_list(&entries);
+        assert_eq!(
+            list.block_caller_ids,
+            [
+                serde_json::json!({"caller_id": "492111111111", "note": "it's \\ spam"}),
+                serde_json::json!({"caller_id": "anonymous", "note": ""}),
+            ]
+        );
+        assert_eq!(list.not_mirrored, ["4930*"]);
+        let command = rails_mirror_command(&list);
+        assert!(!command.contains('\n'), "one line: {command}");
+        assert!(
+            command.starts_with("c = (Setting.get('cti_config') || {}).deep_dup; "),
+            "{command}"
+        );
+        assert!(
+            command
+                .ends_with("Setting.set('cti_config', c); puts Setting.get('cti_config').to_json"),
+            "{command}"
+        );
+        // The JSON inside the Ruby single-quoted string, unescaped as Ruby does.
+        let start = command.find("JSON.parse('").unwrap() + "JSON.parse('".len();
+        let end = command.find("') }").unwrap();
+        let literal = &command[start..end];
+        assert!(literal.contains("it\\'s"), "{literal}");
+        let ruby_value = literal
+            .replace("\\\\", "\u{0}")
+            .replace("\\'", "'")
+            .replace('\u{0}', "\\");
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&ruby_value).unwrap();
+        assert_eq!(parsed, list.block_caller_ids);
+    }
+
+    #[test]
+    fn a_blocked_call_zammad_did_not_reject_says_how_to_fix_it() {
+        let e = rejected(proto::EventKind::NewCall, "492111111111", "492111111111");
+        assert_eq!(
+            disagreement(&e, r#"{"action":"reject","reason":"busy"}"#),
+            None
+        );
+        let difference = disagreement(&e, "{}").unwrap();
+        assert!(
+            difference.starts_with("Zammad would say no instruction, the sidecar said reject"),
+            "{difference}"
+        );
+        assert!(difference.contains("export-zammad --cti"), "{difference}");
     }
 }

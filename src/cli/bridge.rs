@@ -25,10 +25,12 @@ pub async fn run_bridge(
             cti_url,
             state,
             start_from_now,
+            blocked_calls,
             delivery,
         } => (
             BridgeTarget::Zammad {
                 cti_url: Secret::new(cti_url),
+                blocked_calls,
             },
             state,
             start_from_now,

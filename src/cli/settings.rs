@@ -60,7 +60,23 @@ pub async fn run_settings(
             dry_run,
             force,
         } => return import(&mut client, &read_input(&file)?, dry_run, force, json).await,
-        SettingsCommand::ExportZammad => {
+        SettingsCommand::ExportZammad { cti: true } => {
+            let snapshot = client
+                .get_settings(proto::GetSettingsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let list = crate::bridge::zammad::cti_block_list(&snapshot.block_list);
+            for pattern in &list.not_mirrored {
+                eprintln!(
+                    "not copied: {pattern} (Zammad compares exact numbers; with \
+                     --blocked-calls mirrored the Zammad bridge does not send the calls it blocks)"
+                );
+            }
+            println!("{}", crate::bridge::zammad::rails_mirror_command(&list));
+            return Ok(());
+        }
+        SettingsCommand::ExportZammad { cti: false } => {
             let exported = client
                 .export_zammad(proto::ExportZammadRequest {})
                 .await

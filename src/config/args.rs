@@ -7,8 +7,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use super::{
-    DEFAULT_BACKOFF_MS, DEFAULT_BRIDGE_TIMEOUT_MS, DEFAULT_GRPC_ADDR, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_BACKOFF_MS, DeliveryPolicy, LogFormat, OnRefusal, ServeArgs,
+    BlockedCalls, DEFAULT_BACKOFF_MS, DEFAULT_BRIDGE_TIMEOUT_MS, DEFAULT_GRPC_ADDR,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DeliveryPolicy, LogFormat, OnRefusal, ServeArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -117,6 +117,15 @@ pub enum BridgeCommand {
         /// Without a cursor file, start with new events instead of the whole log.
         #[arg(long)]
         start_from_now: bool,
+        /// Calls the sidecar rejected: send those Zammad's mirrored block
+        /// list rejects too (logged, no pop-up), none, or all (pop-ups).
+        #[arg(
+            long,
+            env = "SIDECAR_BRIDGE_BLOCKED_CALLS",
+            value_enum,
+            default_value_t
+        )]
+        blocked_calls: BlockedCalls,
         #[command(flatten)]
         delivery: DeliveryArgs,
     },
@@ -168,7 +177,14 @@ pub enum SettingsCommand {
         force: bool,
     },
     /// Print the settings as Zammad's sipgate_config JSON.
-    ExportZammad,
+    ExportZammad {
+        /// Instead: a Rails console command that copies the block list into
+        /// Zammad's generic CTI config (cti_config), so Zammad logs the calls
+        /// the sidecar rejects without a pop-up. Prefix entries cannot be
+        /// copied (Zammad compares exact numbers); they are named on stderr.
+        #[arg(long)]
+        cti: bool,
+    },
     /// Block list (inbound calls).
     Block {
         #[command(subcommand)]
@@ -317,5 +333,32 @@ mod tests {
         let parsed = args.into_config().unwrap();
         let default = Config::default();
         assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn the_zammad_bridge_takes_the_blocked_calls_mode() {
+        let mode = |extra: &[&str]| {
+            let mut line = vec![
+                "sipgate-sidecar",
+                "bridge",
+                "zammad",
+                "--cti-url",
+                "http://z/t",
+            ];
+            line.extend_from_slice(extra);
+            match Cli::try_parse_from(line).map(|cli| cli.command) {
+                Ok(Command::Bridge {
+                    command: BridgeCommand::Zammad { blocked_calls, .. },
+                }) => Ok(blocked_calls),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(mode(&[]), Ok(BlockedCalls::Mirrored));
+        assert_eq!(mode(&["--blocked-calls", "all"]), Ok(BlockedCalls::All));
+        assert_eq!(
+            mode(&["--blocked-calls", "none"]),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
     }
 }

@@ -11,6 +11,7 @@ mod args;
 mod listeners;
 mod secrets;
 mod serve;
+mod warnings;
 
 use std::{
     fmt,
@@ -29,6 +30,7 @@ pub use args::{
 pub use listeners::{GrpcListenerConfig, HttpListenerConfig, TlsFiles};
 pub use secrets::{SECRET_VARIABLES, secrets_from_files};
 pub use serve::ServeArgs;
+pub use warnings::startup_warnings;
 
 /// Webhook listener.
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
@@ -103,6 +105,27 @@ pub enum OnRefusal {
     Skip,
 }
 
+/// What the Zammad bridge does with the events of a call the sidecar
+/// rejected. Zammad notifies agents of every inbound newCall it is sent,
+/// unless its own CTI block list rejects the caller: then it logs the call
+/// without a pop-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum BlockedCalls {
+    /// Send a blocked call only when Zammad's CTI block list, mirrored from
+    /// the sidecar's (`settings export-zammad --cti`), rejects it too: the
+    /// entry that blocked it is the caller's exact number or `anonymous`.
+    /// Calls blocked by a prefix (`4930*`), which Zammad cannot match, are
+    /// not sent.
+    #[default]
+    Mirrored,
+    /// Send no event of a blocked call: no pop-up, and no entry in Zammad's
+    /// caller log (the sidecar's call log has it).
+    Skip,
+    /// Send every blocked call: agents get a pop-up for each one Zammad's own
+    /// block list does not reject.
+    All,
+}
+
 /// A secret that never shows up in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -162,7 +185,10 @@ impl Default for DeliveryPolicy {
 #[derive(Debug, Clone)]
 pub enum BridgeTarget {
     /// Zammad's generic CTI endpoint, `https://zammad.example.com/api/v1/cti/TOKEN`.
-    Zammad { cti_url: Secret },
+    Zammad {
+        cti_url: Secret,
+        blocked_calls: BlockedCalls,
+    },
     /// Any HTTP endpoint taking JSON events, optionally HMAC-signed.
     Webhook { url: String, secret: Option<Secret> },
 }

@@ -6,8 +6,8 @@ use clap::Args;
 use ipnet::IpNet;
 
 use super::{
-    BasicAuth, BridgeConfig, BridgeTarget, Config, DEFAULT_BODY_LIMIT, DEFAULT_COUNTRY_CODE,
-    DEFAULT_DATABASE, DEFAULT_GRPC_ADDR, DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS,
+    BasicAuth, BlockedCalls, BridgeConfig, BridgeTarget, Config, DEFAULT_BODY_LIMIT,
+    DEFAULT_COUNTRY_CODE, DEFAULT_DATABASE, DEFAULT_GRPC_ADDR, DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS,
     DEFAULT_GRPC_KEEPALIVE_SECS, DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS, DEFAULT_GRPC_MAX_CONNECTIONS,
     DEFAULT_GRPC_MAX_STREAMS, DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_HTTP_ADDR,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LIVE_BUFFER, DEFAULT_MAX_CONNECTIONS,
@@ -83,6 +83,15 @@ pub struct ServeArgs {
     /// URL (https://zammad.example.com/api/v1/cti/TOKEN).
     #[arg(long, env = "SIDECAR_ZAMMAD_CTI_URL", hide_env_values = true)]
     pub zammad_cti_url: Option<String>,
+    /// What the in-process Zammad bridge does with calls the sidecar rejected
+    /// (see `bridge zammad --blocked-calls`).
+    #[arg(
+        long,
+        env = "SIDECAR_ZAMMAD_BLOCKED_CALLS",
+        value_enum,
+        default_value_t
+    )]
+    pub zammad_blocked_calls: BlockedCalls,
     /// Run the JSON webhook forwarder in this process, posting to this URL.
     #[arg(long, env = "SIDECAR_FORWARD_URL", hide_env_values = true)]
     pub forward_url: Option<String>,
@@ -210,6 +219,7 @@ impl ServeArgs {
             bridges.push(BridgeConfig {
                 target: BridgeTarget::Zammad {
                     cti_url: Secret::new(cti_url),
+                    blocked_calls: self.zammad_blocked_calls,
                 },
                 state: bridge_state_path(&self.database, "zammad"),
                 delivery: delivery.clone(),
@@ -315,5 +325,32 @@ mod tests {
         assert_eq!(serve.args.trusted_proxies[1].to_string(), "::1/128");
         let bad = Serve::try_parse_from(["serve", "--allow-sources", "sipgate"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn the_in_process_zammad_bridge_takes_the_blocked_calls_mode() {
+        let bridge = |extra: &[&str]| {
+            let mut line = vec![
+                "serve",
+                "--zammad-cti-url",
+                "https://zammad.example.com/api/v1/cti/t0k",
+            ];
+            line.extend_from_slice(extra);
+            let config = Serve::try_parse_from(line)
+                .unwrap()
+                .args
+                .into_config()
+                .unwrap();
+            match &config.bridges[0].target {
+                BridgeTarget::Zammad { blocked_calls, .. } => *blocked_calls,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(bridge(&[]), BlockedCalls::Mirrored);
+        assert_eq!(
+            bridge(&["--zammad-blocked-calls", "skip"]),
+            BlockedCalls::Skip
+        );
+        assert!(Serve::try_parse_from(["serve", "--zammad-blocked-calls", "some"]).is_err());
     }
 }
