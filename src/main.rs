@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use sipgate_sidecar::{
-    cli,
-    config::{self, Cli, Command},
+    cli, client,
+    config::{self, Cli, Command, ParseError},
     telemetry::init_logging,
 };
 use tokio_util::sync::CancellationToken;
@@ -39,7 +38,48 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cli = Cli::parse();
+    let parsed = match config::parse(std::env::args_os().collect(), |name| {
+        std::env::var(name).ok()
+    }) {
+        Ok(parsed) => parsed,
+        // Usage errors exit 2, --help and --version 0.
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::File(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Serve(args) = &parsed.cli.command
+        && args.check_config
+    {
+        return match config::check_config(&parsed) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: invalid configuration: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let cli = parsed.cli;
+    match &cli.command {
+        Command::Completions { shell } => {
+            cli::docs::completions(*shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match cli::docs::man_page(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -59,8 +99,14 @@ async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cli::run_serve(client, *args, shutdown_signal()).await,
         Command::Settings { json, command } => cli::run_settings(client, json, command).await,
-        Command::Calls { command } => cli::run_calls(client, command).await,
-        Command::Watch { json, after_seq } => cli::run_watch(client, json, after_seq).await,
+        Command::Calls { json, command } => cli::run_calls(client, json, command).await,
+        Command::Events { json, command } => cli::run_events(client, json, command).await,
+        Command::Watch {
+            json,
+            after_seq,
+            retry,
+        } => cli::run_watch(client, json, after_seq, retry).await,
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::Bridge { command } => {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
@@ -75,7 +121,7 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(client::exit_code(&e))
         }
     }
 }

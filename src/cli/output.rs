@@ -1,4 +1,6 @@
-//! How client subcommands print: aligned text for people, JSON for scripts.
+//! How client subcommands print: aligned text for people, JSON for scripts
+//! (one object per line; every `…_at_ms` field also comes as `…_at` in
+//! RFC 3339, UTC). Times in text are RFC 3339 in UTC too.
 
 use serde_json::{Value, json};
 
@@ -8,7 +10,36 @@ use crate::{
 };
 
 fn print_json(v: &Value) {
+    let mut v = v.clone();
+    add_rfc3339(&mut v);
     println!("{v}");
+}
+
+/// Beside every `X_at_ms` number (or `at_ms`), an `X_at` string in RFC 3339
+/// (`null` stays `null`), at every level.
+fn add_rfc3339(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            let mut added = Vec::new();
+            for (key, field) in fields.iter_mut() {
+                if let Some(name) = key
+                    .strip_suffix("_ms")
+                    .filter(|n| *n == "at" || n.ends_with("_at"))
+                {
+                    let time = match field.as_i64() {
+                        Some(ms) => Value::String(rfc3339_ms(ms)),
+                        None => Value::Null,
+                    };
+                    added.push((name.to_string(), time));
+                } else {
+                    add_rfc3339(field);
+                }
+            }
+            fields.extend(added);
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_rfc3339),
+        _ => {}
+    }
 }
 
 pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
@@ -195,7 +226,7 @@ pub fn audit(r: &proto::ListAuditResponse, as_json: bool) {
             println!(
                 "{:>5}  {}  {:<22} {}  by {}",
                 e.id,
-                format_ms(e.at_ms),
+                rfc3339(e.at_ms),
                 e.action,
                 e.detail,
                 e.client
@@ -208,22 +239,41 @@ fn call_json(c: &proto::Call) -> Value {
     schema::to_value(&schema::Call::from(c))
 }
 
-pub fn calls(calls: &[proto::Call], as_json: bool) {
-    if as_json {
-        for c in calls {
-            print_json(&call_json(c));
+/// The call list, printed row by row as pages arrive: a header line first
+/// (text), or one JSON object per call.
+pub struct CallTable {
+    json: bool,
+    header_done: bool,
+}
+
+impl CallTable {
+    pub fn new(json: bool) -> Self {
+        CallTable {
+            json,
+            header_done: false,
         }
-        return;
     }
-    println!(
-        "{:<19}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}",
-        "started (UTC)", "dir", "from", "to", "state", "done", "cause", "wait", "talk"
-    );
-    for c in calls {
+
+    fn header(&mut self) {
+        if !self.json && !self.header_done {
+            self.header_done = true;
+            println!(
+                "{:<20}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}  call_id",
+                "started", "dir", "from", "to", "state", "done", "cause", "wait", "talk"
+            );
+        }
+    }
+
+    pub fn row(&mut self, c: &proto::Call) {
+        if self.json {
+            print_json(&call_json(c));
+            return;
+        }
+        self.header();
         let secs = |v: Option<i64>| v.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
         println!(
-            "{:<19}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}",
-            format_ms(c.initialized_at_ms),
+            "{:<20}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}  {}",
+            rfc3339(c.initialized_at_ms),
             direction_name(c.direction),
             c.from,
             c.to,
@@ -232,7 +282,60 @@ pub fn calls(calls: &[proto::Call], as_json: bool) {
             c.cause,
             secs(c.duration_waiting_secs),
             secs(c.duration_talking_secs),
+            c.call_id,
         );
+    }
+
+    /// Ends the table (a header even when no call matched).
+    pub fn finish(mut self) {
+        self.header();
+    }
+}
+
+/// One call, field by field (text) or as one JSON object.
+pub fn call(c: &proto::Call, as_json: bool) {
+    if as_json {
+        print_json(&call_json(c));
+        return;
+    }
+    let time = |ms: i64| {
+        if ms == 0 {
+            "-".to_string()
+        } else {
+            rfc3339(ms)
+        }
+    };
+    let secs = |v: Option<i64>| v.map(|s| format!("{s} s")).unwrap_or_else(|| "-".into());
+    let decision = c
+        .decision
+        .as_ref()
+        .map(|d| d.explanation.as_str())
+        .unwrap_or("-");
+    let fields = [
+        ("call_id", c.call_id.clone()),
+        ("direction", direction_name(c.direction).to_string()),
+        ("from", c.from.clone()),
+        ("to", c.to.clone()),
+        ("state", state_name(c.state).to_string()),
+        ("done", if c.done { "yes" } else { "no" }.to_string()),
+        ("cause", c.cause.clone()),
+        ("users", c.users.join(", ")),
+        ("answering", c.answering_number.clone()),
+        ("started", time(c.initialized_at_ms)),
+        ("answered", time(c.start_at_ms)),
+        ("ended", time(c.end_at_ms)),
+        ("waiting", secs(c.duration_waiting_secs)),
+        ("talking", secs(c.duration_talking_secs)),
+        ("first leg", c.first_leg_call_id.clone()),
+        ("decision", decision.to_string()),
+        (
+            "synthetic end",
+            if c.ended_synthetically { "yes" } else { "no" }.to_string(),
+        ),
+    ];
+    for (name, value) in fields {
+        let value = if value.is_empty() { "-" } else { &value };
+        println!("{name:<14} {value}");
     }
 }
 
@@ -264,7 +367,7 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
     println!(
         "#{:<6} {}  {:<7} {:<3} {} -> {}  call={}{}  {}",
         e.seq,
-        format_ms(e.received_at_ms),
+        rfc3339(e.received_at_ms),
         event_kind_name(e.kind),
         direction_name(e.direction),
         e.from,
@@ -275,8 +378,20 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
     );
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC, without a date crate.
-pub fn format_ms(ms: i64) -> String {
+/// `YYYY-MM-DDTHH:MM:SSZ`: RFC 3339 in UTC, to the second (for text).
+pub fn rfc3339(ms: i64) -> String {
+    let (date, time) = civil(ms);
+    format!("{date}T{time}Z")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`: RFC 3339 in UTC, to the millisecond (for JSON).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let (date, time) = civil(ms);
+    format!("{date}T{time}.{:03}Z", ms.rem_euclid(1000))
+}
+
+/// The UTC date and time of day of `ms`, without a date crate.
+fn civil(ms: i64) -> (String, String) {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -290,22 +405,41 @@ pub fn format_ms(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::format_ms;
+    use super::*;
 
     #[test]
-    fn formats_utc_timestamps() {
-        assert_eq!(format_ms(0), "1970-01-01 00:00:00");
-        assert_eq!(format_ms(1_795_000_000_000), "2026-11-18 11:06:40");
-        assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00");
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn json_gets_rfc3339_beside_every_millisecond_time() {
+        let mut v = json!({
+            "received_at_ms": 1_795_000_000_123_i64,
+            "call": {"initialized_at_ms": 0, "end_at_ms": null, "duration_talking_secs": 5},
+            "entries": [{"at_ms": 1_795_000_000_000_i64}],
+        });
+        add_rfc3339(&mut v);
+        assert_eq!(v["received_at"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(
+            v["received_at_ms"], 1_795_000_000_123_i64,
+            "the number stays"
+        );
+        assert_eq!(v["call"]["initialized_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["call"]["end_at"], Value::Null);
+        assert!(v["call"].get("duration_talking").is_none());
+        assert_eq!(v["entries"][0]["at"], "2026-11-18T11:06:40.000Z");
     }
 }
