@@ -64,21 +64,27 @@ fn main() -> ExitCode {
         };
     }
     let cli = parsed.cli;
+    let mut generated = Vec::new();
     match &cli.command {
-        Command::Completions { shell } => {
-            cli::docs::completions(*shell, &mut std::io::stdout());
-            return ExitCode::SUCCESS;
-        }
+        Command::Completions { shell } => cli::docs::completions(*shell, &mut generated),
         Command::Man => {
-            return match cli::docs::man_page(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: cannot write the manual page: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+            if let Err(e) = cli::docs::man_page(&mut generated) {
+                eprintln!("error: cannot render the manual page: {e}");
+                return ExitCode::FAILURE;
+            }
         }
         _ => {}
+    }
+    if !generated.is_empty() {
+        use std::io::Write;
+        return match std::io::stdout().write_all(&generated) {
+            // A reader that stopped early (`| head`) is not a failure.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("error: cannot write to stdout: {e}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -303,7 +303,14 @@ impl Parsed {
                             raw.into_iter().map(toml::Value::String).collect(),
                         ))
                     } else {
-                        Some(toml::Value::String(raw.concat()))
+                        let raw = raw.concat();
+                        // Numbers as numbers: the file takes either form.
+                        let plain = raw.bytes().all(|b| b.is_ascii_digit())
+                            && (!raw.starts_with('0') || raw == "0");
+                        Some(match raw.parse::<i64>() {
+                            Ok(n) if plain => toml::Value::Integer(n),
+                            _ => toml::Value::String(raw),
+                        })
                     }
                 };
                 Setting {
