@@ -172,7 +172,7 @@ async fn get_set_done_events_and_route_move() {
     let done = run(&server, &["calls", "set-done", "g1", "--json"]).await;
     let call: serde_json::Value = serde_json::from_str(done.stdout.trim()).unwrap();
     assert_eq!(call["done"], true);
-    assert_eq!(server.call("g1").await.done, true, "stored");
+    assert!(server.call("g1").await.done, "stored");
     let text = run(&server, &["calls", "set-done", "g1", "--not-done"]).await;
     assert!(text.stdout.contains("done           no"), "{}", text.stdout);
     assert!(

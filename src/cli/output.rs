@@ -2,6 +2,8 @@
 //! (one object per line; every `…_at_ms` field also comes as `…_at` in
 //! RFC 3339, UTC). Times in text are RFC 3339 in UTC too.
 
+use std::io::Write;
+
 use serde_json::{Value, json};
 
 use crate::{
@@ -9,10 +11,29 @@ use crate::{
     proto,
 };
 
+/// Like `println!`, but a reader that stopped early (`| head`) ends the
+/// process quietly instead of a panic, and another write error ends it with
+/// the reason.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_line(format_args!($($arg)*))
+    };
+}
+
+fn write_line(line: std::fmt::Arguments<'_>) {
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn print_json(v: &Value) {
     let mut v = v.clone();
     add_rfc3339(&mut v);
-    println!("{v}");
+    out!("{v}");
 }
 
 /// Beside every `X_at_ms` number (or `at_ms`), an `X_at` string in RFC 3339
@@ -53,19 +74,19 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
         }));
         return;
     }
-    println!(
+    out!(
         "Block list ({} entries, inbound calls):",
         s.block_list.len()
     );
     for (i, b) in s.block_list.iter().enumerate() {
-        println!("  {:>3}. {:<24} {}", i + 1, b.pattern, b.note);
+        out!("  {:>3}. {:<24} {}", i + 1, b.pattern, b.note);
     }
-    println!(
+    out!(
         "Routing table ({} rules, outbound calls, first match wins):",
         s.routing_table.len()
     );
     for (i, r) in s.routing_table.iter().enumerate() {
-        println!(
+        out!(
             "  {:>3}. {:<24} -> {:<16} {}",
             i + 1,
             r.dest,
@@ -78,17 +99,17 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
     } else {
         &s.default_caller_id
     };
-    println!("Default caller ID: {default}");
+    out!("Default caller ID: {default}");
     if !s.user_remote_map.is_empty() {
-        println!(
+        out!(
             "Zammad user_remote_map ({} entries, kept for export):",
             s.user_remote_map.len()
         );
         for m in &s.user_remote_map {
-            println!("       {:<24} -> {}", m.remote_user_id, m.user_id);
+            out!("       {:<24} -> {}", m.remote_user_id, m.user_id);
         }
     }
-    println!("Settings version: {}", s.version);
+    out!("Settings version: {}", s.version);
 }
 
 /// What a change does (a dry run's answer), entry by entry.
@@ -184,7 +205,7 @@ pub fn diff(d: &proto::SettingsDiff, needs_force: &[String], as_json: bool) {
     if d.user_remote_map_changed {
         lines.push("  ~ Zammad user_remote_map changed".into());
     }
-    println!(
+    out!(
         "Changes: {} block entries added, {} removed, {} changed; {} routing rules added, {} removed, {} changed",
         d.blocks_added.len(),
         d.blocks_removed.len(),
@@ -194,10 +215,10 @@ pub fn diff(d: &proto::SettingsDiff, needs_force: &[String], as_json: bool) {
         d.routes_changed.len()
     );
     for line in lines {
-        println!("{line}");
+        out!("{line}");
     }
     for reason in needs_force {
-        println!("  ! {reason}: needs --force");
+        out!("  ! {reason}: needs --force");
     }
 }
 
@@ -211,8 +232,8 @@ pub fn evaluation(r: &proto::EvaluateResponse, as_json: bool) {
         }));
         return;
     }
-    println!("from {} to {}", r.normalized_from, r.normalized_to);
-    println!("{}", decision.explanation);
+    out!("from {} to {}", r.normalized_from, r.normalized_to);
+    out!("{}", decision.explanation);
 }
 
 pub fn audit(r: &proto::ListAuditResponse, as_json: bool) {
@@ -223,7 +244,7 @@ pub fn audit(r: &proto::ListAuditResponse, as_json: bool) {
                 "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::String(e.detail.clone())),
             }));
         } else {
-            println!(
+            out!(
                 "{:>5}  {}  {:<22} {}  by {}",
                 e.id,
                 rfc3339(e.at_ms),
@@ -257,9 +278,17 @@ impl CallTable {
     fn header(&mut self) {
         if !self.json && !self.header_done {
             self.header_done = true;
-            println!(
+            out!(
                 "{:<20}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}  call_id",
-                "started", "dir", "from", "to", "state", "done", "cause", "wait", "talk"
+                "started",
+                "dir",
+                "from",
+                "to",
+                "state",
+                "done",
+                "cause",
+                "wait",
+                "talk"
             );
         }
     }
@@ -271,7 +300,7 @@ impl CallTable {
         }
         self.header();
         let secs = |v: Option<i64>| v.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
-        println!(
+        out!(
             "{:<20}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}  {}",
             rfc3339(c.initialized_at_ms),
             direction_name(c.direction),
@@ -335,7 +364,7 @@ pub fn call(c: &proto::Call, as_json: bool) {
     ];
     for (name, value) in fields {
         let value = if value.is_empty() { "-" } else { &value };
-        println!("{name:<14} {value}");
+        out!("{name:<14} {value}");
     }
 }
 
@@ -364,7 +393,7 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
         Ok(proto::EventKind::Dtmf) => format!("dtmf={}", e.dtmf),
         _ => String::new(),
     };
-    println!(
+    out!(
         "#{:<6} {}  {:<7} {:<3} {} -> {}  call={}{}  {}",
         e.seq,
         rfc3339(e.received_at_ms),
