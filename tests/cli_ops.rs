@@ -257,6 +257,12 @@ async fn exit_codes_tell_usage_not_found_conflict_and_unreachable_apart() {
         "{}",
         unreachable.stderr
     );
+    let status = run_env(
+        &["bridge", "status", "--http-url", "http://127.0.0.1:1"],
+        &[],
+    )
+    .await;
+    assert_eq!(status.code, Some(5), "{}", status.stderr);
 }
 
 #[tokio::test]
