@@ -105,25 +105,103 @@ impl Interceptor for ClientAuth {
 /// A channel that authenticates every call.
 pub type Authed = InterceptedService<Channel, ClientAuth>;
 
+/// What kind of failure ended a client command; each kind has its exit code
+/// (README, "Client commands").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A wrong flag or setting: exit code 2 (as clap's usage errors).
+    Usage,
+    /// The call, settings entry or audit entry does not exist: 3.
+    NotFound,
+    /// It exists already, or another change came first, or a precondition
+    /// (such as --force) is missing: 4.
+    Conflict,
+    /// The server cannot be reached (refused, DNS, TLS, unavailable): 5.
+    Unreachable,
+    /// Anything else: 1.
+    Other,
+}
+
+impl FailureKind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            FailureKind::Other => 1,
+            FailureKind::Usage => 2,
+            FailureKind::NotFound => 3,
+            FailureKind::Conflict => 4,
+            FailureKind::Unreachable => 5,
+        }
+    }
+
+    /// The kind of a failed gRPC call.
+    pub fn of_status(code: tonic::Code) -> Self {
+        match code {
+            tonic::Code::NotFound => FailureKind::NotFound,
+            tonic::Code::AlreadyExists | tonic::Code::Aborted | tonic::Code::FailedPrecondition => {
+                FailureKind::Conflict
+            }
+            tonic::Code::Unavailable => FailureKind::Unreachable,
+            _ => FailureKind::Other,
+        }
+    }
+}
+
+/// A failure with its kind, somewhere in an [`anyhow::Error`]'s chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The exit code for `error`: the kind of the first [`Failure`] (or gRPC
+/// status) in its chain, else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let kind = error.downcast_ref::<Failure>().map(|f| f.kind).or_else(|| {
+        error.chain().find_map(|cause| {
+            cause.downcast_ref::<Failure>().map(|f| f.kind).or_else(|| {
+                cause
+                    .downcast_ref::<Status>()
+                    .map(|s| FailureKind::of_status(s.code()))
+            })
+        })
+    });
+    kind.unwrap_or(FailureKind::Other).exit_code()
+}
+
 /// Connects to `endpoint` (5 s timeout); errors say what to check.
 pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Authed> {
     let server = &endpoint.server;
     let mut target = transport::Endpoint::from_shared(server.clone())
-        .with_context(|| format!("--server '{server}' is not a URL like http://127.0.0.1:50051"))?
+        .with_context(|| {
+            Failure::new(
+                FailureKind::Usage,
+                format!("--server '{server}' is not a URL like http://127.0.0.1:50051"),
+            )
+        })?
         .connect_timeout(Duration::from_secs(5));
     if let Some(tls) = endpoint.tls()? {
         target = target
             .tls_config(tls)
             .with_context(|| format!("cannot set up TLS for {server}"))?;
     }
-    let channel = target
-        .connect()
-        .await
-        .with_context(|| {
+    let channel = target.connect().await.with_context(|| {
+        Failure::new(
+            FailureKind::Unreachable,
             format!(
                 "cannot reach the sidecar at {server} (is `sipgate-sidecar serve` running? set --server)"
-            )
-        })?;
+            ),
+        )
+    })?;
     let authorization = match &endpoint.token {
         Some(t) => Some(
             format!("Bearer {t}")
@@ -169,7 +247,10 @@ pub fn status_error(status: Status) -> anyhow::Error {
         }
         source = cause.source();
     }
-    anyhow::anyhow!("{what}: {message}")
+    anyhow::Error::new(Failure::new(
+        FailureKind::of_status(status.code()),
+        format!("{what}: {message}"),
+    ))
 }
 
 /// The server refused to resume the event stream where asked
@@ -210,6 +291,9 @@ pub struct Reconnect {
     /// End with an error after this many failures in a row (no event in
     /// between); `None` retries for ever.
     pub give_up_after: Option<u32>,
+    /// Retry when the very first subscription fails too; `false` ends with
+    /// that failure at once (a wrong address is reported, not retried).
+    pub retry_first: bool,
 }
 
 /// What [`follow_events`] yields.
@@ -232,6 +316,8 @@ struct Follow {
     stream: Option<Streaming<proto::CallEvent>>,
     wait: Option<Duration>,
     done: bool,
+    /// A subscription succeeded once.
+    subscribed: bool,
 }
 
 async fn open(
@@ -261,7 +347,10 @@ impl Follow {
         let stream = match &mut self.stream {
             Some(stream) => stream,
             None => match open(&self.endpoint, self.after_seq).await {
-                Ok(stream) => self.stream.insert(stream),
+                Ok(stream) => {
+                    self.subscribed = true;
+                    self.stream.insert(stream)
+                }
                 Err(e) => return Some(self.interrupted(e)),
             },
         };
@@ -279,7 +368,7 @@ impl Follow {
     }
 
     fn interrupted(&mut self, error: anyhow::Error) -> anyhow::Result<Followed> {
-        if error.is::<ResumeRefused>() {
+        if error.is::<ResumeRefused>() || (!self.subscribed && !self.reconnect.retry_first) {
             self.done = true;
             return Err(error);
         }
@@ -313,6 +402,7 @@ pub fn follow_events(
         stream: None,
         wait: None,
         done: false,
+        subscribed: false,
     };
     futures::stream::unfold(state, |mut state| async move {
         let item = state.next().await?;
@@ -346,6 +436,7 @@ mod tests {
                 max: Duration::from_millis(2),
             },
             give_up_after: Some(2),
+            retry_first: true,
         };
         let items: Vec<_> = follow_events(endpoint, None, reconnect).collect().await;
         assert_eq!(items.len(), 3, "two retries, then the error");
@@ -359,6 +450,38 @@ mod tests {
             error.starts_with("giving up after 2 reconnect attempts: cannot reach"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_first_failure_ends_at_once_without_retry_first() {
+        let endpoint = Endpoint::plain("http://127.0.0.1:1", None);
+        let reconnect = Reconnect {
+            backoff: Backoff {
+                first: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+            give_up_after: None,
+            retry_first: false,
+        };
+        let items: Vec<_> = follow_events(endpoint, None, reconnect).collect().await;
+        assert_eq!(items.len(), 1, "no retry");
+        let error = items[0].as_ref().unwrap_err();
+        assert!(format!("{error:#}").contains("127.0.0.1:1"), "{error:#}");
+        assert_eq!(exit_code(error), 5);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_failure() {
+        let of = |code| exit_code(&status_error(Status::new(code, "x")));
+        assert_eq!(of(tonic::Code::NotFound), 3);
+        assert_eq!(of(tonic::Code::AlreadyExists), 4);
+        assert_eq!(of(tonic::Code::Aborted), 4);
+        assert_eq!(of(tonic::Code::FailedPrecondition), 4);
+        assert_eq!(of(tonic::Code::Unavailable), 5);
+        assert_eq!(of(tonic::Code::InvalidArgument), 1);
+        let wrapped = status_error(Status::not_found("x")).context("while listing");
+        assert_eq!(exit_code(&wrapped), 3);
+        assert_eq!(exit_code(&anyhow::anyhow!("plain")), 1);
     }
 
     #[tokio::test]

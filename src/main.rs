@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use sipgate_sidecar::{
-    cli,
-    config::{self, Cli, Command},
+    cli, client,
+    config::{self, Cli, Command, ParseError},
     telemetry::init_logging,
 };
 use tokio_util::sync::CancellationToken;
@@ -39,7 +38,54 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cli = Cli::parse();
+    let parsed = match config::parse(std::env::args_os().collect(), |name| {
+        std::env::var(name).ok()
+    }) {
+        Ok(parsed) => parsed,
+        // Usage errors exit 2, --help and --version 0.
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::File(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Serve(args) = &parsed.cli.command
+        && args.check_config
+    {
+        return match config::check_config(&parsed) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: invalid configuration: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let cli = parsed.cli;
+    let mut generated = Vec::new();
+    match &cli.command {
+        Command::Completions { shell } => cli::docs::completions(*shell, &mut generated),
+        Command::Man => {
+            if let Err(e) = cli::docs::man_page(&mut generated) {
+                eprintln!("error: cannot render the manual page: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        _ => {}
+    }
+    if !generated.is_empty() {
+        use std::io::Write;
+        return match std::io::stdout().write_all(&generated) {
+            // A reader that stopped early (`| head`) is not a failure.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("error: cannot write to stdout: {e}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -59,8 +105,14 @@ async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cli::run_serve(client, *args, shutdown_signal()).await,
         Command::Settings { json, command } => cli::run_settings(client, json, command).await,
-        Command::Calls { command } => cli::run_calls(client, command).await,
-        Command::Watch { json, after_seq } => cli::run_watch(client, json, after_seq).await,
+        Command::Calls { json, command } => cli::run_calls(client, json, command).await,
+        Command::Events { json, command } => cli::run_events(client, json, command).await,
+        Command::Watch {
+            json,
+            after_seq,
+            retry,
+        } => cli::run_watch(client, json, after_seq, retry).await,
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::Bridge { command } => {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
@@ -75,7 +127,7 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(client::exit_code(&e))
         }
     }
 }

@@ -65,6 +65,12 @@ pub mod names {
     pub const TLS_HANDSHAKE_FAILURES: &str = "sidecar_tls_handshake_failures_total";
 }
 
+/// Colour only on a terminal, and never with `NO_COLOR` set to anything
+/// but the empty string (<https://no-color.org>).
+pub fn use_color(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Logs go to stderr; `SIDECAR_LOG` (or `RUST_LOG`) sets the filter.
 /// Servers log at info by default, client commands only warnings.
 pub fn init_logging(format: LogFormat, serving: bool) {
@@ -74,7 +80,10 @@ pub fn init_logging(format: LogFormat, serving: bool) {
         .unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(use_color(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -134,4 +143,17 @@ pub fn serve_metrics(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .into_future(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_color;
+
+    #[test]
+    fn no_color_turns_colour_off() {
+        assert!(use_color(true, None));
+        assert!(use_color(true, Some("".into())));
+        assert!(!use_color(true, Some("1".into())));
+        assert!(!use_color(false, None));
+    }
 }

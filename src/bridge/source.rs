@@ -51,6 +51,7 @@ impl EventSource for GrpcSource {
         let reconnect = Reconnect {
             backoff: self.backoff,
             give_up_after: None,
+            retry_first: true,
         };
         let stream = client::follow_events(self.endpoint.clone(), after_seq, reconnect)
             .filter_map(|item| async move {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::endpoint;
 use crate::{
     bridge::{self, BridgeStatus, cursor::Cursor, delivery, source::GrpcSource},
+    client::{Failure, FailureKind},
     config::{BridgeCommand, BridgeTarget, ClientArgs, Secret},
 };
 
@@ -95,7 +96,10 @@ async fn status(http_url: &str) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{}", bridge::error_text(e)))
         .with_context(|| {
-            format!("cannot reach the sidecar at {http_url} (is it running? set --http-url)")
+            Failure::new(
+                FailureKind::Unreachable,
+                format!("cannot reach the sidecar at {http_url} (is it running? set --http-url)"),
+            )
         })?;
     let ready = response.status().is_success();
     let body = response.text().await.unwrap_or_default();

@@ -1,4 +1,8 @@
-//! How client subcommands print: aligned text for people, JSON for scripts.
+//! How client subcommands print: aligned text for people, JSON for scripts
+//! (one object per line; every `…_at_ms` field also comes as `…_at` in
+//! RFC 3339, UTC). Times in text are RFC 3339 in UTC too.
+
+use std::io::Write;
 
 use serde_json::{Value, json};
 
@@ -7,8 +11,56 @@ use crate::{
     proto,
 };
 
+/// Like `println!`, but a reader that stopped early (`| head`) ends the
+/// process quietly instead of a panic, and another write error ends it with
+/// the reason.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_line(format_args!($($arg)*))
+    };
+}
+
+fn write_line(line: std::fmt::Arguments<'_>) {
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn print_json(v: &Value) {
-    println!("{v}");
+    let mut v = v.clone();
+    add_rfc3339(&mut v);
+    out!("{v}");
+}
+
+/// Beside every `X_at_ms` number (or `at_ms`), an `X_at` string in RFC 3339
+/// (`null` stays `null`), at every level.
+fn add_rfc3339(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            let mut added = Vec::new();
+            for (key, field) in fields.iter_mut() {
+                if let Some(name) = key
+                    .strip_suffix("_ms")
+                    .filter(|n| *n == "at" || n.ends_with("_at"))
+                {
+                    let time = match field.as_i64() {
+                        Some(ms) => Value::String(rfc3339_ms(ms)),
+                        None => Value::Null,
+                    };
+                    added.push((name.to_string(), time));
+                } else {
+                    add_rfc3339(field);
+                }
+            }
+            fields.extend(added);
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_rfc3339),
+        _ => {}
+    }
 }
 
 pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
@@ -22,19 +74,19 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
         }));
         return;
     }
-    println!(
+    out!(
         "Block list ({} entries, inbound calls):",
         s.block_list.len()
     );
     for (i, b) in s.block_list.iter().enumerate() {
-        println!("  {:>3}. {:<24} {}", i + 1, b.pattern, b.note);
+        out!("  {:>3}. {:<24} {}", i + 1, b.pattern, b.note);
     }
-    println!(
+    out!(
         "Routing table ({} rules, outbound calls, first match wins):",
         s.routing_table.len()
     );
     for (i, r) in s.routing_table.iter().enumerate() {
-        println!(
+        out!(
             "  {:>3}. {:<24} -> {:<16} {}",
             i + 1,
             r.dest,
@@ -47,17 +99,17 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
     } else {
         &s.default_caller_id
     };
-    println!("Default caller ID: {default}");
+    out!("Default caller ID: {default}");
     if !s.user_remote_map.is_empty() {
-        println!(
+        out!(
             "Zammad user_remote_map ({} entries, kept for export):",
             s.user_remote_map.len()
         );
         for m in &s.user_remote_map {
-            println!("       {:<24} -> {}", m.remote_user_id, m.user_id);
+            out!("       {:<24} -> {}", m.remote_user_id, m.user_id);
         }
     }
-    println!("Settings version: {}", s.version);
+    out!("Settings version: {}", s.version);
 }
 
 /// What a change does (a dry run's answer), entry by entry.
@@ -153,7 +205,7 @@ pub fn diff(d: &proto::SettingsDiff, needs_force: &[String], as_json: bool) {
     if d.user_remote_map_changed {
         lines.push("  ~ Zammad user_remote_map changed".into());
     }
-    println!(
+    out!(
         "Changes: {} block entries added, {} removed, {} changed; {} routing rules added, {} removed, {} changed",
         d.blocks_added.len(),
         d.blocks_removed.len(),
@@ -163,10 +215,10 @@ pub fn diff(d: &proto::SettingsDiff, needs_force: &[String], as_json: bool) {
         d.routes_changed.len()
     );
     for line in lines {
-        println!("{line}");
+        out!("{line}");
     }
     for reason in needs_force {
-        println!("  ! {reason}: needs --force");
+        out!("  ! {reason}: needs --force");
     }
 }
 
@@ -180,8 +232,8 @@ pub fn evaluation(r: &proto::EvaluateResponse, as_json: bool) {
         }));
         return;
     }
-    println!("from {} to {}", r.normalized_from, r.normalized_to);
-    println!("{}", decision.explanation);
+    out!("from {} to {}", r.normalized_from, r.normalized_to);
+    out!("{}", decision.explanation);
 }
 
 pub fn audit(r: &proto::ListAuditResponse, as_json: bool) {
@@ -192,10 +244,10 @@ pub fn audit(r: &proto::ListAuditResponse, as_json: bool) {
                 "detail": serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::String(e.detail.clone())),
             }));
         } else {
-            println!(
+            out!(
                 "{:>5}  {}  {:<22} {}  by {}",
                 e.id,
-                format_ms(e.at_ms),
+                rfc3339(e.at_ms),
                 e.action,
                 e.detail,
                 e.client
@@ -208,22 +260,49 @@ fn call_json(c: &proto::Call) -> Value {
     schema::to_value(&schema::Call::from(c))
 }
 
-pub fn calls(calls: &[proto::Call], as_json: bool) {
-    if as_json {
-        for c in calls {
-            print_json(&call_json(c));
+/// The call list, printed row by row as pages arrive: a header line first
+/// (text), or one JSON object per call.
+pub struct CallTable {
+    json: bool,
+    header_done: bool,
+}
+
+impl CallTable {
+    pub fn new(json: bool) -> Self {
+        CallTable {
+            json,
+            header_done: false,
         }
-        return;
     }
-    println!(
-        "{:<19}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}",
-        "started (UTC)", "dir", "from", "to", "state", "done", "cause", "wait", "talk"
-    );
-    for c in calls {
+
+    fn header(&mut self) {
+        if !self.json && !self.header_done {
+            self.header_done = true;
+            out!(
+                "{:<20}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}  call_id",
+                "started",
+                "dir",
+                "from",
+                "to",
+                "state",
+                "done",
+                "cause",
+                "wait",
+                "talk"
+            );
+        }
+    }
+
+    pub fn row(&mut self, c: &proto::Call) {
+        if self.json {
+            print_json(&call_json(c));
+            return;
+        }
+        self.header();
         let secs = |v: Option<i64>| v.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<19}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}",
-            format_ms(c.initialized_at_ms),
+        out!(
+            "{:<20}  {:<3}  {:<15}  {:<15}  {:<7}  {:<4}  {:<14}  {:>4}  {:>5}  {}",
+            rfc3339(c.initialized_at_ms),
             direction_name(c.direction),
             c.from,
             c.to,
@@ -232,7 +311,60 @@ pub fn calls(calls: &[proto::Call], as_json: bool) {
             c.cause,
             secs(c.duration_waiting_secs),
             secs(c.duration_talking_secs),
+            c.call_id,
         );
+    }
+
+    /// Ends the table (a header even when no call matched).
+    pub fn finish(mut self) {
+        self.header();
+    }
+}
+
+/// One call, field by field (text) or as one JSON object.
+pub fn call(c: &proto::Call, as_json: bool) {
+    if as_json {
+        print_json(&call_json(c));
+        return;
+    }
+    let time = |ms: i64| {
+        if ms == 0 {
+            "-".to_string()
+        } else {
+            rfc3339(ms)
+        }
+    };
+    let secs = |v: Option<i64>| v.map(|s| format!("{s} s")).unwrap_or_else(|| "-".into());
+    let decision = c
+        .decision
+        .as_ref()
+        .map(|d| d.explanation.as_str())
+        .unwrap_or("-");
+    let fields = [
+        ("call_id", c.call_id.clone()),
+        ("direction", direction_name(c.direction).to_string()),
+        ("from", c.from.clone()),
+        ("to", c.to.clone()),
+        ("state", state_name(c.state).to_string()),
+        ("done", if c.done { "yes" } else { "no" }.to_string()),
+        ("cause", c.cause.clone()),
+        ("users", c.users.join(", ")),
+        ("answering", c.answering_number.clone()),
+        ("started", time(c.initialized_at_ms)),
+        ("answered", time(c.start_at_ms)),
+        ("ended", time(c.end_at_ms)),
+        ("waiting", secs(c.duration_waiting_secs)),
+        ("talking", secs(c.duration_talking_secs)),
+        ("first leg", c.first_leg_call_id.clone()),
+        ("decision", decision.to_string()),
+        (
+            "synthetic end",
+            if c.ended_synthetically { "yes" } else { "no" }.to_string(),
+        ),
+    ];
+    for (name, value) in fields {
+        let value = if value.is_empty() { "-" } else { &value };
+        out!("{name:<14} {value}");
     }
 }
 
@@ -261,10 +393,10 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
         Ok(proto::EventKind::Dtmf) => format!("dtmf={}", e.dtmf),
         _ => String::new(),
     };
-    println!(
+    out!(
         "#{:<6} {}  {:<7} {:<3} {} -> {}  call={}{}  {}",
         e.seq,
-        format_ms(e.received_at_ms),
+        rfc3339(e.received_at_ms),
         event_kind_name(e.kind),
         direction_name(e.direction),
         e.from,
@@ -275,8 +407,20 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
     );
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC, without a date crate.
-pub fn format_ms(ms: i64) -> String {
+/// `YYYY-MM-DDTHH:MM:SSZ`: RFC 3339 in UTC, to the second (for text).
+pub fn rfc3339(ms: i64) -> String {
+    let (date, time) = civil(ms);
+    format!("{date}T{time}Z")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`: RFC 3339 in UTC, to the millisecond (for JSON).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let (date, time) = civil(ms);
+    format!("{date}T{time}.{:03}Z", ms.rem_euclid(1000))
+}
+
+/// The UTC date and time of day of `ms`, without a date crate.
+fn civil(ms: i64) -> (String, String) {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -290,22 +434,41 @@ pub fn format_ms(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::format_ms;
+    use super::*;
 
     #[test]
-    fn formats_utc_timestamps() {
-        assert_eq!(format_ms(0), "1970-01-01 00:00:00");
-        assert_eq!(format_ms(1_795_000_000_000), "2026-11-18 11:06:40");
-        assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00");
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn json_gets_rfc3339_beside_every_millisecond_time() {
+        let mut v = json!({
+            "received_at_ms": 1_795_000_000_123_i64,
+            "call": {"initialized_at_ms": 0, "end_at_ms": null, "duration_talking_secs": 5},
+            "entries": [{"at_ms": 1_795_000_000_000_i64}],
+        });
+        add_rfc3339(&mut v);
+        assert_eq!(v["received_at"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(
+            v["received_at_ms"], 1_795_000_000_123_i64,
+            "the number stays"
+        );
+        assert_eq!(v["call"]["initialized_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["call"]["end_at"], Value::Null);
+        assert!(v["call"].get("duration_talking").is_none());
+        assert_eq!(v["entries"][0]["at"], "2026-11-18T11:06:40.000Z");
     }
 }

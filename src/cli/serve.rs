@@ -2,7 +2,10 @@
 
 use std::future::Future;
 
-use crate::config::{ClientArgs, Secret, ServeArgs};
+use crate::{
+    client::{Failure, FailureKind},
+    config::{ClientArgs, Secret, ServeArgs},
+};
 
 /// Starts the server from its flags (the gRPC token comes from the shared
 /// client flags), runs it until `shutdown` resolves, then stops it gracefully.
@@ -12,7 +15,9 @@ pub async fn run_serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let ready_file = args.ready_file.clone();
-    let mut config = args.into_config().map_err(anyhow::Error::msg)?;
+    let mut config = args
+        .into_config()
+        .map_err(|e| Failure::new(FailureKind::Usage, e))?;
     config.grpc_token = client
         .grpc_token
         .clone()

@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 
 use super::{endpoint, output};
 use crate::{
-    client::{self, Authed, status_error},
+    client::{self, Authed, Failure, FailureKind, status_error},
     config::{BlockCommand, ClientArgs, DefaultCallerIdCommand, RouteCommand, SettingsCommand},
     proto::{self, settings_client::SettingsClient},
 };
@@ -21,12 +21,14 @@ use edit::{EditTarget, SingleEdit, edit_with_retry, with_precondition};
 
 /// Explains a refusal: a conflict names what to do about it.
 fn refusal(status: Status) -> anyhow::Error {
+    let conflict =
+        |message: String| anyhow::Error::new(Failure::new(FailureKind::Conflict, message));
     match status.code() {
-        Code::Aborted => anyhow::anyhow!(
+        Code::Aborted => conflict(format!(
             "conflict: {}; nothing was changed (check `settings show` and run the command again)",
             status.message()
-        ),
-        Code::FailedPrecondition => anyhow::anyhow!("refused: {}", status.message()),
+        )),
+        Code::FailedPrecondition => conflict(format!("refused: {}", status.message())),
         _ => status_error(status),
     }
 }
@@ -140,6 +142,13 @@ pub async fn run_settings(
                 SingleEdit::RemoveRoute(proto::RemoveRoutingRuleRequest { dest: pattern }),
                 false,
             ),
+            RouteCommand::Move { pattern, to } => (
+                SingleEdit::MoveRoute {
+                    pattern,
+                    position: usize::try_from(to.saturating_sub(1)).unwrap_or(usize::MAX),
+                },
+                false,
+            ),
         },
         SettingsCommand::DefaultCallerId { command } => {
             let caller_id = match command {
@@ -220,10 +229,13 @@ async fn import(
         return Ok(());
     }
     if !force && !preview.needs_force.is_empty() {
-        anyhow::bail!(
-            "refused: {}; repeat with --force if that is what you want (nothing was changed)",
-            preview.needs_force.join("; ")
-        );
+        return Err(anyhow::Error::new(Failure::new(
+            FailureKind::Conflict,
+            format!(
+                "refused: {}; repeat with --force if that is what you want (nothing was changed)",
+                preview.needs_force.join("; ")
+            ),
+        )));
     }
     let snapshot = client
         .import_zammad(with_precondition(request(), preview.base_version, force))

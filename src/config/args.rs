@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::{
     BlockedCalls, DEFAULT_BACKOFF_MS, DEFAULT_BRIDGE_TIMEOUT_MS, DEFAULT_GRPC_ADDR,
@@ -20,6 +20,10 @@ use super::{
 pub struct Cli {
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Configuration file (TOML) whose keys are the long flag names, e.g.
+    /// grpc-addr = "127.0.0.1:50051"; flags and environment variables win over it.
+    #[arg(long, global = true, env = "SIDECAR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Log format.
     #[arg(
         long,
@@ -36,12 +40,14 @@ pub struct Cli {
 /// How client subcommands reach the server (accepted anywhere on the line).
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// gRPC address of the running sidecar.
+    /// gRPC address of the running sidecar: host:port (as --grpc-addr takes
+    /// it), http://host:port, or https://host:port for TLS.
     #[arg(
         long,
         global = true,
         env = "SIDECAR_SERVER",
-        default_value_t = format!("http://{DEFAULT_GRPC_ADDR}")
+        default_value_t = format!("http://{DEFAULT_GRPC_ADDR}"),
+        value_parser = parse_server
     )]
     pub server: String,
     /// Bearer token for the gRPC API (serve: require it; clients: send it).
@@ -77,10 +83,21 @@ pub enum Command {
         #[command(subcommand)]
         command: SettingsCommand,
     },
-    /// The call log.
+    /// The call log: list (with filters, paging through all of it), show, mark done.
     Calls {
+        /// Machine-readable JSON: one object per line.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         command: CallsCommand,
+    },
+    /// The stored event log, oldest first.
+    Events {
+        /// Machine-readable JSON: one object per line.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: EventsCommand,
     },
     /// Forward events to Zammad or any HTTP endpoint.
     Bridge {
@@ -95,7 +112,20 @@ pub enum Command {
         /// Start after this sequence number (0 = from the beginning); default: from now.
         #[arg(long)]
         after_seq: Option<u64>,
+        /// Keep trying when the server cannot be reached at the start, and
+        /// reconnect for ever after a dropped connection (default: an
+        /// unreachable server is an error, a dropped stream is resumed up to 5 times).
+        #[arg(long)]
+        retry: bool,
     },
+    /// Print a shell completion script, e.g.
+    /// `sipgate-sidecar completions bash > /etc/bash_completion.d/sipgate-sidecar`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `sipgate-sidecar man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,17 +161,20 @@ pub enum BridgeCommand {
     },
     /// POST every event as JSON to URL (schema sipgate-sidecar.event.v1).
     Webhook {
+        /// The receiver, e.g. https://crm.example.com/hooks/calls.
         #[arg(long, env = "SIDECAR_BRIDGE_URL", hide_env_values = true)]
         url: String,
         /// Sign bodies: X-Sidecar-Signature: sha256=HMAC-SHA256(secret, body) in hex.
         #[arg(long, env = "SIDECAR_BRIDGE_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// Cursor file: the last delivered sequence number.
         #[arg(
             long,
             env = "SIDECAR_BRIDGE_STATE",
             default_value = "sipgate-sidecar-webhook.cursor"
         )]
         state: PathBuf,
+        /// Without a cursor file, start with new events instead of the whole log.
         #[arg(long)]
         start_from_now: bool,
         #[command(flatten)]
@@ -168,6 +201,7 @@ pub enum SettingsCommand {
     /// Replace the settings with Zammad's sipgate_config from FILE ("-" = stdin):
     /// JSON, or what a Rails console prints for `p Setting.get('sipgate_config')`.
     ImportZammad {
+        /// The sipgate_config file; "-" reads stdin.
         file: PathBuf,
         /// Show what would change (entries added, removed, changed) and store nothing.
         #[arg(long)]
@@ -202,21 +236,26 @@ pub enum SettingsCommand {
     },
     /// Dry run: what would happen to this call?
     Evaluate {
+        /// in: an inbound call (block list); out: an outbound call (routing table).
         #[arg(long, value_parser = ["in", "out"])]
         direction: String,
+        /// The caller's number, as typed or as sipgate sends it.
         #[arg(long)]
         from: String,
+        /// The called number.
         #[arg(long)]
         to: String,
     },
     /// Recent settings changes, newest first.
     Audit {
+        /// How many entries to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// Undo a change: restore the settings from before audit entry AUDIT_ID
     /// (default: the newest change), as a new, audited change.
     Undo {
+        /// The audit entry (`settings audit` shows the ids); default: the newest.
         audit_id: Option<u64>,
         /// Allow restoring block patterns that block a whole country or everyone.
         #[arg(long)]
@@ -228,14 +267,18 @@ pub enum SettingsCommand {
 pub enum BlockCommand {
     /// Block a number ("+49 30 1234", "030 1234"), a prefix ("4930*") or "anonymous".
     Add {
+        /// The number, prefix pattern or "anonymous".
         number: String,
+        /// Why it is blocked (shown in `settings show` and in decisions).
         #[arg(long, default_value = "")]
         note: String,
         /// Allow a pattern that blocks a whole country or everyone ("*", "49*").
         #[arg(long)]
         force: bool,
     },
+    /// Unblock a number or pattern (matched after normalisation).
     Remove {
+        /// The number or pattern as stored or as typed ("+49 30 1234").
         number: String,
     },
 }
@@ -244,34 +287,134 @@ pub enum BlockCommand {
 pub enum RouteCommand {
     /// Use CALLER_ID for outbound calls to PATTERN ("*" = one or more characters).
     Add {
+        /// The destination pattern, e.g. "49*" or "+44 20*".
         pattern: String,
+        /// The caller ID sent for matching calls.
         caller_id: String,
+        /// What the rule is for.
         #[arg(long, default_value = "")]
         note: String,
         /// Insert at this position (1 = first); default: last.
         #[arg(long)]
         position: Option<u32>,
     },
+    /// Delete the rule for PATTERN.
     Remove {
+        /// The destination pattern as stored or as typed.
         pattern: String,
+    },
+    /// Move the rule for PATTERN to another position (first match wins).
+    Move {
+        /// The destination pattern as stored ("4930*"), or typed with +, spaces or dashes.
+        pattern: String,
+        /// The new position, 1 = first.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        to: u32,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DefaultCallerIdCommand {
-    Set { number: String },
+    /// Use NUMBER for outbound calls no routing rule matches.
+    Set {
+        /// The caller ID, as typed ("+49 30 1234") or as E.164 digits.
+        number: String,
+    },
+    /// No default: sipgate's own caller ID applies.
     Clear,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CallsCommand {
-    /// Newest calls first.
+    /// Newest calls first, page after page until --limit rows (or --all).
     List {
+        /// How many calls to show at most.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+        /// Every call in the log (overrides --limit).
         #[arg(long)]
-        json: bool,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
+        all: bool,
+        /// Only inbound or only outbound calls.
+        #[arg(long, value_enum)]
+        direction: Option<CallDirection>,
+        /// Only done calls (true) or only calls nobody took (false).
+        #[arg(long, value_name = "true|false")]
+        done: Option<bool>,
+        /// Only calls in this state.
+        #[arg(long, value_enum)]
+        state: Option<CallStateFilter>,
+        /// Only calls from or to this number (normalised as the settings are).
+        #[arg(long)]
+        number: Option<String>,
     },
+    /// One call by its sipgate callId.
+    Get {
+        /// sipgate's callId.
+        call_id: String,
+    },
+    /// Mark a call done (or, with --not-done, not done), as Zammad's caller log does.
+    SetDone {
+        /// sipgate's callId.
+        call_id: String,
+        /// Mark it not done instead (back among the calls nobody took).
+        #[arg(long)]
+        not_done: bool,
+    },
+}
+
+/// A call direction, as the filters take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallDirection {
+    In,
+    Out,
+}
+
+/// A call state, as the filters take it (the names of the JSON output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallStateFilter {
+    /// Ringing: newCall seen, no answer or hangup yet.
+    #[value(name = "newCall", alias = "new-call")]
+    NewCall,
+    /// Answered, still talking.
+    Answer,
+    /// Ended.
+    Hangup,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Stored events in sequence order, page after page until --limit (or --all).
+    List {
+        /// Start after this sequence number (0 = from the oldest).
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
+        /// How many events to show at most.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+        /// Every event up to the newest (overrides --limit).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `--server`: `host:port` means `http://host:port`; a URL must be http(s).
+fn parse_server(s: &str) -> Result<String, String> {
+    let url = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    let valid = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
+        .filter(|uri| uri.authority().is_some_and(|a| !a.host().is_empty()));
+    match valid {
+        Some(_) => Ok(url),
+        None => Err(format!(
+            "'{s}' is not a server address like 127.0.0.1:50051, http://host:50051 or https://host:50051"
+        )),
+    }
 }
 
 /// Retry and refusal rules shared by every bridge.
@@ -288,6 +431,7 @@ pub struct DeliveryArgs {
     /// First retry delay in milliseconds (doubles up to --max-backoff-ms).
     #[arg(long, env = "SIDECAR_BRIDGE_BACKOFF_MS", default_value_t = DEFAULT_BACKOFF_MS)]
     pub backoff_ms: u64,
+    /// Longest retry delay in milliseconds.
     #[arg(long, env = "SIDECAR_BRIDGE_MAX_BACKOFF_MS", default_value_t = DEFAULT_MAX_BACKOFF_MS)]
     pub max_backoff_ms: u64,
     /// Timeout of one HTTP request to the receiver, in milliseconds.
@@ -319,6 +463,43 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && arg.get_id() != "help" && arg.get_id() != "version" {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(path.clone());
+                }
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "sipgate-sidecar", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn server_takes_host_port_like_grpc_addr() {
+        let server = |s: &str| {
+            Cli::try_parse_from(["sipgate-sidecar", "calls", "list", "--server", s])
+                .map(|cli| cli.client.server)
+        };
+        assert_eq!(server("127.0.0.1:6000").unwrap(), "http://127.0.0.1:6000");
+        assert_eq!(server("[::1]:6000").unwrap(), "http://[::1]:6000");
+        assert_eq!(
+            server("https://pbx.example.com:50051").unwrap(),
+            "https://pbx.example.com:50051"
+        );
+        assert!(server("ftp://x:1").is_err());
+        assert!(server("not a url").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! A leaf: it imports no other module of the crate.
 
 mod args;
+mod file;
 mod listeners;
 mod secrets;
 mod serve;
@@ -24,9 +25,10 @@ use clap::ValueEnum;
 use ipnet::IpNet;
 
 pub use args::{
-    BlockCommand, BridgeCommand, CallsCommand, Cli, ClientArgs, Command, DefaultCallerIdCommand,
-    DeliveryArgs, RouteCommand, SettingsCommand,
+    BlockCommand, BridgeCommand, CallDirection, CallStateFilter, CallsCommand, Cli, ClientArgs,
+    Command, DefaultCallerIdCommand, DeliveryArgs, EventsCommand, RouteCommand, SettingsCommand,
 };
+pub use file::{CONFIG_ENV, ParseError, Parsed, Setting, Source, check_config, parse};
 pub use listeners::{GrpcListenerConfig, HttpListenerConfig, TlsFiles};
 pub use secrets::{SECRET_VARIABLES, secrets_from_files};
 pub use serve::ServeArgs;

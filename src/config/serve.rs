@@ -20,6 +20,11 @@ use super::{
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Print the effective configuration (every setting, where it came from,
+    /// secrets redacted) and exit: 0 when it is valid, 2 with the reason when
+    /// not. Opens no database and binds no port.
+    #[arg(long)]
+    pub check_config: bool,
     /// Webhook listener (public: sipgate posts here).
     #[arg(long, env = "SIDECAR_HTTP_ADDR", default_value_t = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,

@@ -51,6 +51,40 @@ pub(crate) enum SingleEdit {
     AddRoute(proto::AddRoutingRuleRequest),
     RemoveRoute(proto::RemoveRoutingRuleRequest),
     SetDefaultCallerId(proto::SetDefaultCallerIdRequest),
+    /// Move the rule for `pattern` to `position` (0-based), as a reorder of
+    /// the table as it is when sent.
+    MoveRoute {
+        pattern: String,
+        position: usize,
+    },
+}
+
+/// Where the rule for `pattern` is: its stored form, or as typed with `+`,
+/// `00`, spaces, dashes, dots, slashes or parentheses.
+pub(crate) fn find_route(table: &[proto::RoutingRule], pattern: &str) -> Option<usize> {
+    if let Some(i) = table.iter().position(|r| r.dest == pattern) {
+        return Some(i);
+    }
+    let typed: String = pattern
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '/' | '(' | ')' | '+'))
+        .collect();
+    let typed = match pattern.trim_start().strip_prefix('+') {
+        Some(_) => typed,
+        None => typed
+            .strip_prefix("00")
+            .map(str::to_string)
+            .unwrap_or(typed),
+    };
+    table.iter().position(|r| r.dest == typed)
+}
+
+/// The table's destinations with the rule at `from` moved to `to` (clamped to the end).
+pub(crate) fn moved(table: &[proto::RoutingRule], from: usize, to: usize) -> Vec<String> {
+    let mut dests: Vec<String> = table.iter().map(|r| r.dest.clone()).collect();
+    let dest = dests.remove(from);
+    dests.insert(to.min(dests.len()), dest);
+    dests
 }
 
 /// Where single edits go: the server, or in tests a wrapper around it.
@@ -99,6 +133,26 @@ impl EditTarget for SettingsClient<Authed> {
             SingleEdit::SetDefaultCallerId(r) => {
                 self.set_default_caller_id(with_precondition(r, version, force))
                     .await
+            }
+            SingleEdit::MoveRoute { pattern, position } => {
+                // The order is computed from the table as it is now; the
+                // version it was read at guards the reorder.
+                let current = self
+                    .get_settings(proto::GetSettingsRequest {})
+                    .await?
+                    .into_inner();
+                let from = find_route(&current.routing_table, &pattern).ok_or_else(|| {
+                    Status::not_found(format!(
+                        "no routing rule for '{pattern}' (`settings show` lists them)"
+                    ))
+                })?;
+                let dests = moved(&current.routing_table, from, position);
+                self.reorder_routing_table(with_precondition(
+                    proto::ReorderRoutingTableRequest { dests },
+                    current.version,
+                    force,
+                ))
+                .await
             }
         };
         Ok(response?.into_inner())
@@ -168,6 +222,21 @@ mod tests {
             self.sends += 1;
             self.client.send(edit, version, force).await
         }
+    }
+
+    #[test]
+    fn a_rule_is_found_as_stored_or_as_typed_and_moved() {
+        let rule = |dest: &str| proto::RoutingRule {
+            dest: dest.into(),
+            ..Default::default()
+        };
+        let table = [rule("4930*"), rule("49*"), rule("4420*")];
+        assert_eq!(find_route(&table, "49*"), Some(1));
+        assert_eq!(find_route(&table, "+49 30*"), Some(0));
+        assert_eq!(find_route(&table, "0044 20*"), Some(2));
+        assert_eq!(find_route(&table, "43*"), None);
+        assert_eq!(moved(&table, 2, 0), ["4420*", "4930*", "49*"]);
+        assert_eq!(moved(&table, 0, 9), ["49*", "4420*", "4930*"]);
     }
 
     #[tokio::test]
