@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => cli::run_serve(client, *args, shutdown_signal()).await,
         Command::Settings { json, command } => cli::run_settings(client, json, command).await,
         Command::Calls { command } => cli::run_calls(client, command).await,
+        Command::Requests { limit, json } => cli::run_requests(client, limit, json).await,
         Command::Watch { json, after_seq } => cli::run_watch(client, json, after_seq).await,
         Command::Bridge { command } => {
             let shutdown = CancellationToken::new();

@@ -1,16 +1,18 @@
 //! What the subcommands do: `serve`, and the clients that talk to a running
-//! server over gRPC (`settings`, `calls`, `watch`, `bridge`). The flags
+//! server over gRPC (`settings`, `calls`, `requests`, `watch`, `bridge`). The flags
 //! themselves live in [`crate::config`]; printing in [`output`].
 
 mod bridge;
 mod calls;
 pub mod output;
+mod requests;
 mod serve;
 mod settings;
 mod watch;
 
 pub use bridge::run_bridge;
 pub use calls::run_calls;
+pub use requests::run_requests;
 pub use serve::run_serve;
 pub use settings::run_settings;
 pub use watch::run_watch;

@@ -127,7 +127,6 @@ async fn answer(
             metrics::histogram!(names::DECISION_LATENCY).record(started.elapsed().as_secs_f64());
             if let Some(entry) = entry.as_mut() {
                 entry.outcome = outcome;
-                entry.set_reply(&body);
             }
             (StatusCode::OK, xml_headers(), body).into_response()
         }
@@ -230,24 +229,55 @@ async fn handle(
     let committed = commit(webhook, event, decision, started).await;
     let (outcome, decision) = (committed.outcome, committed.decision);
     tracing::debug!(%call_id, event = kind.as_str(), ?decision, outcome, "webhook answered");
-    if let Some(entry) = entry {
+    if let Some(entry) = entry.as_deref_mut() {
         entry.decision = decision.clone();
         entry.seq = committed.seq;
         entry.duplicate = outcome == "duplicate";
     }
 
-    let reply = match kind {
-        EventKind::Answer | EventKind::Hangup => Reply::Empty,
+    let callback = |secrets: Secrets| {
+        xml::callback_url(
+            &base_url(webhook, &headers, guards.trusts(peer), over_tls, secrets),
+            match secrets {
+                Secrets::Shown => webhook.webhook_token.as_ref().map(|t| t.expose()),
+                Secrets::Redacted => webhook.webhook_token.as_ref().map(|_| recent::REDACTED),
+            },
+            callback_direction.as_str(),
+        )
+    };
+    let body = match kind {
+        EventKind::Answer | EventKind::Hangup => xml::render(&Reply::Empty),
         EventKind::NewCall | EventKind::Dtmf => {
-            let callback = xml::callback_url(
-                &base_url(webhook, &headers, guards.trusts(peer), over_tls),
-                webhook.webhook_token.as_ref().map(|t| t.expose()),
-                callback_direction.as_str(),
-            );
-            decide::reply_for(decision.as_ref(), callback, to)
+            let shown = callback(Secrets::Shown);
+            // The callback URLs carry the path token and credentials; the
+            // entry shows them redacted.
+            let redacted = entry
+                .as_ref()
+                .map(|_| callback(Secrets::Redacted))
+                .filter(|redacted| *redacted != shown);
+            let reply = decide::reply_for(decision.as_ref(), shown, to.clone());
+            let body = xml::render(&reply);
+            if let (Some(entry), Some(redacted)) = (entry.as_deref_mut(), redacted) {
+                let reply = decide::reply_for(decision.as_ref(), redacted, to);
+                entry.set_reply(&xml::render(&reply));
+            }
+            body
         }
     };
-    Ok((outcome, xml::render(&reply)))
+    if let Some(entry) = entry.as_deref_mut()
+        && entry.reply.is_empty()
+    {
+        entry.set_reply(&body);
+    }
+    Ok((outcome, body))
+}
+
+/// Whether a callback URL carries the real path token and credentials, or
+/// shows them as `<redacted>` (in the recent-requests entry).
+#[derive(Clone, Copy)]
+enum Secrets {
+    Shown,
+    Redacted,
 }
 
 /// How a push's event fared with the writer.
@@ -350,7 +380,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, WebhookError> {
 /// `http(s)://{Host}` as the request came (scheme from `X-Forwarded-Proto`
 /// only behind a trusted proxy).
 /// With Basic auth on, the credentials go into the URL so follow-ups pass too.
-fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool, over_tls: bool) -> String {
+fn base_url(
+    webhook: &Webhook,
+    headers: &HeaderMap,
+    peer_trusted: bool,
+    over_tls: bool,
+    secrets: Secrets,
+) -> String {
     let own_scheme = if over_tls { "https" } else { "http" };
     let base = match &webhook.public_url {
         Some(url) => url.clone(),
@@ -379,10 +415,32 @@ fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool, over_tls
             format!("{scheme}://{host}")
         }
     };
-    match &webhook.basic_auth {
-        Some(basic) => with_credentials(&base, &basic.user, basic.password.expose()),
-        None => base,
+    match (&webhook.basic_auth, secrets) {
+        (Some(basic), Secrets::Shown) => {
+            with_credentials(&base, &basic.user, basic.password.expose())
+        }
+        (basic, Secrets::Redacted) => without_credentials(&base, basic.is_some()),
+        (None, Secrets::Shown) => base,
     }
+}
+
+/// `base` with its credentials (from `--public-url`, or `always` for
+/// Basic auth) shown as `<redacted>`.
+fn without_credentials(base: &str, always: bool) -> String {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => host,
+        None if always => &rest[..authority_end],
+        None => return base.to_string(),
+    };
+    format!(
+        "{scheme}://{}@{host}{}",
+        recent::REDACTED,
+        &rest[authority_end..]
+    )
 }
 
 fn with_credentials(base: &str, user: &str, password: &str) -> String {
@@ -402,6 +460,22 @@ fn with_credentials(base: &str, user: &str, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted_for_display() {
+        assert_eq!(
+            without_credentials("https://sip:pw@pbx.example.com/x", false),
+            "https://<redacted>@pbx.example.com/x"
+        );
+        assert_eq!(
+            without_credentials("https://pbx.example.com", true),
+            "https://<redacted>@pbx.example.com"
+        );
+        assert_eq!(
+            without_credentials("https://pbx.example.com/a@b", false),
+            "https://pbx.example.com/a@b"
+        );
+    }
 
     #[test]
     fn credentials_go_into_the_callback_base_once() {
