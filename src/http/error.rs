@@ -126,3 +126,37 @@ pub(super) mod refusal_log {
         tracing::warn!(%peer, reason = ?error, suppressed_before = suppressed, "webhook refused");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_is_a_known_outcome_with_its_status_and_reason() {
+        let refusals = [
+            WebhookError::Forbidden("source address 198.51.100.7 is not allowed".into()),
+            WebhookError::Unauthorized("wrong webhook token".into()),
+            WebhookError::BasicAuthRequired,
+            WebhookError::NotFound("unknown path segment 'x'".into()),
+            WebhookError::PayloadTooLarge(1024),
+            WebhookError::BadRequest("missing field callId".into()),
+        ];
+        for refusal in refusals {
+            let outcome = refusal.outcome();
+            assert!(
+                crate::telemetry::WEBHOOK_OUTCOMES.contains(&outcome),
+                "{outcome}"
+            );
+            let (status, reason) = (refusal.status(), refusal.reason());
+            let mut entry = RecentRequest::default();
+            let response = refusal.respond(Some(&mut entry));
+            assert_eq!(response.status(), status);
+            assert!(status.is_client_error());
+            assert_eq!(
+                (entry.outcome, entry.reason.as_str()),
+                (outcome, reason.as_str())
+            );
+            assert_eq!(entry.reply, xml::render_error(&reason));
+        }
+    }
+}

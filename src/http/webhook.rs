@@ -121,6 +121,10 @@ async fn answer(
             e.outcome()
         }
     };
+    debug_assert!(
+        crate::telemetry::WEBHOOK_OUTCOMES.contains(&outcome),
+        "{outcome} is not in WEBHOOK_OUTCOMES"
+    );
     metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
     let mut response = match result {
         Ok((_, body)) => {
