@@ -195,6 +195,8 @@ fn verifier(config: &Config) -> anyhow::Result<SignatureVerifier> {
 /// Opens the database, binds every listener and starts all tasks.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Before anything records a metric (the bridges' statuses do at once).
+    telemetry::prometheus();
     let verifier = verifier(&config)?;
     let bridges = bridge::prepare(&config.bridges)?;
     let store = Store::open(&config.database).await?;
@@ -219,7 +221,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    telemetry::prometheus();
 
     let shutdown = CancellationToken::new();
     // The writer outlives the listeners so in-flight webhooks still commit.
