@@ -268,7 +268,7 @@ async fn handle(
             body
         }
     };
-    if let Some(entry) = entry.as_deref_mut()
+    if let Some(entry) = entry
         && entry.reply.is_empty()
     {
         entry.set_reply(&body);
