@@ -155,14 +155,17 @@ fn describe_and_register(recorder: &impl Recorder) {
         for labels in series {
             let key = Key::from_parts(family.name, labels);
             match family.kind {
-                Kind::Counter => recorder.register_counter(&key, &metadata).increment(0),
+                // The process figures appear with their first reading.
+                Kind::Counter if !family.name.starts_with("process_") => {
+                    recorder.register_counter(&key, &metadata).increment(0)
+                }
                 // Gauges that mean something at 0 from the start; the others
                 // (storage health, build info, process figures) are set by
                 // their owners.
                 Kind::Gauge if ZERO_GAUGES.contains(&family.name) => {
                     recorder.register_gauge(&key, &metadata).increment(0.0)
                 }
-                Kind::Gauge | Kind::Histogram => {}
+                Kind::Counter | Kind::Gauge | Kind::Histogram => {}
             }
         }
     }

@@ -281,3 +281,29 @@ async fn basic_credentials_and_the_token_never_show_in_the_reply() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_shown() {
+    let server = TestServer::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let push = new_call("in", "492111234567", "4930600000000", "p1");
+    let reply = server
+        .post_with(
+            "/api/v1/sipgate/in",
+            push.into_bytes(),
+            &[("x-forwarded-for", "217.116.118.254")],
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let requests = recent(&server, 0).await.requests;
+    assert!(
+        requests[0]
+            .remote_addr
+            .starts_with("217.116.118.254 via 127.0.0.1:"),
+        "{}",
+        requests[0].remote_addr
+    );
+    server.stop().await;
+}
