@@ -1,5 +1,6 @@
 //! The webhook listener (public: sipgate posts here): the router, its layers
-//! and its state. [`guards`] decides who may post, [`webhook`] answers a push.
+//! and its state. [`guards`] decides who may post, [`webhook`] answers a push,
+//! `recording` keeps each request and its answer for `ListRecentRequests`.
 //! [`router`] opens no socket, so most HTTP tests drive it with `oneshot`.
 
 mod error;
