@@ -10,6 +10,7 @@
 //! - [`store`]: SQLite: migrations, queries, the single writer with group commit.
 //! - [`fanout`]: live broadcast plus catch-up from the store for subscribers.
 //! - `http`: the axum webhook router (guards, handler, refusals).
+//! - `recent`: the last webhook requests and their answers, in memory, for diagnostics.
 //! - [`listener`]: accepting and serving connections on both listeners:
 //!   TLS, connection caps, deadlines, shutdown with a deadline.
 //! - `tls`: PEM files and rustls server configurations.
@@ -42,6 +43,7 @@ mod http;
 pub mod listener;
 mod numbers;
 mod paging;
+mod recent;
 pub mod settings;
 pub mod sipgate;
 pub mod store;
@@ -193,6 +195,8 @@ fn verifier(config: &Config) -> anyhow::Result<SignatureVerifier> {
 /// Opens the database, binds every listener and starts all tasks.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Before anything records a metric (the bridges' statuses do at once).
+    telemetry::prometheus();
     let verifier = verifier(&config)?;
     let bridges = bridge::prepare(&config.bridges)?;
     let store = Store::open(&config.database).await?;
@@ -217,7 +221,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    telemetry::prometheus();
 
     let shutdown = CancellationToken::new();
     // The writer outlives the listeners so in-flight webhooks still commit.
@@ -241,6 +244,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown.clone(),
     );
 
+    let recent = Arc::new(recent::RecentRequests::new(config.recent_requests));
     let http_state = HttpState {
         guards: Arc::new(Guards {
             allow_sources: config.allow_sources.clone(),
@@ -265,6 +269,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             store: store.clone(),
             bridges: bridges.statuses(),
         },
+        recent: recent.clone(),
     };
     let grpc_state = GrpcState {
         settings,
@@ -273,6 +278,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         fanout: fanout.clone(),
         token: config.grpc_token.clone(),
         streams_end: shutdown.clone(),
+        recent,
     };
 
     // Stop accepting at `shutdown`; drop what is still open at `deadline`.

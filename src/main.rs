@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Settings { json, command } => cli::run_settings(client, json, command).await,
         Command::Calls { json, command } => cli::run_calls(client, json, command).await,
         Command::Events { json, command } => cli::run_events(client, json, command).await,
+        Command::Requests { limit, json } => cli::run_requests(client, limit, json).await,
         Command::Watch {
             json,
             after_seq,

@@ -1,15 +1,23 @@
 //! Logs and metrics: the log subscriber, the process-wide Prometheus
 //! recorder, the (internal) metrics listener, and the name of every metric,
-//! declared once here so a dashboard and the code cannot drift apart.
+//! declared once here so a dashboard and the code cannot drift apart
+//! ([`FAMILIES`] adds type, help and buckets; `process` the `process_*`
+//! figures, read at each scrape).
 
 use std::{sync::OnceLock, time::Duration};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{Key, KeyName, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+mod families;
+mod process;
+
+pub use families::{FAMILIES, Family, Kind, WEBHOOK_OUTCOMES};
 
 /// Metric names. Labels are documented where the metric is recorded.
 pub mod names {
@@ -63,6 +71,22 @@ pub mod names {
     pub const ACCEPT_ERRORS: &str = "sidecar_accept_errors_total";
     /// Counter, label `listener`: TLS handshakes that failed or timed out.
     pub const TLS_HANDSHAKE_FAILURES: &str = "sidecar_tls_handshake_failures_total";
+    /// Gauge, labels `version`, `os`, `arch`: always 1; the labels say what runs.
+    pub const BUILD_INFO: &str = "sidecar_build_info";
+    /// Gauge: resident memory, in bytes (Linux; read at each scrape).
+    pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+    /// Gauge: virtual memory, in bytes.
+    pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+    /// Counter: user and system CPU time, in seconds.
+    pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+    /// Gauge: open file descriptors.
+    pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+    /// Gauge: the file descriptor limit (soft `RLIMIT_NOFILE`).
+    pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+    /// Gauge: when the process started, in seconds since the Unix epoch.
+    pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
+    /// Gauge: operating-system threads of the process.
+    pub const PROCESS_THREADS: &str = "process_threads";
 }
 
 /// Colour only on a terminal, and never with `NO_COLOR` set to anything
@@ -92,18 +116,23 @@ pub fn init_logging(format: LogFormat, serving: bool) {
 }
 
 /// The process-wide Prometheus recorder (installed once; several servers in
-/// one test process share it).
+/// one test process share it). Every family in [`FAMILIES`] is described
+/// (`# HELP`) with its own buckets; counters and gauges with closed label
+/// sets exist at 0 from the start, and `sidecar_build_info` is 1.
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&buckets)
-                .expect("bucket list is not empty")
-                .build_recorder();
+            let mut builder = PrometheusBuilder::new()
+                .set_buckets(families::SECONDS_BUCKETS)
+                .expect("bucket list is not empty");
+            for family in FAMILIES.iter().filter(|f| !f.buckets.is_empty()) {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(family.name.into()), family.buckets)
+                    .expect("bucket list is not empty");
+            }
+            let recorder = builder.build_recorder();
+            describe_and_register(&recorder);
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::debug!("a metrics recorder was installed already");
@@ -111,6 +140,67 @@ pub fn prometheus() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+fn describe_and_register(recorder: &impl Recorder) {
+    let metadata = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+    for family in FAMILIES {
+        let (name, unit, help) = (KeyName::from(family.name), family.unit, family.help.into());
+        match family.kind {
+            Kind::Counter => recorder.describe_counter(name, unit, help),
+            Kind::Gauge => recorder.describe_gauge(name, unit, help),
+            Kind::Histogram => recorder.describe_histogram(name, unit, help),
+        }
+        // Closed label sets: one series per value, at 0 (increment, so a
+        // value set meanwhile stays). Only single-label families have them.
+        let series: Vec<Vec<Label>> = match family.labels {
+            [] => vec![Vec::new()],
+            [(key, values)] if !values.is_empty() => values
+                .iter()
+                .map(|value| vec![Label::new(*key, *value)])
+                .collect(),
+            _ => Vec::new(),
+        };
+        for labels in series {
+            let key = Key::from_parts(family.name, labels);
+            match family.kind {
+                // The process figures appear with their first reading.
+                Kind::Counter if !family.name.starts_with("process_") => {
+                    recorder.register_counter(&key, &metadata).increment(0)
+                }
+                // Gauges that mean something at 0 from the start; the others
+                // (storage health, build info, process figures) are set by
+                // their owners.
+                Kind::Gauge if ZERO_GAUGES.contains(&family.name) => {
+                    recorder.register_gauge(&key, &metadata).increment(0.0)
+                }
+                Kind::Counter | Kind::Gauge | Kind::Histogram => {}
+            }
+        }
+    }
+    let build = Key::from_parts(
+        names::BUILD_INFO,
+        vec![
+            Label::new("version", env!("CARGO_PKG_VERSION")),
+            Label::new("os", std::env::consts::OS),
+            Label::new("arch", std::env::consts::ARCH),
+        ],
+    );
+    recorder.register_gauge(&build, &metadata).set(1.0);
+}
+
+/// Gauges whose 0 is true before anything happened.
+const ZERO_GAUGES: &[&str] = &[names::SUBSCRIBERS, names::CONNECTIONS_OPEN];
+
+/// A bridge's counters, at 0 from when it starts.
+pub fn register_bridge(bridge: &'static str) {
+    for name in [
+        names::BRIDGE_DELIVERED,
+        names::BRIDGE_REFUSED,
+        names::BRIDGE_RETRIES,
+    ] {
+        metrics::counter!(name, "bridge" => bridge).increment(0);
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`, and runs the
@@ -135,7 +225,10 @@ pub fn serve_metrics(
         "/metrics",
         axum::routing::get(move || {
             let handle = handle.clone();
-            async move { handle.render() }
+            async move {
+                process::collect();
+                handle.render()
+            }
         }),
     );
     tokio::spawn(

@@ -10,7 +10,7 @@ use sipgate_sidecar::{
     config::Secret,
     proto::{
         self, call_events_client::CallEventsClient, call_log_client::CallLogClient,
-        settings_client::SettingsClient,
+        diagnostics_client::DiagnosticsClient, settings_client::SettingsClient,
     },
 };
 use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
@@ -43,6 +43,7 @@ async fn health_answers_without_the_token() {
         "sidecar.v1.CallEvents",
         "sidecar.v1.Settings",
         "sidecar.v1.CallLog",
+        "sidecar.v1.Diagnostics",
     ] {
         let reply = health
             .check(HealthCheckRequest {
@@ -111,6 +112,7 @@ async fn reflection_v1_and_v1alpha_answer_without_the_token() {
             "sidecar.v1.CallEvents",
             "sidecar.v1.CallLog",
             "sidecar.v1.Settings",
+            "sidecar.v1.Diagnostics",
             "grpc.health.v1.Health",
         ] {
             assert!(
@@ -136,7 +138,8 @@ async fn every_sidecar_service_requires_the_token() {
     let channel = server.channel().await;
     let mut settings = SettingsClient::new(channel.clone());
     let mut events = CallEventsClient::new(channel.clone());
-    let mut calls = CallLogClient::new(channel);
+    let mut calls = CallLogClient::new(channel.clone());
+    let mut diagnostics = DiagnosticsClient::new(channel);
     let list = || proto::ListEventsRequest {
         after_seq: 0,
         limit: 1,
@@ -156,6 +159,10 @@ async fn every_sidecar_service_requires_the_token() {
                 .unwrap(),
             calls
                 .list_calls(wrap(token, proto::ListCallsRequest::default()))
+                .await
+                .unwrap_err(),
+            diagnostics
+                .list_recent_requests(wrap(token, proto::ListRecentRequestsRequest::default()))
                 .await
                 .unwrap_err(),
         ];
@@ -181,5 +188,12 @@ async fn every_sidecar_service_requires_the_token() {
         .list_calls(with_token(proto::ListCallsRequest::default(), TOKEN))
         .await
         .expect("calls with the token");
+    diagnostics
+        .list_recent_requests(with_token(
+            proto::ListRecentRequestsRequest::default(),
+            TOKEN,
+        ))
+        .await
+        .expect("diagnostics with the token");
     server.stop().await;
 }

@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::telemetry::names;
+use crate::telemetry::{self, names};
 
 /// A bridge's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,7 @@ pub struct BridgeStatus {
 
 impl BridgeStatus {
     pub fn new(name: &'static str, delivered_seq: Option<u64>) -> Arc<Self> {
+        telemetry::register_bridge(name);
         let status = Arc::new(BridgeStatus {
             name,
             snapshot: Mutex::new(Snapshot {

@@ -1,14 +1,15 @@
 //! What the subcommands do: `serve`, and the clients that talk to a running
-//! server over gRPC (`settings`, `calls`, `events`, `watch`, `bridge`), and
-//! the generated `completions` and `man` page. The flags themselves live in
-//! [`crate::config`]; printing in [`output`]; exit codes in
-//! [`crate::client::exit_code`].
+//! server over gRPC (`settings`, `calls`, `events`, `requests`, `watch`,
+//! `bridge`), and the generated `completions` and `man` page. The flags
+//! themselves live in [`crate::config`]; printing in [`output`]; exit codes
+//! in [`crate::client::exit_code`].
 
 mod bridge;
 mod calls;
 pub mod docs;
 mod events;
 pub mod output;
+mod requests;
 mod serve;
 mod settings;
 mod watch;
@@ -16,6 +17,7 @@ mod watch;
 pub use bridge::run_bridge;
 pub use calls::run_calls;
 pub use events::run_events;
+pub use requests::run_requests;
 pub use serve::run_serve;
 pub use settings::run_settings;
 pub use watch::run_watch;

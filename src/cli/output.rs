@@ -407,6 +407,98 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
     );
 }
 
+/// The last webhook requests, newest first: one line each, or one JSON
+/// object per line.
+pub fn recent_requests(r: &proto::ListRecentRequestsResponse, as_json: bool) {
+    if r.capacity == 0 {
+        eprintln!("the server records no webhook requests (serve --recent-requests 0)");
+    }
+    if as_json {
+        for q in &r.requests {
+            print_json(&recent_request_json(q));
+        }
+        return;
+    }
+    if r.requests.is_empty() {
+        if r.capacity > 0 {
+            println!("no webhook requests since the server started");
+        }
+        return;
+    }
+    println!(
+        "{:<20}  {:>3}  {:<17}  {:<7}  {:<3}  {:<15}  {:<15}  {:<20}  {:>6}  {:>7}  what",
+        "received (UTC)", "st", "outcome", "event", "dir", "from", "to", "call", "seq", "ms"
+    );
+    for q in &r.requests {
+        let or_dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        let event = if q.kind == 0 {
+            "-"
+        } else {
+            event_kind_name(q.kind)
+        };
+        let what = if !q.reason.is_empty() {
+            format!("refused: {}", q.reason)
+        } else if let Some(d) = &q.decision {
+            d.explanation.clone()
+        } else {
+            String::new()
+        };
+        let seq = if q.seq == 0 {
+            "-".to_owned()
+        } else {
+            format!("#{}", q.seq)
+        };
+        println!(
+            "{:<20}  {:>3}  {:<17}  {:<7}  {:<3}  {:<15}  {:<15}  {:<20}  {:>6}  {:>7.1}  {}{} [{} {} from {}]",
+            rfc3339(q.received_at_ms),
+            q.status,
+            or_dash(&q.outcome),
+            event,
+            or_dash(direction_name(q.direction)),
+            or_dash(&q.from),
+            or_dash(&q.to),
+            or_dash(&q.call_id),
+            seq,
+            q.duration_us as f64 / 1000.0,
+            what,
+            if q.duplicate { " (duplicate)" } else { "" },
+            q.method,
+            q.path,
+            q.remote_addr,
+        );
+    }
+}
+
+pub fn recent_request_json(q: &proto::RecentRequest) -> Value {
+    json!({
+        "received_at_ms": q.received_at_ms,
+        "received_at": rfc3339_ms(q.received_at_ms),
+        "remote_addr": q.remote_addr,
+        "method": q.method,
+        "path": q.path,
+        "event": if q.kind == 0 { Value::Null } else { event_kind_name(q.kind).into() },
+        "call_id": q.call_id,
+        "direction": direction_name(q.direction),
+        "from": q.from,
+        "to": q.to,
+        "status": q.status,
+        "outcome": q.outcome,
+        "reason": q.reason,
+        "decision": q.decision.as_ref().map(|d| schema::to_value(&schema::Decision::from(d))),
+        "reply": q.reply,
+        "reply_truncated": q.reply_truncated,
+        "duplicate": q.duplicate,
+        "seq": if q.seq == 0 { Value::Null } else { q.seq.into() },
+        "duration_us": q.duration_us,
+    })
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ`: RFC 3339 in UTC, to the second (for text).
 pub fn rfc3339(ms: i64) -> String {
     let (date, time) = civil(ms);

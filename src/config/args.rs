@@ -99,6 +99,16 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The last webhook requests (refused ones too), newest first: status,
+    /// reason, decision and reply, as sipgate's debug log shows them.
+    Requests {
+        /// Most requests to show (0: all the server keeps).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forward events to Zammad or any HTTP endpoint.
     Bridge {
         #[command(subcommand)]

@@ -78,6 +78,10 @@ pub const DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS: u64 = 10;
 /// After SIGTERM: how long in-flight requests may take before the remaining
 /// connections are dropped.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+/// Webhook requests kept in memory for `sipgate-sidecar requests`.
+pub const DEFAULT_RECENT_REQUESTS: usize = 100;
+/// More would only cost memory: each request kept is about 3 KB at most.
+pub const MAX_RECENT_REQUESTS: usize = 100_000;
 
 /// How `X-Sipgate-Signature` is treated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -251,6 +255,8 @@ pub struct Config {
     /// After a shutdown begins, in-flight requests get this long; then the
     /// remaining connections are dropped (everything accepted still commits).
     pub shutdown_timeout: Duration,
+    /// The last webhook requests kept in memory for diagnostics; 0 keeps none.
+    pub recent_requests: usize,
 }
 
 /// Days as a [`Duration`] (the unit of `--retention-days`).
@@ -286,6 +292,7 @@ impl Default for Config {
             http_listener: HttpListenerConfig::default(),
             grpc_listener: GrpcListenerConfig::default(),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            recent_requests: DEFAULT_RECENT_REQUESTS,
         }
     }
 }
@@ -342,6 +349,11 @@ impl Config {
         }
         if self.max_subscribers == 0 {
             return Err("--max-subscribers must be greater than 0".into());
+        }
+        if self.recent_requests > MAX_RECENT_REQUESTS {
+            return Err(format!(
+                "--recent-requests must be at most {MAX_RECENT_REQUESTS} (0 keeps none)"
+            ));
         }
         self.validate_listeners()
     }

@@ -12,9 +12,9 @@ use super::{
     DEFAULT_GRPC_MAX_STREAMS, DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_HTTP_ADDR,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LIVE_BUFFER, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_WEBHOOKS_IN_FLIGHT, DEFAULT_METRICS_ADDR,
-    DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS, DEFAULT_SHUTDOWN_TIMEOUT_SECS,
-    DEFAULT_STALE_CALL_SECS, DeliveryArgs, GrpcListenerConfig, HttpListenerConfig, Secret,
-    SignatureMode, TlsFiles, days,
+    DEFAULT_RECENT_REQUESTS, DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS,
+    DEFAULT_SHUTDOWN_TIMEOUT_SECS, DEFAULT_STALE_CALL_SECS, DeliveryArgs, GrpcListenerConfig,
+    HttpListenerConfig, Secret, SignatureMode, TlsFiles, days,
 };
 
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
@@ -162,6 +162,10 @@ pub struct ServeArgs {
     /// connections are dropped; accepted events are committed regardless.
     #[arg(long, env = "SIDECAR_SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
+    /// Webhook requests (refused ones included) kept in memory for
+    /// `sipgate-sidecar requests`; 0 keeps none.
+    #[arg(long, env = "SIDECAR_RECENT_REQUESTS", default_value_t = DEFAULT_RECENT_REQUESTS)]
+    pub recent_requests: usize,
 }
 
 /// An address (`217.116.118.254`, `::1`) or a network (`10.0.0.0/8`).
@@ -288,6 +292,7 @@ impl ServeArgs {
                 max_streams_per_connection: self.grpc_max_streams,
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            recent_requests: self.recent_requests,
             ..Config::default()
         };
         config.validate()?;

@@ -1,4 +1,4 @@
-//! The internal gRPC listener: Settings, CallEvents, CallLog, plus standard
+//! The internal gRPC listener: Settings, CallEvents, CallLog, Diagnostics, plus standard
 //! health and reflection (v1 and v1alpha) so generic tools work without the
 //! proto files. An optional bearer token guards every call to the sidecar's
 //! own services; health and reflection stay open, since probes (Kubernetes'
@@ -7,6 +7,7 @@
 
 pub mod calls;
 pub mod convert;
+pub mod diagnostics;
 pub mod events;
 pub mod settings;
 mod status;
@@ -23,7 +24,11 @@ use crate::{
     fanout::Fanout,
     grpc::wire::generated::call_events_server::CallEventsServer,
     listener::Conn,
-    proto::{call_log_server::CallLogServer, settings_server::SettingsServer},
+    proto::{
+        call_log_server::CallLogServer, diagnostics_server::DiagnosticsServer,
+        settings_server::SettingsServer,
+    },
+    recent::RecentRequests,
     settings::SettingsManager,
     store::{Store, WriterHandle},
 };
@@ -39,6 +44,8 @@ pub struct GrpcState {
     pub token: Option<Secret>,
     /// Cancelled when the server begins shutting down; ends live streams.
     pub streams_end: CancellationToken,
+    /// The last webhook requests, for `Diagnostics`.
+    pub recent: Arc<RecentRequests>,
 }
 
 /// Who made a change, for the audit trail: the peer address plus the
@@ -146,6 +153,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<CallLogServer<calls::CallLogService>>()
         .await;
+    health_reporter
+        .set_serving::<DiagnosticsServer<diagnostics::DiagnosticsService>>()
+        .await;
     tokio::spawn(storage_health(
         health_reporter,
         state.writer.storage_health(),
@@ -184,6 +194,10 @@ pub async fn serve(
         ))
         .add_service(CallLogServer::with_interceptor(
             calls::CallLogService::new(state.store, state.writer, country_code),
+            auth.clone(),
+        ))
+        .add_service(DiagnosticsServer::with_interceptor(
+            diagnostics::DiagnosticsService::new(state.recent),
             auth,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)

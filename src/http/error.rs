@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::sipgate::xml;
+use crate::{recent::RecentRequest, sipgate::xml};
 
 /// Why a push was refused. Each maps to a 4xx with an XML body saying why.
 #[derive(Debug)]
@@ -33,23 +33,42 @@ impl WebhookError {
     }
 }
 
-impl IntoResponse for WebhookError {
-    fn into_response(self) -> Response {
-        let (status, reason) = match &self {
-            WebhookError::Forbidden(r) => (StatusCode::FORBIDDEN, r.clone()),
-            WebhookError::Unauthorized(r) => (StatusCode::UNAUTHORIZED, r.clone()),
-            WebhookError::BasicAuthRequired => (
-                StatusCode::UNAUTHORIZED,
-                "HTTP Basic credentials required".to_string(),
-            ),
-            WebhookError::NotFound(r) => (StatusCode::NOT_FOUND, r.clone()),
-            WebhookError::PayloadTooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {limit} bytes"),
-            ),
-            WebhookError::BadRequest(r) => (StatusCode::BAD_REQUEST, r.clone()),
-        };
-        let mut response = (status, xml_headers(), xml::render_error(&reason)).into_response();
+impl WebhookError {
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebhookError::Unauthorized(_) | WebhookError::BasicAuthRequired => {
+                StatusCode::UNAUTHORIZED
+            }
+            WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebhookError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The sentence the XML error carries.
+    pub(super) fn reason(&self) -> String {
+        match self {
+            WebhookError::Forbidden(r)
+            | WebhookError::Unauthorized(r)
+            | WebhookError::NotFound(r)
+            | WebhookError::BadRequest(r) => r.clone(),
+            WebhookError::BasicAuthRequired => "HTTP Basic credentials required".to_string(),
+            WebhookError::PayloadTooLarge(limit) => format!("body larger than {limit} bytes"),
+        }
+    }
+
+    /// The refusal, noting its outcome, reason and body in `recording`
+    /// (the recent-requests entry) when there is one.
+    pub(super) fn respond(self, recording: Option<&mut RecentRequest>) -> Response {
+        let reason = self.reason();
+        let body = xml::render_error(&reason);
+        if let Some(entry) = recording {
+            entry.outcome = self.outcome();
+            entry.set_reply(&body);
+            entry.reason = reason;
+        }
+        let mut response = (self.status(), xml_headers(), body).into_response();
         if matches!(self, WebhookError::BasicAuthRequired) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -57,6 +76,12 @@ impl IntoResponse for WebhookError {
             );
         }
         response
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        self.respond(None)
     }
 }
 
@@ -99,5 +124,39 @@ pub(super) mod refusal_log {
         let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
         let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
         tracing::warn!(%peer, reason = ?error, suppressed_before = suppressed, "webhook refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_is_a_known_outcome_with_its_status_and_reason() {
+        let refusals = [
+            WebhookError::Forbidden("source address 198.51.100.7 is not allowed".into()),
+            WebhookError::Unauthorized("wrong webhook token".into()),
+            WebhookError::BasicAuthRequired,
+            WebhookError::NotFound("unknown path segment 'x'".into()),
+            WebhookError::PayloadTooLarge(1024),
+            WebhookError::BadRequest("missing field callId".into()),
+        ];
+        for refusal in refusals {
+            let outcome = refusal.outcome();
+            assert!(
+                crate::telemetry::WEBHOOK_OUTCOMES.contains(&outcome),
+                "{outcome}"
+            );
+            let (status, reason) = (refusal.status(), refusal.reason());
+            let mut entry = RecentRequest::default();
+            let response = refusal.respond(Some(&mut entry));
+            assert_eq!(response.status(), status);
+            assert!(status.is_client_error());
+            assert_eq!(
+                (entry.outcome, entry.reason.as_str()),
+                (outcome, reason.as_str())
+            );
+            assert_eq!(entry.reply, xml::render_error(&reason));
+        }
     }
 }

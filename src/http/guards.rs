@@ -75,6 +75,18 @@ impl Guards {
         Ok(peer)
     }
 
+    /// For display: the client a trusted proxy `peer` forwarded for, when
+    /// `X-Forwarded-For` names one (`None` for a direct client).
+    pub fn forwarded_source(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        if !self.trusts(Some(peer)) {
+            return None;
+        }
+        match self.source_address(Some(peer), headers) {
+            Ok(Some(client)) if client != peer => Some(client),
+            _ => None,
+        }
+    }
+
     fn check_source(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), WebhookError> {
         if self.allow_sources.is_empty() {
             return Ok(());

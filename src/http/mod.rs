@@ -1,9 +1,11 @@
 //! The webhook listener (public: sipgate posts here): the router, its layers
-//! and its state. [`guards`] decides who may post, [`webhook`] answers a push.
+//! and its state. [`guards`] decides who may post, [`webhook`] answers a push,
+//! `recording` keeps each request and its answer for `ListRecentRequests`.
 //! [`router`] opens no socket, so most HTTP tests drive it with `oneshot`.
 
 mod error;
 pub mod guards;
+mod recording;
 pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
@@ -24,6 +26,7 @@ pub use webhook::Webhook;
 
 use crate::{
     bridge::BridgeStatuses,
+    recent::RecentRequests,
     store::{StorageState, Store, WriterHandle},
     telemetry::names,
 };
@@ -38,6 +41,8 @@ pub struct HttpState {
     pub guards: Arc<Guards>,
     pub webhook: Arc<Webhook>,
     pub readiness: Readiness,
+    /// The last webhook requests, for `ListRecentRequests`.
+    pub recent: Arc<RecentRequests>,
 }
 
 impl FromRef<HttpState> for Arc<Guards> {
@@ -71,6 +76,10 @@ pub struct Readiness {
 /// The webhook router, with its layers; no sockets.
 pub fn router(state: HttpState) -> Router {
     let body_limit = state.webhook.body_limit;
+    let recorder = recording::Recorder {
+        recent: state.recent.clone(),
+        guards: state.guards.clone(),
+    };
     let webhooks = Router::new()
         .route("/api/v1/sipgate/{direction}", post(webhook::without_token))
         .route("/api/v1/sipgate/{direction}/", post(webhook::without_token))
@@ -83,7 +92,8 @@ pub fn router(state: HttpState) -> Router {
             post(webhook::with_token),
         )
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(middleware::from_fn_with_state(body_limit, too_large_as_xml));
+        .layer(middleware::from_fn_with_state(body_limit, too_large_as_xml))
+        .layer(middleware::from_fn_with_state(recorder, recording::record));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -131,6 +141,7 @@ fn bridges_readyz(bridges: &BridgeStatuses) -> Response {
 /// any handler runs; give that refusal the same XML form (and count) as
 /// every other one.
 async fn too_large_as_xml(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let mut entry = recording::entry_for(request.extensions());
     let response = next.run(request).await;
     let is_xml = response
         .headers()
@@ -139,7 +150,9 @@ async fn too_large_as_xml(State(limit): State<usize>, request: Request, next: Ne
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_xml {
         metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => "too_large").increment(1);
         tracing::warn!(limit, "webhook refused: declared body too large");
-        return WebhookError::PayloadTooLarge(limit).into_response();
+        let mut refusal = WebhookError::PayloadTooLarge(limit).respond(entry.as_mut());
+        recording::attach(&mut refusal, entry);
+        return refusal;
     }
     response
 }

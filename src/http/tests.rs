@@ -49,6 +49,7 @@ async fn fixture(guards: Guards) -> Fixture {
             store: harness.store.clone(),
             bridges: Default::default(),
         },
+        recent: Arc::new(crate::recent::RecentRequests::new(16)),
     };
     Fixture { harness, state }
 }

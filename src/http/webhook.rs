@@ -25,10 +25,12 @@ use http_body_util::LengthLimitError;
 use super::{
     error::{WebhookError, refusal_log, xml_headers},
     guards::Guards,
+    recording,
 };
 use crate::{
     config::{BasicAuth, Secret, SignatureMode},
     decide::{self, Decision},
+    recent::{self, RecentRequest},
     settings::SettingsManager,
     sipgate::{
         event::{Direction, Event, EventKind},
@@ -86,7 +88,8 @@ pub async fn with_token(
     answer(&guards, &webhook, path.map_err(path_error), request).await
 }
 
-/// Answers one push and counts it by outcome.
+/// Answers one push and counts it by outcome; with recent requests on, notes
+/// what happened for the recording middleware.
 async fn answer(
     guards: &Guards,
     webhook: &Webhook,
@@ -98,19 +101,16 @@ async fn answer(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let mut entry = recording::entry_for(request.extensions());
     let result = match path {
         Ok((token, direction)) => {
             let peer_ip = peer.map(|p| p.ip());
-            handle(
-                guards,
-                webhook,
-                peer_ip,
-                token.as_deref(),
-                &direction,
-                request,
-                started,
-            )
-            .await
+            let target = Target {
+                peer: peer_ip,
+                token: token.as_deref(),
+                direction: &direction,
+            };
+            handle(guards, webhook, target, request, started, entry.as_mut()).await
         }
         Err(e) => Err(e),
     };
@@ -121,25 +121,45 @@ async fn answer(
             e.outcome()
         }
     };
+    debug_assert!(
+        crate::telemetry::WEBHOOK_OUTCOMES.contains(&outcome),
+        "{outcome} is not in WEBHOOK_OUTCOMES"
+    );
     metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
-    match result {
+    let mut response = match result {
         Ok((_, body)) => {
             metrics::histogram!(names::DECISION_LATENCY).record(started.elapsed().as_secs_f64());
+            if let Some(entry) = entry.as_mut() {
+                entry.outcome = outcome;
+            }
             (StatusCode::OK, xml_headers(), body).into_response()
         }
-        Err(e) => e.into_response(),
-    }
+        Err(e) => e.respond(entry.as_mut()),
+    };
+    recording::attach(&mut response, entry);
+    response
+}
+
+/// Where a push was sent: from whom, with which path token and direction.
+struct Target<'a> {
+    peer: Option<IpAddr>,
+    token: Option<&'a str>,
+    direction: &'a str,
 }
 
 async fn handle(
     guards: &Guards,
     webhook: &Webhook,
-    peer: Option<IpAddr>,
-    token: Option<&str>,
-    path_direction: &str,
+    target: Target<'_>,
     request: Request,
     started: Instant,
+    mut entry: Option<&mut RecentRequest>,
 ) -> Result<(&'static str, String), WebhookError> {
+    let Target {
+        peer,
+        token,
+        direction: path_direction,
+    } = target;
     let path_direction = Direction::parse(path_direction).ok_or_else(|| {
         WebhookError::NotFound(format!(
             "unknown path segment '{}': use /in or /out",
@@ -151,6 +171,12 @@ async fn handle(
     let over_tls = request.extensions().get::<OverTls>().is_some();
     let headers = request.headers().clone();
     let body = read_body(request.into_body(), webhook.body_limit).await?;
+    // Refused from here on, the entry still shows which call it was.
+    let note_fields = |entry: Option<&mut RecentRequest>| {
+        if let Some(entry) = entry {
+            recording::note_form(entry, &body);
+        }
+    };
 
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
@@ -168,12 +194,26 @@ async fn handle(
             .map(|v| v.to_str().unwrap_or("\u{0}"));
         if let Err(e) = webhook.verifier.verify(&body, signature) {
             metrics::counter!(names::SIGNATURE_FAILURES).increment(1);
+            note_fields(entry);
             return Err(WebhookError::Unauthorized(e.to_string()));
         }
     }
 
     let fields = parse_form(&body).map_err(|e| WebhookError::BadRequest(e.to_string()))?;
-    let event = Event::from_form(fields).map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+    let event = match Event::from_form(fields) {
+        Ok(event) => event,
+        Err(e) => {
+            note_fields(entry);
+            return Err(WebhookError::BadRequest(e.to_string()));
+        }
+    };
+    if let Some(entry) = entry.as_deref_mut() {
+        entry.kind = Some(event.kind);
+        entry.call_id = recent::field(&event.call_id);
+        entry.direction = event.direction;
+        entry.from = recent::field(&event.from);
+        entry.to = recent::field(&event.to);
+    }
 
     let decision = match (event.kind, event.direction) {
         (EventKind::NewCall, Some(direction)) => Some(decide::decide(
@@ -190,21 +230,68 @@ async fn handle(
     let callback_direction = event.direction.unwrap_or(path_direction);
     let to = event.to.clone();
     let call_id = event.call_id.clone();
-    let (outcome, decision) = commit(webhook, event, decision, started).await;
+    let committed = commit(webhook, event, decision, started).await;
+    let (outcome, decision) = (committed.outcome, committed.decision);
     tracing::debug!(%call_id, event = kind.as_str(), ?decision, outcome, "webhook answered");
+    if let Some(entry) = entry.as_deref_mut() {
+        entry.decision = decision.clone();
+        entry.seq = committed.seq;
+        entry.duplicate = outcome == "duplicate";
+    }
 
-    let reply = match kind {
-        EventKind::Answer | EventKind::Hangup => Reply::Empty,
+    let callback = |secrets: Secrets| {
+        xml::callback_url(
+            &base_url(webhook, &headers, guards.trusts(peer), over_tls, secrets),
+            match secrets {
+                Secrets::Shown => webhook.webhook_token.as_ref().map(|t| t.expose()),
+                Secrets::Redacted => webhook.webhook_token.as_ref().map(|_| recent::REDACTED),
+            },
+            callback_direction.as_str(),
+        )
+    };
+    let body = match kind {
+        EventKind::Answer | EventKind::Hangup => xml::render(&Reply::Empty),
         EventKind::NewCall | EventKind::Dtmf => {
-            let callback = xml::callback_url(
-                &base_url(webhook, &headers, guards.trusts(peer), over_tls),
-                webhook.webhook_token.as_ref().map(|t| t.expose()),
-                callback_direction.as_str(),
-            );
-            decide::reply_for(decision.as_ref(), callback, to)
+            let shown = callback(Secrets::Shown);
+            // The callback URLs carry the path token and credentials; the
+            // entry shows them redacted.
+            let redacted = entry
+                .as_ref()
+                .map(|_| callback(Secrets::Redacted))
+                .filter(|redacted| *redacted != shown);
+            let reply = decide::reply_for(decision.as_ref(), shown, to.clone());
+            let body = xml::render(&reply);
+            if let (Some(entry), Some(redacted)) = (entry.as_deref_mut(), redacted) {
+                let reply = decide::reply_for(decision.as_ref(), redacted, to);
+                entry.set_reply(&xml::render(&reply));
+            }
+            body
         }
     };
-    Ok((outcome, xml::render(&reply)))
+    if let Some(entry) = entry
+        && entry.reply.is_empty()
+    {
+        entry.set_reply(&body);
+    }
+    Ok((outcome, body))
+}
+
+/// Whether a callback URL carries the real path token and credentials, or
+/// shows them as `<redacted>` (in the recent-requests entry).
+#[derive(Clone, Copy)]
+enum Secrets {
+    Shown,
+    Redacted,
+}
+
+/// How a push's event fared with the writer.
+struct CommitOutcome {
+    /// As counted in `sidecar_webhook_requests_total`.
+    outcome: &'static str,
+    /// The decision to answer with (a duplicate's is the stored one).
+    decision: Option<Decision>,
+    /// Where it is in the log, when known before the reply.
+    seq: Option<u64>,
 }
 
 /// Hands the event to the writer and waits for the commit, at most the reply
@@ -215,7 +302,7 @@ async fn commit(
     event: Event,
     decision: Option<Decision>,
     started: Instant,
-) -> (&'static str, Option<Decision>) {
+) -> CommitOutcome {
     let writer = webhook.writer.clone();
     let intake = Intake {
         event,
@@ -227,33 +314,47 @@ async fn commit(
         receiver.await.map_err(|_| StoreError::WriterClosed)?
     });
     let remaining = webhook.reply_deadline.saturating_sub(started.elapsed());
+    let unstored = |outcome, decision| CommitOutcome {
+        outcome,
+        decision,
+        seq: None,
+    };
     match tokio::time::timeout(remaining, task).await {
-        Ok(Ok(Ok(Committed::Appended { .. }))) => ("accepted", decision),
+        Ok(Ok(Ok(Committed::Appended { seq, .. }))) => CommitOutcome {
+            outcome: "accepted",
+            decision,
+            seq: Some(seq),
+        },
         // A replayed push gets the answer the original got.
         Ok(Ok(Ok(Committed::Duplicate {
-            decision: stored, ..
-        }))) => ("duplicate", stored.or(decision)),
+            seq,
+            decision: stored,
+        }))) => CommitOutcome {
+            outcome: "duplicate",
+            decision: stored.or(decision),
+            seq: Some(seq),
+        },
         // Counted and logged (rate-limited) by the writer's handle.
-        Ok(Ok(Err(StoreError::QueueFull))) => ("queue_full", decision),
+        Ok(Ok(Err(StoreError::QueueFull))) => unstored("queue_full", decision),
         Ok(Ok(Err(e))) => {
             tracing::error!(error = %e, "event not stored; replying with the decision anyway");
-            ("store_error", decision)
+            unstored("store_error", decision)
         }
         Ok(Err(join)) => {
             tracing::error!(error = %join, "event submission failed");
-            ("store_error", decision)
+            unstored("store_error", decision)
         }
         Err(_) => {
             metrics::counter!(names::REPLY_DEADLINE_MISSED).increment(1);
             // While storage fails every reply misses it; the writer logs that once.
             if !webhook.writer.storage_health().is_healthy() {
-                return ("storage_failing", decision);
+                return unstored("storage_failing", decision);
             }
             tracing::warn!(
                 deadline_ms = webhook.reply_deadline.as_millis() as u64,
                 "commit slower than the reply deadline; replying now, the event still commits"
             );
-            ("deadline_missed", decision)
+            unstored("deadline_missed", decision)
         }
     }
 }
@@ -283,7 +384,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, WebhookError> {
 /// `http(s)://{Host}` as the request came (scheme from `X-Forwarded-Proto`
 /// only behind a trusted proxy).
 /// With Basic auth on, the credentials go into the URL so follow-ups pass too.
-fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool, over_tls: bool) -> String {
+fn base_url(
+    webhook: &Webhook,
+    headers: &HeaderMap,
+    peer_trusted: bool,
+    over_tls: bool,
+    secrets: Secrets,
+) -> String {
     let own_scheme = if over_tls { "https" } else { "http" };
     let base = match &webhook.public_url {
         Some(url) => url.clone(),
@@ -312,10 +419,32 @@ fn base_url(webhook: &Webhook, headers: &HeaderMap, peer_trusted: bool, over_tls
             format!("{scheme}://{host}")
         }
     };
-    match &webhook.basic_auth {
-        Some(basic) => with_credentials(&base, &basic.user, basic.password.expose()),
-        None => base,
+    match (&webhook.basic_auth, secrets) {
+        (Some(basic), Secrets::Shown) => {
+            with_credentials(&base, &basic.user, basic.password.expose())
+        }
+        (basic, Secrets::Redacted) => without_credentials(&base, basic.is_some()),
+        (None, Secrets::Shown) => base,
     }
+}
+
+/// `base` with its credentials (from `--public-url`, or `always` for
+/// Basic auth) shown as `<redacted>`.
+fn without_credentials(base: &str, always: bool) -> String {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => host,
+        None if always => &rest[..authority_end],
+        None => return base.to_string(),
+    };
+    format!(
+        "{scheme}://{}@{host}{}",
+        recent::REDACTED,
+        &rest[authority_end..]
+    )
 }
 
 fn with_credentials(base: &str, user: &str, password: &str) -> String {
@@ -335,6 +464,22 @@ fn with_credentials(base: &str, user: &str, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted_for_display() {
+        assert_eq!(
+            without_credentials("https://sip:pw@pbx.example.com/x", false),
+            "https://<redacted>@pbx.example.com/x"
+        );
+        assert_eq!(
+            without_credentials("https://pbx.example.com", true),
+            "https://<redacted>@pbx.example.com"
+        );
+        assert_eq!(
+            without_credentials("https://pbx.example.com/a@b", false),
+            "https://pbx.example.com/a@b"
+        );
+    }
 
     #[test]
     fn credentials_go_into_the_callback_base_once() {
