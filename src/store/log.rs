@@ -7,12 +7,14 @@ use sqlx::{QueryBuilder, Sqlite};
 use crate::calls::CallRecord;
 use crate::paging;
 
-use super::{CallQuery, Store, StoreError, StoredEvent, rows};
+#[cfg(test)]
+use super::StoredEvent;
+use super::{CallQuery, Store, StoreError, WireEvent, rows};
 
 /// One page of the event log, bounded in events and in bytes.
 #[derive(Debug, Default)]
 pub(crate) struct EventPage {
-    pub events: Vec<StoredEvent>,
+    pub events: Vec<WireEvent>,
     /// The page ends at the newest event stored when it was read, not at a
     /// limit: a next page would have held only events committed since.
     pub at_head: bool,
@@ -31,20 +33,25 @@ impl Store {
         rows::events_after(&self.inner.pool, after_seq, paging::EVENTS.clamp(limit)).await
     }
 
-    /// Events with seq > `after_seq`, ascending: at most `limit` of them (as
-    /// [`paging::EVENTS`] clamps it) and at most `max_bytes` of stored
-    /// payload, but always the first one, however large. Only the rows of
-    /// the page are loaded, so a large page costs what it holds.
+    /// Events with seq > `after_seq`, ascending, in their wire form: at
+    /// most `limit` of them (0 = [`paging::EVENTS`]' default; a transport
+    /// clamps what a client asks for) and at most `max_bytes` of them, but
+    /// always the first one, however large. Only the rows of the page are
+    /// loaded, so a large page costs what it holds.
     pub(crate) async fn event_page(
         &self,
         after_seq: u64,
         limit: u32,
         max_bytes: usize,
     ) -> Result<EventPage, StoreError> {
-        let limit = paging::EVENTS.clamp(limit);
+        let limit = if limit == 0 {
+            paging::EVENTS.default
+        } else {
+            limit
+        };
         // Sizes first: octet_length() reads a row's length, not its content.
         let sizes: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT seq, octet_length(payload) FROM events \
+            "SELECT seq, COALESCE(octet_length(wire), octet_length(payload)) FROM events \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq.min(i64::MAX as u64) as i64)
@@ -68,10 +75,7 @@ impl Store {
                 at_head,
             });
         };
-        let mut events = rows::events_after(&self.inner.pool, after_seq, count as u32).await?;
-        // Rows purged between the two reads make room for later ones that
-        // were not measured: they belong to the next page.
-        events.retain(|e| e.seq <= last as u64);
+        let events = rows::wire_events(&self.inner.pool, after_seq, last as u64).await?;
         Ok(EventPage { events, at_head })
     }
 

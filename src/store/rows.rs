@@ -1,12 +1,13 @@
 //! The SQL shared by the read side ([`super::Store`]) and the writer task:
 //! how an event and a call map to rows and back.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteConnection;
 
 use sqlx::{Executor, QueryBuilder, Sqlite};
 
-use super::{StoreError, StoredEvent};
+use super::{StoreError, StoredEvent, WireEvent};
 use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
@@ -26,19 +27,22 @@ struct Payload {
     call: CallRecord,
 }
 
-/// Rows per INSERT: 10 parameters each stays far below SQLite's limit.
+/// Rows per INSERT: 11 parameters each stays far below SQLite's limit.
 const INSERT_CHUNK: usize = 500;
 
 /// Inserts `events` (with their dedupe keys) in a few multi-row statements.
 pub(super) async fn insert_events(
     conn: &mut SqliteConnection,
     events: &[StoredEvent],
+    wires: &[Bytes],
     dedupe_keys: &[Option<String>],
 ) -> Result<(), StoreError> {
     debug_assert_eq!(events.len(), dedupe_keys.len());
-    for (chunk, keys) in events
+    debug_assert_eq!(events.len(), wires.len());
+    for ((chunk, keys), wires) in events
         .chunks(INSERT_CHUNK)
         .zip(dedupe_keys.chunks(INSERT_CHUNK))
+        .zip(wires.chunks(INSERT_CHUNK))
     {
         let payloads = chunk
             .iter()
@@ -52,11 +56,11 @@ pub(super) async fn insert_events(
             .collect::<Result<Vec<_>, _>>()?;
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
-             received_at_ms, synthetic, dedupe_key, payload) ",
+             received_at_ms, synthetic, dedupe_key, payload, wire) ",
         );
         insert.push_values(
-            chunk.iter().zip(keys).zip(payloads),
-            |mut row, ((e, key), payload)| {
+            chunk.iter().zip(keys).zip(payloads).zip(wires),
+            |mut row, (((e, key), payload), wire)| {
                 row.push_bind(e.seq as i64)
                     .push_bind(e.event.kind.as_str())
                     .push_bind(e.event.call_id.clone())
@@ -66,7 +70,8 @@ pub(super) async fn insert_events(
                     .push_bind(e.received_at_ms)
                     .push_bind(e.synthetic)
                     .push_bind(key.clone())
-                    .push_bind(payload);
+                    .push_bind(payload)
+                    .push_bind(wire.as_ref());
             },
         );
         insert.build().execute(&mut *conn).await?;
@@ -74,6 +79,7 @@ pub(super) async fn insert_events(
     Ok(())
 }
 
+#[cfg(test)]
 pub(super) async fn events_after<'e, E>(
     ex: E,
     after_seq: u64,
@@ -109,6 +115,58 @@ where
         .collect()
 }
 
+/// Events with seq in `after_seq + 1 ..= last_seq`, ascending, in their
+/// wire form; events stored before the wire form was kept are encoded from
+/// their JSON payload.
+pub(super) async fn wire_events<'e, E>(
+    ex: E,
+    after_seq: u64,
+    last_seq: u64,
+) -> Result<Vec<WireEvent>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let rows = sqlx::query_as::<_, (i64, Option<Vec<u8>>, i64, bool, Option<String>)>(
+        "SELECT seq, wire, received_at_ms, synthetic, \
+         CASE WHEN wire IS NULL THEN payload END FROM events \
+         WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+    )
+    .bind(after_seq.min(i64::MAX as u64) as i64)
+    .bind(last_seq.min(i64::MAX as u64) as i64)
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(seq, wire, received_at_ms, synthetic, payload)| {
+            let wire = match (wire, payload) {
+                (Some(wire), _) => Bytes::from(wire),
+                (None, Some(payload)) => {
+                    let Payload {
+                        event,
+                        decision,
+                        call,
+                    } = serde_json::from_str(&payload)?;
+                    StoredEvent {
+                        seq: seq as u64,
+                        event,
+                        received_at_ms,
+                        synthetic,
+                        decision,
+                        call,
+                    }
+                    .encode()
+                }
+                (None, None) => {
+                    return Err(StoreError::Corrupt(format!("event {seq} has no content")));
+                }
+            };
+            Ok(WireEvent {
+                seq: seq as u64,
+                wire,
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn head_seq<'e, E>(ex: E) -> Result<u64, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,
@@ -124,18 +182,20 @@ pub(super) async fn seqs_by_dedupe_keys(
     conn: &mut SqliteConnection,
     keys: &[String],
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    let mut found = Vec::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (",
+        );
+        let mut list = select.separated(", ");
+        for key in chunk {
+            list.push_bind(key);
+        }
+        select.push(")");
+        let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await?;
+        found.extend(rows.into_iter().map(|(k, s)| (k, s as u64)));
     }
-    let mut select =
-        QueryBuilder::<Sqlite>::new("SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (");
-    let mut list = select.separated(", ");
-    for key in keys {
-        list.push_bind(key);
-    }
-    select.push(")");
-    let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(conn).await?;
-    Ok(rows.into_iter().map(|(k, s)| (k, s as u64)).collect())
+    Ok(found)
 }
 
 pub(super) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<CallRecord>, StoreError>
@@ -149,6 +209,31 @@ where
     record
         .map(|(json,)| serde_json::from_str(&json).map_err(StoreError::from))
         .transpose()
+}
+
+/// Parameters per `IN (...)` list: far below SQLite's and PostgreSQL's limits.
+const IN_CHUNK: usize = 500;
+
+/// The stored calls among `call_ids`, in no particular order.
+pub(super) async fn load_calls(
+    conn: &mut SqliteConnection,
+    call_ids: &[&str],
+) -> Result<Vec<CallRecord>, StoreError> {
+    let mut calls = Vec::new();
+    for chunk in call_ids.chunks(IN_CHUNK) {
+        let mut select =
+            QueryBuilder::<Sqlite>::new("SELECT record FROM calls WHERE call_id IN (");
+        let mut list = select.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        select.push(")");
+        let records: Vec<(String,)> = select.build_query_as().fetch_all(&mut *conn).await?;
+        for (json,) in records {
+            calls.push(serde_json::from_str(&json)?);
+        }
+    }
+    Ok(calls)
 }
 
 /// Inserts or replaces `calls` (distinct call ids) in multi-row statements.

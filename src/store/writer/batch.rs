@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 
 use super::cache::CallCache;
 use super::{Command, Committed, Intake, Outcome, Publish};
 use crate::calls::{self, CallRecord, SyntheticEnd};
-use crate::store::{Store, StoreError, StoredEvent, rows};
+use crate::store::{Store, StoreError, StoredEvent, WireEvent, rows};
 use crate::telemetry::names;
 
 /// The database and WAL files as they were when the writer started: SQLite
@@ -114,6 +116,8 @@ pub(super) struct Writer {
 pub(super) struct BatchEffects {
     outcomes: Vec<Outcome>,
     published: Vec<StoredEvent>,
+    /// The encoded form of each of `published`, stored with it.
+    wires: Vec<Bytes>,
     /// Dedupe keys of `published`, inserted together before the commit.
     dedupe_keys: Vec<Option<String>>,
     /// Calls changed by the batch, latest state once each, written together.
@@ -214,8 +218,11 @@ impl Writer {
         for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
             command.respond(Ok(outcome));
         }
-        for event in effects.published {
-            self.publisher.publish(event);
+        for (event, wire) in effects.published.iter().zip(effects.wires) {
+            self.publisher.publish(WireEvent {
+                seq: event.seq,
+                wire,
+            });
         }
     }
 
@@ -230,10 +237,20 @@ impl Writer {
     async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         self.cache.trim();
         let mut tx = self.connection.begin_with("BEGIN IMMEDIATE").await?;
+        // Every call the batch touches, read at once.
+        let call_ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|command| match command {
+                Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
+                Command::SetDone { call_id, .. } => Some(call_id.as_str()),
+                Command::Sweep { .. } | Command::Purge { .. } => None,
+            })
+            .collect();
         let mut effects = BatchEffects::default();
         let mut seq = SeqCounter(&mut self.next_seq);
         let cache = &mut self.cache;
         let result = async {
+            cache.load_missing(&mut tx, &call_ids).await?;
             for command in batch {
                 let outcome = match command {
                     Command::Append(intake, _) => {
@@ -262,7 +279,14 @@ impl Writer {
                 effects.outcomes.push(outcome);
             }
             effects.flush(&mut tx).await?;
-            rows::insert_events(&mut tx, &effects.published, &effects.dedupe_keys).await?;
+            effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
+            rows::insert_events(
+                &mut tx,
+                &effects.published,
+                &effects.wires,
+                &effects.dedupe_keys,
+            )
+            .await?;
             Ok::<_, StoreError>(())
         }
         .await;

@@ -73,6 +73,52 @@ impl CallCache {
             .expect("the entry was inserted above"))
     }
 
+    /// Reads every call of `call_ids` not in the cache yet, with its
+    /// dedupe keys, in two queries for all of them: a batch then finds each
+    /// of its calls here instead of reading them one by one.
+    pub(super) async fn load_missing(
+        &mut self,
+        conn: &mut SqliteConnection,
+        call_ids: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut missing: Vec<&str> = call_ids
+            .iter()
+            .copied()
+            .filter(|id| !self.calls.contains_key(*id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut records: HashMap<String, CallRecord> = rows::load_calls(&mut *conn, &missing)
+            .await?
+            .into_iter()
+            .map(|c| (c.call_id.clone(), c))
+            .collect();
+        let keys: Vec<String> = missing
+            .iter()
+            .flat_map(|id| DEDUPED_KINDS.map(|kind| dedupe_key(kind, id)))
+            .flatten()
+            .collect();
+        let found: HashMap<String, u64> = rows::seqs_by_dedupe_keys(&mut *conn, &keys)
+            .await?
+            .into_iter()
+            .collect();
+        for id in missing {
+            let originals = DEDUPED_KINDS
+                .map(|kind| dedupe_key(kind, id).and_then(|key| found.get(&key).copied()));
+            self.calls.insert(
+                id.to_owned(),
+                CachedCall {
+                    record: records.remove(id),
+                    originals,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Keeps `call` as the stored state of a call already in the cache.
     pub(super) fn store(&mut self, call: &CallRecord) {
         if let Some(entry) = self.calls.get_mut(&call.call_id) {
