@@ -49,33 +49,10 @@ impl Store {
         } else {
             limit
         };
-        // Sizes first: octet_length() reads a row's length, not its content.
-        let sizes: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT seq, COALESCE(octet_length(wire), octet_length(payload)) FROM events \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq.min(i64::MAX as u64) as i64)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await?;
-        let mut count = 0;
-        let mut bytes = 0usize;
-        for &(_, size) in &sizes {
-            let size = usize::try_from(size).unwrap_or(0);
-            if count > 0 && bytes.saturating_add(size) > max_bytes {
-                break;
-            }
-            bytes = bytes.saturating_add(size);
-            count += 1;
-        }
-        let at_head = count == sizes.len() && sizes.len() < limit as usize;
-        let Some(&(last, _)) = count.checked_sub(1).and_then(|i| sizes.get(i)) else {
-            return Ok(EventPage {
-                events: Vec::new(),
-                at_head,
-            });
-        };
-        let events = rows::wire_events(&self.inner.pool, after_seq, last as u64).await?;
+        let (events, rows) = rows::wire_page(&self.inner.pool, after_seq, limit, max_bytes).await?;
+        // Every row up to the limit fitted, and there were fewer than it:
+        // the page ends at the head as it was when read.
+        let at_head = events.len() == rows && rows < limit as usize;
         Ok(EventPage { events, at_head })
     }
 

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 
 use super::cache::CallCache;
@@ -234,10 +233,12 @@ impl Writer {
         }
     }
 
+    /// Runs `batch` in one transaction, in two round trips to the
+    /// connection for the common case: `BEGIN` with the reads of every call
+    /// the batch touches, then every write with `COMMIT`. (A sweep or a purge
+    /// adds its own statements in between.)
     async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         self.cache.trim();
-        let mut tx = self.connection.begin_with("BEGIN IMMEDIATE").await?;
-        // Every call the batch touches, read at once.
         let call_ids: Vec<&str> = batch
             .iter()
             .filter_map(|command| match command {
@@ -249,39 +250,39 @@ impl Writer {
         let mut effects = BatchEffects::default();
         let mut seq = SeqCounter(&mut self.next_seq);
         let cache = &mut self.cache;
+        let conn = &mut self.connection;
         let result = async {
-            cache.load_missing(&mut tx, &call_ids).await?;
+            cache.begin_and_load(conn, &call_ids).await?;
             for command in batch {
                 let outcome = match command {
                     Command::Append(intake, _) => {
-                        let committed =
-                            append(&mut tx, &mut seq, cache, intake, &mut effects).await?;
+                        let committed = append(conn, &mut seq, cache, intake, &mut effects).await?;
                         if matches!(committed, Committed::Duplicate { .. }) {
                             effects.duplicates += 1;
                         }
                         Outcome::Append(committed)
                     }
                     Command::SetDone { call_id, done, .. } => Outcome::SetDone(
-                        set_done(&mut tx, cache, call_id, *done, &mut effects).await?,
+                        set_done(conn, cache, call_id, *done, &mut effects).await?,
                     ),
                     Command::Sweep {
                         cutoff_ms, now_ms, ..
                     } => Outcome::Sweep(
-                        sweep(&mut tx, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
+                        sweep(conn, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
                     ),
                     Command::Purge { cutoff_ms, .. } => {
-                        effects.flush(&mut tx).await?;
+                        effects.flush(conn).await?;
                         cache.clear();
-                        let (events, calls) = purge(&mut tx, seq.last(), *cutoff_ms).await?;
+                        let (events, calls) = purge(conn, seq.last(), *cutoff_ms).await?;
                         Outcome::Purge(events, calls)
                     }
                 };
                 effects.outcomes.push(outcome);
             }
-            effects.flush(&mut tx).await?;
             effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
-            rows::insert_events(
-                &mut tx,
+            rows::write_and_commit(
+                conn,
+                &effects.dirty,
                 &effects.published,
                 &effects.wires,
                 &effects.dedupe_keys,
@@ -291,13 +292,12 @@ impl Writer {
         }
         .await;
         match result {
-            Ok(()) => {
-                tx.commit().await?;
-                Ok(effects)
-            }
+            Ok(()) => Ok(effects),
             Err(error) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, "rollback failed");
+                // Whatever ran of the batch is undone; "no transaction is
+                // active" (it never began, or SQLite ended it) is fine.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::debug!(error = %rollback, "rollback after a failed batch");
                 }
                 Err(error)
             }

@@ -73,10 +73,11 @@ impl CallCache {
             .expect("the entry was inserted above"))
     }
 
-    /// Reads every call of `call_ids` not in the cache yet, with its
-    /// dedupe keys, in two queries for all of them: a batch then finds each
-    /// of its calls here instead of reading them one by one.
-    pub(super) async fn load_missing(
+    /// Opens the batch's transaction and reads, in the same round trip,
+    /// every call of `call_ids` not in the cache yet with its dedupe keys: a
+    /// batch then finds each of its calls here instead of reading them one
+    /// by one.
+    pub(super) async fn begin_and_load(
         &mut self,
         conn: &mut SqliteConnection,
         call_ids: &[&str],
@@ -88,23 +89,17 @@ impl CallCache {
             .collect();
         missing.sort_unstable();
         missing.dedup();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let mut records: HashMap<String, CallRecord> = rows::load_calls(&mut *conn, &missing)
-            .await?
-            .into_iter()
-            .map(|c| (c.call_id.clone(), c))
-            .collect();
         let keys: Vec<String> = missing
             .iter()
             .flat_map(|id| DEDUPED_KINDS.map(|kind| dedupe_key(kind, id)))
             .flatten()
             .collect();
-        let found: HashMap<String, u64> = rows::seqs_by_dedupe_keys(&mut *conn, &keys)
-            .await?
+        let (records, found) = rows::begin_and_load(conn, &missing, &keys).await?;
+        let mut records: HashMap<String, CallRecord> = records
             .into_iter()
+            .map(|c| (c.call_id.clone(), c))
             .collect();
+        let found: HashMap<String, u64> = found.into_iter().collect();
         for id in missing {
             let originals = DEDUPED_KINDS
                 .map(|kind| dedupe_key(kind, id).and_then(|key| found.get(&key).copied()));
