@@ -290,6 +290,7 @@ impl Fanout {
             ready: VecDeque::new(),
             catching_up: true,
             prefetch: None,
+            lag: metrics::histogram!(names::SUBSCRIBER_LAG),
             finished: false,
         })
     }

@@ -51,6 +51,8 @@ pub(super) struct Subscription {
     /// The next catch-up page, read while the current one is sent: at most
     /// one page more held per subscriber.
     pub(super) prefetch: Option<Prefetch>,
+    /// The lag histogram, looked up once rather than for every event.
+    pub(super) lag: metrics::Histogram,
     pub(super) finished: bool,
 }
 
@@ -188,7 +190,7 @@ impl Subscription {
     fn record_lag(&self, e: Arc<Published>) -> Arc<Published> {
         let head = self.fanout.0.head.load(Ordering::Relaxed);
         if head != HEAD_UNKNOWN {
-            metrics::histogram!(names::SUBSCRIBER_LAG).record(head.saturating_sub(e.seq) as f64);
+            self.lag.record(head.saturating_sub(e.seq) as f64);
         }
         e
     }
