@@ -8,15 +8,15 @@
 //! lagged, or a seq is missing) it leaves the broadcast, goes back to the
 //! store and rejoins afterwards: it is never dropped and never skips.
 //!
-//! Memory: a subscriber holds at most one catch-up page ahead of its
-//! transport ([`paging::EVENTS`] events, [`paging::CATCH_UP_BYTES`] bytes),
+//! Memory: a subscriber holds at most two catch-up pages ahead of its
+//! transport, the one being sent and the next one, read meanwhile
+//! ([`paging::CATCH_UP_BYTES`] bytes each),
 //! and only a subscriber following live holds a place in the broadcast, so
 //! subscribers that do not read pin neither pages nor the live buffer
 //! beyond that. Their number is capped ([`Fanout::with_max_subscribers`]),
 //! and what they held is given back to the OS after they leave.
 
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -25,13 +25,14 @@ use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::paging;
+use crate::{encode, paging, proto};
 use crate::sipgate::event::{Direction, EventKind};
-use crate::store::{Publish, Store, StoreError, StoredEvent};
+use crate::store::{Publish, Store, StoreError, WireEvent};
 use crate::telemetry::names;
 
-/// Events read from the store per catch-up query: the largest page it gives.
-const CATCH_UP_PAGE: u32 = paging::EVENTS.max;
+/// Events read from the store per catch-up query, at most (the byte bound
+/// usually ends a page first).
+const CATCH_UP_PAGE: u32 = 4096;
 /// Bytes (as stored) read from the store per catch-up query, at most.
 const CATCH_UP_BYTES: usize = paging::CATCH_UP_BYTES;
 /// `head` before the writer has reported the stored head.
@@ -47,56 +48,95 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    /// dtmf carries no direction or numbers; those come from its call.
-    pub fn matches(&self, e: &StoredEvent) -> bool {
-        let event = &e.event;
-        let direction = event.direction.or(e.call.direction);
-        let (from, to) = if event.from.is_empty() && event.to.is_empty() {
-            (&e.call.from, &e.call.to)
-        } else {
-            (&event.from, &event.to)
+    fn is_empty(&self) -> bool {
+        self.directions.is_empty() && self.kinds.is_empty() && self.numbers.is_empty()
+    }
+
+    /// dtmf carries no direction or numbers; those come from its call. An
+    /// event whose stored form does not decode passes, so the subscriber
+    /// sees the fault instead of missing the event.
+    pub fn matches(&self, e: &Published) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Some(key) = e.key() else {
+            return true;
         };
-        (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+        (self.kinds.is_empty() || key.kind.is_some_and(|k| self.kinds.contains(&k)))
             && (self.directions.is_empty()
-                || direction.is_some_and(|d| self.directions.contains(&d)))
-            && (self.numbers.is_empty() || self.numbers.iter().any(|n| n == from || n == to))
+                || key.direction.is_some_and(|d| self.directions.contains(&d)))
+            && (self.numbers.is_empty()
+                || self.numbers.iter().any(|n| *n == key.from || *n == key.to))
+    }
+}
+
+/// What a filter looks at, taken from an event's wire form.
+#[derive(Debug)]
+struct FilterKey {
+    kind: Option<EventKind>,
+    direction: Option<Direction>,
+    from: String,
+    to: String,
+}
+
+impl FilterKey {
+    fn of(event: proto::CallEvent) -> FilterKey {
+        let call = event.call.unwrap_or_default();
+        let direction = encode::direction_from(event.direction)
+            .or_else(|| encode::direction_from(call.direction));
+        let (from, to) = if event.from.is_empty() && event.to.is_empty() {
+            (call.from, call.to)
+        } else {
+            (event.from, event.to)
+        };
+        FilterKey {
+            kind: encode::event_kind_from(event.kind),
+            direction,
+            from,
+            to,
+        }
     }
 }
 
 /// A committed event as the fan-out hands it out, shared by every live
-/// subscriber. It keeps the event's wire form once a transport has encoded
-/// it, so the encoding is done once for all of them. Derefs to the event.
+/// subscriber: its seq and its wire form (the encoded `sidecar.v1.CallEvent`
+/// made when it was stored), so no transport encodes it again.
 #[derive(Debug)]
 pub struct Published {
-    event: StoredEvent,
-    wire: OnceLock<Bytes>,
+    seq: u64,
+    wire: Bytes,
+    /// What a filter looks at, decoded on first use (`None`: the wire form
+    /// does not decode).
+    key: OnceLock<Option<FilterKey>>,
 }
 
 impl Published {
-    pub(crate) fn new(event: StoredEvent) -> Self {
+    pub(crate) fn new(event: WireEvent) -> Self {
         Published {
-            event,
-            wire: OnceLock::new(),
+            seq: event.seq,
+            wire: event.wire,
+            key: OnceLock::new(),
         }
     }
 
-    pub fn event(&self) -> &StoredEvent {
-        &self.event
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
-    /// The event's wire form: made by `encode` for the first caller, the
-    /// same bytes for every later one. One wire form per event: every
-    /// caller must pass the same encoding.
-    pub fn wire(&self, encode: impl FnOnce(&StoredEvent) -> Bytes) -> Bytes {
-        self.wire.get_or_init(|| encode(&self.event)).clone()
+    /// The encoded `sidecar.v1.CallEvent`.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
     }
-}
 
-impl Deref for Published {
-    type Target = StoredEvent;
+    /// The event as a `sidecar.v1.CallEvent`.
+    pub fn decode(&self) -> Result<proto::CallEvent, prost::DecodeError> {
+        prost::Message::decode(self.wire.as_ref())
+    }
 
-    fn deref(&self) -> &StoredEvent {
-        &self.event
+    fn key(&self) -> Option<&FilterKey> {
+        self.key
+            .get_or_init(|| self.decode().ok().map(FilterKey::of))
+            .as_ref()
     }
 }
 
@@ -249,6 +289,8 @@ impl Fanout {
             shutdown,
             ready: VecDeque::new(),
             catching_up: true,
+            prefetch: None,
+            lag: metrics::histogram!(names::SUBSCRIBER_LAG),
             finished: false,
         })
     }
@@ -266,7 +308,7 @@ impl Publish for Publisher {
         self.inner.head.store(seq, Ordering::Release);
     }
 
-    fn publish(&self, event: StoredEvent) {
+    fn publish(&self, event: WireEvent) {
         // Before the send: a subscriber that joins the broadcast too late
         // for this event sees the new head and reads it from the store.
         self.inner.head.store(event.seq, Ordering::Release);

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 mod decide;
+mod encode;
 pub mod fanout;
 mod grpc;
 mod http;

@@ -9,7 +9,6 @@ use tonic::Status;
 use crate::{
     client::{self, Authed, Backoff, Followed, Reconnect},
     fanout::{EventFilter, Fanout},
-    grpc::convert,
     proto::{self, call_events_client::CallEventsClient},
     store::Store,
 };
@@ -107,7 +106,9 @@ impl EventSource for LocalSource {
             .fanout
             .subscribe(after_seq, EventFilter::default(), self.shutdown.clone())
             .map(|item| match item {
-                Ok(event) => Ok(convert::event(&event)),
+                Ok(event) => event.decode().map_err(|e| {
+                    Status::data_loss(format!("event {} does not decode: {e}", event.seq()))
+                }),
                 Err(e) => Err(Status::from(e)),
             });
         Ok(stream.boxed())

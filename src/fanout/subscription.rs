@@ -8,13 +8,28 @@ use std::sync::atomic::Ordering;
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{
     CATCH_UP_BYTES, CATCH_UP_PAGE, EventFilter, HEAD_UNKNOWN, Published, SubscribeError,
     SubscriberSlot, check_resume,
 };
-use crate::store::StoreError;
+use crate::store::{EventPage, Store, StoreError};
 use crate::telemetry::names;
+
+/// The catch-up page after `after_seq`, being read.
+pub(super) struct Prefetch {
+    after_seq: u64,
+    page: AbortOnDropHandle<Result<EventPage, StoreError>>,
+}
+
+/// One catch-up read: as many events as fit [`CATCH_UP_PAGE`] and
+/// [`CATCH_UP_BYTES`].
+async fn read_page(store: &Store, after_seq: u64) -> Result<EventPage, StoreError> {
+    store
+        .event_page(after_seq, CATCH_UP_PAGE, CATCH_UP_BYTES)
+        .await
+}
 
 pub(super) struct Subscription {
     pub(super) fanout: SubscriberSlot,
@@ -33,6 +48,11 @@ pub(super) struct Subscription {
     /// one catch-up page.
     pub(super) ready: VecDeque<Arc<Published>>,
     pub(super) catching_up: bool,
+    /// The next catch-up page, read while the current one is sent: at most
+    /// one page more held per subscriber.
+    pub(super) prefetch: Option<Prefetch>,
+    /// The lag histogram, looked up once rather than for every event.
+    pub(super) lag: metrics::Histogram,
     pub(super) finished: bool,
 }
 
@@ -80,10 +100,18 @@ impl Subscription {
             };
 
             if self.catching_up {
+                let prefetched = self.prefetch.take().filter(|p| p.after_seq == last);
                 let page = tokio::select! {
                     biased;
                     _ = self.shutdown.cancelled() => continue,
-                    page = self.fanout.0.store.event_page(last, CATCH_UP_PAGE, CATCH_UP_BYTES) => page,
+                    page = async {
+                        match prefetched {
+                            Some(p) => p.page.await.unwrap_or_else(|e| {
+                                Err(StoreError::Corrupt(format!("catch-up read failed: {e}")))
+                            }),
+                            None => read_page(&self.fanout.0.store, last).await,
+                        }
+                    } => page,
                 };
                 let page = match page {
                     Ok(page) => page,
@@ -98,9 +126,22 @@ impl Subscription {
                 }
                 for e in page.events {
                     self.last_sent = Some(e.seq);
+                    let e = Published::new(e);
                     if self.filter.matches(&e) {
-                        self.ready.push_back(Arc::new(Published::new(e)));
+                        self.ready.push_back(Arc::new(e));
                     }
+                }
+                // The next page is read while this one is sent.
+                if self.catching_up
+                    && let Some(after_seq) = self.last_sent
+                {
+                    let store = self.fanout.0.store.clone();
+                    self.prefetch = Some(Prefetch {
+                        after_seq,
+                        page: AbortOnDropHandle::new(tokio::spawn(async move {
+                            read_page(&store, after_seq).await
+                        })),
+                    });
                 }
                 continue;
             }
@@ -149,7 +190,7 @@ impl Subscription {
     fn record_lag(&self, e: Arc<Published>) -> Arc<Published> {
         let head = self.fanout.0.head.load(Ordering::Relaxed);
         if head != HEAD_UNKNOWN {
-            metrics::histogram!(names::SUBSCRIBER_LAG).record(head.saturating_sub(e.seq) as f64);
+            self.lag.record(head.saturating_sub(e.seq) as f64);
         }
         e
     }
@@ -167,6 +208,7 @@ impl Subscription {
     fn finish(&mut self, error: SubscribeError) -> Option<Result<Arc<Published>, SubscribeError>> {
         self.finished = true;
         self.ready.clear();
+        self.prefetch = None;
         self.live = None;
         Some(Err(error))
     }

@@ -103,8 +103,8 @@ impl call_events_server::CallEvents for EventsService {
         let mut events = Vec::with_capacity(page.events.len());
         let mut bytes = 0usize;
         let mut next_after_seq = r.after_seq;
-        for event in &page.events {
-            let encoded = wire::encode(event);
+        for event in page.events {
+            let encoded = EncodedCallEvent(event.wire);
             // Each element: a tag byte, its length, itself.
             let size =
                 1 + prost::encoding::encoded_len_varint(encoded.0.len() as u64) + encoded.0.len();

@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes};
 use prost::Message;
 
-use crate::{fanout::Published, store::StoredEvent};
+use crate::fanout::Published;
 
 /// Server-side code generated with `CallEvent` replaced by [`EncodedCallEvent`].
 /// Only the service and its request/response types are used; the event's
@@ -49,16 +49,9 @@ impl Message for EncodedCallEvent {
     }
 }
 
-/// The event's encoding, made for this one use (a page read from the store).
-pub fn encode(event: &StoredEvent) -> EncodedCallEvent {
-    EncodedCallEvent(Bytes::from(super::convert::event(event).encode_to_vec()))
-}
-
-/// A live event's encoding, made on first use and kept with the published
-/// event, so all live subscribers (who share the same `Arc<Published>`)
-/// reuse it.
+/// A committed event as sent: its stored wire form, as is.
 pub fn encoded(event: &Published) -> EncodedCallEvent {
-    EncodedCallEvent(event.wire(|e| encode(e).0))
+    EncodedCallEvent(event.wire().clone())
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@ use sqlx::{QueryBuilder, Sqlite};
 use crate::calls::CallRecord;
 use crate::paging;
 
-use super::{CallQuery, Store, StoreError, StoredEvent, rows};
+#[cfg(test)]
+use super::StoredEvent;
+use super::{CallQuery, Store, StoreError, WireEvent, rows};
 
 /// One page of the event log, bounded in events and in bytes.
 #[derive(Debug, Default)]
 pub(crate) struct EventPage {
-    pub events: Vec<StoredEvent>,
+    pub events: Vec<WireEvent>,
     /// The page ends at the newest event stored when it was read, not at a
     /// limit: a next page would have held only events committed since.
     pub at_head: bool,
@@ -31,47 +33,26 @@ impl Store {
         rows::events_after(&self.inner.pool, after_seq, paging::EVENTS.clamp(limit)).await
     }
 
-    /// Events with seq > `after_seq`, ascending: at most `limit` of them (as
-    /// [`paging::EVENTS`] clamps it) and at most `max_bytes` of stored
-    /// payload, but always the first one, however large. Only the rows of
-    /// the page are loaded, so a large page costs what it holds.
+    /// Events with seq > `after_seq`, ascending, in their wire form: at
+    /// most `limit` of them (0 = [`paging::EVENTS`]' default; a transport
+    /// clamps what a client asks for) and at most `max_bytes` of them, but
+    /// always the first one, however large. Only the rows of the page are
+    /// loaded, so a large page costs what it holds.
     pub(crate) async fn event_page(
         &self,
         after_seq: u64,
         limit: u32,
         max_bytes: usize,
     ) -> Result<EventPage, StoreError> {
-        let limit = paging::EVENTS.clamp(limit);
-        // Sizes first: octet_length() reads a row's length, not its content.
-        let sizes: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT seq, octet_length(payload) FROM events \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq.min(i64::MAX as u64) as i64)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await?;
-        let mut count = 0;
-        let mut bytes = 0usize;
-        for &(_, size) in &sizes {
-            let size = usize::try_from(size).unwrap_or(0);
-            if count > 0 && bytes.saturating_add(size) > max_bytes {
-                break;
-            }
-            bytes = bytes.saturating_add(size);
-            count += 1;
-        }
-        let at_head = count == sizes.len() && sizes.len() < limit as usize;
-        let Some(&(last, _)) = count.checked_sub(1).and_then(|i| sizes.get(i)) else {
-            return Ok(EventPage {
-                events: Vec::new(),
-                at_head,
-            });
+        let limit = if limit == 0 {
+            paging::EVENTS.default
+        } else {
+            limit
         };
-        let mut events = rows::events_after(&self.inner.pool, after_seq, count as u32).await?;
-        // Rows purged between the two reads make room for later ones that
-        // were not measured: they belong to the next page.
-        events.retain(|e| e.seq <= last as u64);
+        let (events, rows) = rows::wire_page(&self.inner.pool, after_seq, limit, max_bytes).await?;
+        // Every row up to the limit fitted, and there were fewer than it:
+        // the page ends at the head as it was when read.
+        let at_head = events.len() == rows && rows < limit as usize;
         Ok(EventPage { events, at_head })
     }
 

@@ -23,6 +23,8 @@ pub mod writer;
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 
 use crate::calls::{CallRecord, CallState};
@@ -30,6 +32,7 @@ use crate::decide::Decision;
 use crate::sipgate::event::{Direction, Event};
 
 pub use health::{StorageHealth, StorageState};
+pub(crate) use log::EventPage;
 pub(crate) use maintenance::spawn_maintenance;
 pub use writer::{Committed, Intake, Publish, WriterHandle, spawn_writer};
 
@@ -45,6 +48,34 @@ pub struct StoredEvent {
     pub decision: Option<Decision>,
     /// The call after this event was applied.
     pub call: CallRecord,
+}
+
+impl StoredEvent {
+    /// The event as streamed: a `sidecar.v1.CallEvent`.
+    pub fn to_proto(&self) -> crate::proto::CallEvent {
+        crate::encode::call_event(
+            self.seq,
+            &self.event,
+            self.received_at_ms,
+            self.synthetic,
+            self.decision.as_ref(),
+            &self.call,
+        )
+    }
+
+    /// The encoded [`StoredEvent::to_proto`]: what is stored with the event
+    /// and sent to subscribers.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(prost::Message::encode_to_vec(&self.to_proto()))
+    }
+}
+
+/// An event of the log in its wire form, as a page of the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireEvent {
+    pub seq: u64,
+    /// The encoded `sidecar.v1.CallEvent`.
+    pub wire: Bytes,
 }
 
 /// A settings change to record: what, when, by which client.

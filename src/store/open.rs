@@ -18,6 +18,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// Connections in the read pool (the writer has its own).
 const READ_CONNECTIONS: u32 = 4;
+/// Rows buffered between a connection's thread and its reader.
+const ROW_CHANNEL: usize = 1024;
 /// How long a statement waits for a lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -150,7 +152,11 @@ fn connect_options(database: &str) -> Result<SqliteConnectOptions, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true))
+        .foreign_keys(true)
+        // Rows a query may hand over before its reader takes them: a page
+        // of the log crosses from SQLite's thread in a few wake-ups, not one
+        // every 50 rows.
+        .row_buffer_size(ROW_CHANNEL))
 }
 
 /// Takes `<database>.lock` for the life of the process, or says who holds it.

@@ -1,12 +1,13 @@
 //! The SQL shared by the read side ([`super::Store`]) and the writer task:
 //! how an event and a call map to rows and back.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteConnection;
 
 use sqlx::{Executor, QueryBuilder, Sqlite};
 
-use super::{StoreError, StoredEvent};
+use super::{StoreError, StoredEvent, WireEvent};
 use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
@@ -26,19 +27,23 @@ struct Payload {
     call: CallRecord,
 }
 
-/// Rows per INSERT: 10 parameters each stays far below SQLite's limit.
+/// Rows per INSERT: 11 parameters each stays far below SQLite's limit.
 const INSERT_CHUNK: usize = 500;
 
-/// Inserts `events` (with their dedupe keys) in a few multi-row statements.
-pub(super) async fn insert_events(
-    conn: &mut SqliteConnection,
+/// Appends to `sql` the statements inserting `events` (with their wire
+/// forms and dedupe keys), a few hundred rows per statement.
+fn push_insert_events(
+    sql: &mut QueryBuilder<'_, Sqlite>,
     events: &[StoredEvent],
+    wires: &[Bytes],
     dedupe_keys: &[Option<String>],
 ) -> Result<(), StoreError> {
     debug_assert_eq!(events.len(), dedupe_keys.len());
-    for (chunk, keys) in events
+    debug_assert_eq!(events.len(), wires.len());
+    for ((chunk, keys), wires) in events
         .chunks(INSERT_CHUNK)
         .zip(dedupe_keys.chunks(INSERT_CHUNK))
+        .zip(wires.chunks(INSERT_CHUNK))
     {
         let payloads = chunk
             .iter()
@@ -50,13 +55,13 @@ pub(super) async fn insert_events(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut insert = QueryBuilder::<Sqlite>::new(
+        sql.push(
             "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
-             received_at_ms, synthetic, dedupe_key, payload) ",
+             received_at_ms, synthetic, dedupe_key, payload, wire) ",
         );
-        insert.push_values(
-            chunk.iter().zip(keys).zip(payloads),
-            |mut row, ((e, key), payload)| {
+        sql.push_values(
+            chunk.iter().zip(keys).zip(payloads).zip(wires),
+            |mut row, (((e, key), payload), wire)| {
                 row.push_bind(e.seq as i64)
                     .push_bind(e.event.kind.as_str())
                     .push_bind(e.event.call_id.clone())
@@ -66,14 +71,34 @@ pub(super) async fn insert_events(
                     .push_bind(e.received_at_ms)
                     .push_bind(e.synthetic)
                     .push_bind(key.clone())
-                    .push_bind(payload);
+                    .push_bind(payload)
+                    .push_bind(wire.to_vec());
             },
         );
-        insert.build().execute(&mut *conn).await?;
+        sql.push("; ");
     }
     Ok(())
 }
 
+/// Writes what a batch produced and commits its transaction, in one round
+/// trip to the connection: the calls it changed, its events, `COMMIT`.
+/// On an error the transaction is still open: the caller rolls it back.
+pub(super) async fn write_and_commit(
+    conn: &mut SqliteConnection,
+    calls: &[CallRecord],
+    events: &[StoredEvent],
+    wires: &[Bytes],
+    dedupe_keys: &[Option<String>],
+) -> Result<(), StoreError> {
+    let mut sql = QueryBuilder::<Sqlite>::new("");
+    push_upsert_calls(&mut sql, calls)?;
+    push_insert_events(&mut sql, events, wires, dedupe_keys)?;
+    sql.push("COMMIT");
+    sql.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[cfg(test)]
 pub(super) async fn events_after<'e, E>(
     ex: E,
     after_seq: u64,
@@ -109,6 +134,75 @@ where
         .collect()
 }
 
+/// One page of the log in wire form, in one statement: the events with
+/// seq > `after_seq`, ascending, at most `limit` of them and at most
+/// `max_bytes` together (but always the first, however large). Sizes are
+/// summed before any content is read, so only the rows of the page are
+/// loaded. Also returns how many rows the limit alone would have given.
+/// Events stored before the wire form was kept are encoded from their JSON.
+pub(super) async fn wire_page<'e, E>(
+    ex: E,
+    after_seq: u64,
+    limit: u32,
+    max_bytes: usize,
+) -> Result<(Vec<WireEvent>, usize), StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    type Row = (i64, Option<Vec<u8>>, i64, bool, Option<String>, i64);
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT e.seq, e.wire, e.received_at_ms, e.synthetic, \
+         CASE WHEN e.wire IS NULL THEN e.payload END, s.rows \
+         FROM (SELECT seq, \
+                 SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS upto, \
+                 ROW_NUMBER() OVER (ORDER BY seq) AS n, \
+                 COUNT(*) OVER () AS rows \
+               FROM (SELECT seq, COALESCE(octet_length(wire), octet_length(payload)) AS size \
+                     FROM events WHERE seq > $1 ORDER BY seq LIMIT $2)) s \
+         JOIN events e ON e.seq = s.seq \
+         WHERE s.upto <= $3 OR s.n = 1 \
+         ORDER BY e.seq",
+    )
+    .bind(after_seq.min(i64::MAX as u64) as i64)
+    .bind(i64::from(limit))
+    .bind(max_bytes.min(i64::MAX as usize) as i64)
+    .fetch_all(ex)
+    .await?;
+    let total = rows.first().map_or(0, |r| r.5.max(0) as usize);
+    let events = rows
+        .into_iter()
+        .map(|(seq, wire, received_at_ms, synthetic, payload, _)| {
+            let wire = match (wire, payload) {
+                (Some(wire), _) => Bytes::from(wire),
+                (None, Some(payload)) => {
+                    let Payload {
+                        event,
+                        decision,
+                        call,
+                    } = serde_json::from_str(&payload)?;
+                    StoredEvent {
+                        seq: seq as u64,
+                        event,
+                        received_at_ms,
+                        synthetic,
+                        decision,
+                        call,
+                    }
+                    .encode()
+                }
+                (None, None) => {
+                    return Err(StoreError::Corrupt(format!("event {seq} has no content")));
+                }
+            };
+            Ok(WireEvent {
+                seq: seq as u64,
+                wire,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((events, total))
+}
+
 pub(super) async fn head_seq<'e, E>(ex: E) -> Result<u64, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,
@@ -124,18 +218,20 @@ pub(super) async fn seqs_by_dedupe_keys(
     conn: &mut SqliteConnection,
     keys: &[String],
 ) -> Result<Vec<(String, u64)>, StoreError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    let mut found = Vec::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut select = QueryBuilder::<Sqlite>::new(
+            "SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (",
+        );
+        let mut list = select.separated(", ");
+        for key in chunk {
+            list.push_bind(key);
+        }
+        select.push(")");
+        let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await?;
+        found.extend(rows.into_iter().map(|(k, s)| (k, s as u64)));
     }
-    let mut select =
-        QueryBuilder::<Sqlite>::new("SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (");
-    let mut list = select.separated(", ");
-    for key in keys {
-        list.push_bind(key);
-    }
-    select.push(")");
-    let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(conn).await?;
-    Ok(rows.into_iter().map(|(k, s)| (k, s as u64)).collect())
+    Ok(found)
 }
 
 pub(super) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<CallRecord>, StoreError>
@@ -151,9 +247,65 @@ where
         .transpose()
 }
 
+/// Parameters per `IN (...)` list: far below SQLite's and PostgreSQL's limits.
+const IN_CHUNK: usize = 500;
+
+/// Opens the writer's transaction (`BEGIN IMMEDIATE`) and reads, in the
+/// same round trip to the connection, the stored calls among `call_ids` and
+/// the stored (dedupe key, seq) pairs among `keys`.
+pub(super) async fn begin_and_load(
+    conn: &mut SqliteConnection,
+    call_ids: &[&str],
+    keys: &[String],
+) -> Result<(Vec<CallRecord>, Vec<(String, u64)>), StoreError> {
+    let mut sql = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+    for chunk in call_ids.chunks(IN_CHUNK) {
+        sql.push("SELECT 0, call_id, record, NULL FROM calls WHERE call_id IN (");
+        let mut list = sql.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        sql.push("); ");
+    }
+    for chunk in keys.chunks(IN_CHUNK) {
+        sql.push("SELECT 1, dedupe_key, NULL, seq FROM events WHERE dedupe_key IN (");
+        let mut list = sql.separated(", ");
+        for key in chunk {
+            list.push_bind(key);
+        }
+        sql.push("); ");
+    }
+    let rows: Vec<(i64, String, Option<String>, Option<i64>)> =
+        sql.build_query_as().fetch_all(&mut *conn).await?;
+    let mut calls = Vec::new();
+    let mut seqs = Vec::new();
+    for (what, key, record, seq) in rows {
+        match (what, record, seq) {
+            (0, Some(record), _) => calls.push(serde_json::from_str(&record)?),
+            (1, _, Some(seq)) => seqs.push((key, seq as u64)),
+            _ => return Err(StoreError::Corrupt(format!("unexpected row for {key}"))),
+        }
+    }
+    Ok((calls, seqs))
+}
+
 /// Inserts or replaces `calls` (distinct call ids) in multi-row statements.
 pub(super) async fn upsert_calls(
     conn: &mut SqliteConnection,
+    calls: &[CallRecord],
+) -> Result<(), StoreError> {
+    if calls.is_empty() {
+        return Ok(());
+    }
+    let mut sql = QueryBuilder::<Sqlite>::new("");
+    push_upsert_calls(&mut sql, calls)?;
+    sql.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Appends to `sql` the statements inserting or replacing `calls`.
+fn push_upsert_calls(
+    sql: &mut QueryBuilder<'_, Sqlite>,
     calls: &[CallRecord],
 ) -> Result<(), StoreError> {
     for chunk in calls.chunks(INSERT_CHUNK) {
@@ -161,12 +313,12 @@ pub(super) async fn upsert_calls(
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut upsert = QueryBuilder::<Sqlite>::new(
+        sql.push(
             "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
              initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
              first_leg_call_id, xcid, ended_synthetically, record) ",
         );
-        upsert.push_values(chunk.iter().zip(records), |mut row, (call, record)| {
+        sql.push_values(chunk.iter().zip(records), |mut row, (call, record)| {
             row.push_bind(call.call_id.clone())
                 .push_bind(call.direction.map(|d| d.as_str()))
                 .push_bind(call.from.clone())
@@ -184,7 +336,7 @@ pub(super) async fn upsert_calls(
                 .push_bind(call.ended_synthetically)
                 .push_bind(record);
         });
-        upsert.push(
+        sql.push(
             " ON CONFLICT (call_id) DO UPDATE SET \
              direction = excluded.direction, from_number = excluded.from_number, \
              to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
@@ -192,9 +344,8 @@ pub(super) async fn upsert_calls(
              start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
              updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
              first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
-             ended_synthetically = excluded.ended_synthetically, record = excluded.record",
+             ended_synthetically = excluded.ended_synthetically, record = excluded.record; ",
         );
-        upsert.build().execute(&mut *conn).await?;
     }
     Ok(())
 }

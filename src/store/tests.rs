@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use prost::Message as _;
 
 use super::testing::Harness;
 use super::*;
@@ -205,6 +206,34 @@ async fn stored_event_round_trips_raw_form_and_call_snapshot() {
 }
 
 #[tokio::test]
+async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
+    let h = Harness::new(16).await;
+    let mut e = new_call("A", Direction::In, &["Alice"]);
+    e.raw = vec![("event".into(), "newCall".into()), ("x".into(), "y".into())];
+    h.append(e, Some(Decision::accept()), 1_234).await;
+    h.append(hangup("A", "normalClearing"), None, 2_000).await;
+    let stored = h.store.events_after(0, 10).await.unwrap();
+    let page = h.store.event_page(0, 10, usize::MAX).await.unwrap();
+    assert!(page.at_head);
+    let expected: Vec<_> = stored.iter().map(StoredEvent::encode).collect();
+    let served: Vec<_> = page.events.iter().map(|e| e.wire.clone()).collect();
+    assert_eq!(served, expected);
+    let decoded = crate::proto::CallEvent::decode(served[0].as_ref()).unwrap();
+    assert_eq!((decoded.seq, decoded.call_id.as_str()), (1, "A"));
+    assert_eq!(decoded.raw_form[1].value, "y");
+
+    // A row stored before the wire form was kept: encoded from its JSON.
+    sqlx::query("UPDATE events SET wire = NULL WHERE seq = 1")
+        .execute(&h.store.inner.pool)
+        .await
+        .unwrap();
+    let page = h.store.event_page(0, 10, usize::MAX).await.unwrap();
+    assert_eq!(page.events[0].wire, expected[0]);
+    assert_eq!(page.events[1].wire, expected[1]);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn answer_and_hangup_for_unknown_calls_create_rows() {
     let h = Harness::new(16).await;
     let mut answer = event(EventKind::Answer, "U", Some(Direction::In));
@@ -262,10 +291,11 @@ async fn sweep_ends_stale_calls_with_a_timeout_event() {
 
     use futures::StreamExt as _;
     let published = live.next().await.unwrap().unwrap();
-    assert_eq!(published.seq, 5);
+    assert_eq!(published.seq(), 5);
+    let published = published.decode().unwrap();
     assert!(published.synthetic);
-    assert_eq!(published.event.cause, "timeout");
-    assert_eq!(published.event.call_id, "old");
+    assert_eq!(published.cause, "timeout");
+    assert_eq!(published.call_id, "old");
 
     assert_eq!(h.writer.sweep(60_000, 100_000).await.unwrap(), 0);
     drop(live);

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use sqlx::Connection as _;
+use bytes::Bytes;
+
 use sqlx::sqlite::SqliteConnection;
 
 use super::cache::CallCache;
 use super::{Command, Committed, Intake, Outcome, Publish};
 use crate::calls::{self, CallRecord, SyntheticEnd};
-use crate::store::{Store, StoreError, StoredEvent, rows};
+use crate::store::{Store, StoreError, StoredEvent, WireEvent, rows};
 use crate::telemetry::names;
 
 /// The database and WAL files as they were when the writer started: SQLite
@@ -114,6 +115,8 @@ pub(super) struct Writer {
 pub(super) struct BatchEffects {
     outcomes: Vec<Outcome>,
     published: Vec<StoredEvent>,
+    /// The encoded form of each of `published`, stored with it.
+    wires: Vec<Bytes>,
     /// Dedupe keys of `published`, inserted together before the commit.
     dedupe_keys: Vec<Option<String>>,
     /// Calls changed by the batch, latest state once each, written together.
@@ -214,8 +217,11 @@ impl Writer {
         for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
             command.respond(Ok(outcome));
         }
-        for event in effects.published {
-            self.publisher.publish(event);
+        for (event, wire) in effects.published.iter().zip(effects.wires) {
+            self.publisher.publish(WireEvent {
+                seq: event.seq,
+                wire,
+            });
         }
     }
 
@@ -227,53 +233,71 @@ impl Writer {
         }
     }
 
+    /// Runs `batch` in one transaction, in two round trips to the
+    /// connection for the common case: `BEGIN` with the reads of every call
+    /// the batch touches, then every write with `COMMIT`. (A sweep or a purge
+    /// adds its own statements in between.)
     async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         self.cache.trim();
-        let mut tx = self.connection.begin_with("BEGIN IMMEDIATE").await?;
+        let call_ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|command| match command {
+                Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
+                Command::SetDone { call_id, .. } => Some(call_id.as_str()),
+                Command::Sweep { .. } | Command::Purge { .. } => None,
+            })
+            .collect();
         let mut effects = BatchEffects::default();
         let mut seq = SeqCounter(&mut self.next_seq);
         let cache = &mut self.cache;
+        let conn = &mut self.connection;
         let result = async {
+            cache.begin_and_load(conn, &call_ids).await?;
             for command in batch {
                 let outcome = match command {
                     Command::Append(intake, _) => {
-                        let committed =
-                            append(&mut tx, &mut seq, cache, intake, &mut effects).await?;
+                        let committed = append(conn, &mut seq, cache, intake, &mut effects).await?;
                         if matches!(committed, Committed::Duplicate { .. }) {
                             effects.duplicates += 1;
                         }
                         Outcome::Append(committed)
                     }
                     Command::SetDone { call_id, done, .. } => Outcome::SetDone(
-                        set_done(&mut tx, cache, call_id, *done, &mut effects).await?,
+                        set_done(conn, cache, call_id, *done, &mut effects).await?,
                     ),
                     Command::Sweep {
                         cutoff_ms, now_ms, ..
                     } => Outcome::Sweep(
-                        sweep(&mut tx, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
+                        sweep(conn, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
                     ),
                     Command::Purge { cutoff_ms, .. } => {
-                        effects.flush(&mut tx).await?;
+                        effects.flush(conn).await?;
                         cache.clear();
-                        let (events, calls) = purge(&mut tx, seq.last(), *cutoff_ms).await?;
+                        let (events, calls) = purge(conn, seq.last(), *cutoff_ms).await?;
                         Outcome::Purge(events, calls)
                     }
                 };
                 effects.outcomes.push(outcome);
             }
-            effects.flush(&mut tx).await?;
-            rows::insert_events(&mut tx, &effects.published, &effects.dedupe_keys).await?;
+            effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
+            rows::write_and_commit(
+                conn,
+                &effects.dirty,
+                &effects.published,
+                &effects.wires,
+                &effects.dedupe_keys,
+            )
+            .await?;
             Ok::<_, StoreError>(())
         }
         .await;
         match result {
-            Ok(()) => {
-                tx.commit().await?;
-                Ok(effects)
-            }
+            Ok(()) => Ok(effects),
             Err(error) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, "rollback failed");
+                // Whatever ran of the batch is undone; "no transaction is
+                // active" (it never began, or SQLite ended it) is fine.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::debug!(error = %rollback, "rollback after a failed batch");
                 }
                 Err(error)
             }

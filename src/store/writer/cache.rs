@@ -73,6 +73,47 @@ impl CallCache {
             .expect("the entry was inserted above"))
     }
 
+    /// Opens the batch's transaction and reads, in the same round trip,
+    /// every call of `call_ids` not in the cache yet with its dedupe keys: a
+    /// batch then finds each of its calls here instead of reading them one
+    /// by one.
+    pub(super) async fn begin_and_load(
+        &mut self,
+        conn: &mut SqliteConnection,
+        call_ids: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut missing: Vec<&str> = call_ids
+            .iter()
+            .copied()
+            .filter(|id| !self.calls.contains_key(*id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let keys: Vec<String> = missing
+            .iter()
+            .flat_map(|id| DEDUPED_KINDS.map(|kind| dedupe_key(kind, id)))
+            .flatten()
+            .collect();
+        let (records, found) = rows::begin_and_load(conn, &missing, &keys).await?;
+        let mut records: HashMap<String, CallRecord> = records
+            .into_iter()
+            .map(|c| (c.call_id.clone(), c))
+            .collect();
+        let found: HashMap<String, u64> = found.into_iter().collect();
+        for id in missing {
+            let originals = DEDUPED_KINDS
+                .map(|kind| dedupe_key(kind, id).and_then(|key| found.get(&key).copied()));
+            self.calls.insert(
+                id.to_owned(),
+                CachedCall {
+                    record: records.remove(id),
+                    originals,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Keeps `call` as the stored state of a call already in the cache.
     pub(super) fn store(&mut self, call: &CallRecord) {
         if let Some(entry) = self.calls.get_mut(&call.call_id) {

@@ -22,7 +22,7 @@ mod queue;
 
 use tokio::sync::oneshot;
 
-use super::{StoreError, StoredEvent};
+use super::{StoreError, WireEvent};
 use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
@@ -36,9 +36,10 @@ pub trait Publish: Send + 'static {
     /// The stored head, once, when the writer starts: before its first
     /// commit, the log ends at `seq`.
     fn set_head(&self, seq: u64);
-    /// One committed event; called after its transaction committed, in seq
-    /// order, without gaps.
-    fn publish(&self, event: StoredEvent);
+    /// One committed event in its wire form (the encoded `CallEvent`, as
+    /// stored); called after its transaction committed, in seq order,
+    /// without gaps.
+    fn publish(&self, event: WireEvent);
 }
 
 /// One accepted webhook, handed to the writer.
