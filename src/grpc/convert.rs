@@ -1,6 +1,8 @@
 //! Domain types <-> generated protobuf types.
 
-pub use crate::encode::{call, call_state_from, decision, direction_from, event_kind_from};
+pub use crate::encode::{
+    call, call_state_from, decision, direction, direction_from, event_kind, event_kind_from,
+};
 use crate::{
     decide::{BlockEntry, RoutingRule, Settings},
     proto,

@@ -220,9 +220,8 @@ pub(super) async fn seqs_by_dedupe_keys(
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let mut found = Vec::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (",
-        );
+        let mut select =
+            QueryBuilder::<Sqlite>::new("SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (");
         let mut list = select.separated(", ");
         for key in chunk {
             list.push_bind(key);
