@@ -262,9 +262,9 @@ impl Writer {
                         }
                         Outcome::Append(committed)
                     }
-                    Command::SetDone { call_id, done, .. } => Outcome::SetDone(
-                        set_done(conn, cache, call_id, *done, &mut effects).await?,
-                    ),
+                    Command::SetDone { call_id, done, .. } => {
+                        Outcome::SetDone(set_done(conn, cache, call_id, *done, &mut effects).await?)
+                    }
                     Command::Sweep {
                         cutoff_ms, now_ms, ..
                     } => Outcome::Sweep(
