@@ -173,3 +173,154 @@ pub fn call_state_from(value: i32) -> Option<CallState> {
         proto::CallState::Unspecified => None,
     }
 }
+
+/// A stored `Decision` back from its protobuf form.
+pub fn decision_from(d: &proto::Decision) -> Result<Decision, String> {
+    let action = match proto::Action::try_from(d.action) {
+        Ok(proto::Action::Accept) => Action::Accept,
+        Ok(proto::Action::Reject) => Action::Reject,
+        Ok(proto::Action::SetCallerId) => Action::SetCallerId,
+        _ => return Err(format!("unknown decision action {}", d.action)),
+    };
+    let index = || usize::try_from(d.rule_index).map_err(|_| "negative rule index".to_string());
+    let rule = match proto::RuleKind::try_from(d.rule_kind) {
+        Ok(proto::RuleKind::None) => Rule::None,
+        Ok(proto::RuleKind::Block) => Rule::Block {
+            index: index()?,
+            pattern: d.rule_pattern.clone(),
+            note: d.rule_note.clone(),
+        },
+        Ok(proto::RuleKind::Route) => Rule::Route {
+            index: index()?,
+            dest: d.rule_pattern.clone(),
+            note: d.rule_note.clone(),
+        },
+        Ok(proto::RuleKind::DefaultCallerId) => Rule::DefaultCallerId,
+        _ => return Err(format!("unknown rule kind {}", d.rule_kind)),
+    };
+    Ok(Decision {
+        action,
+        caller_id: (!d.caller_id.is_empty()).then(|| d.caller_id.clone()),
+        rule,
+    })
+}
+
+/// A stored call back from its protobuf form.
+pub fn call_from(c: proto::Call) -> Result<CallRecord, String> {
+    let nonzero = |ms: i64| (ms != 0).then_some(ms);
+    Ok(CallRecord {
+        state: call_state_from(c.state).ok_or_else(|| format!("unknown call state {}", c.state))?,
+        decision: c.decision.as_ref().map(decision_from).transpose()?,
+        direction: direction_from(c.direction),
+        start_at_ms: nonzero(c.start_at_ms),
+        end_at_ms: nonzero(c.end_at_ms),
+        call_id: c.call_id,
+        from: c.from,
+        to: c.to,
+        done: c.done,
+        cause: c.cause,
+        users: c.users,
+        answering_number: c.answering_number,
+        initialized_at_ms: c.initialized_at_ms,
+        duration_waiting_secs: c.duration_waiting_secs,
+        duration_talking_secs: c.duration_talking_secs,
+        orig_call_id: c.orig_call_id,
+        xcid: c.xcid,
+        first_leg_call_id: c.first_leg_call_id,
+        diversion: c.diversion,
+        ended_synthetically: c.ended_synthetically,
+        updated_at_ms: c.updated_at_ms,
+    })
+}
+
+/// The parts of a stored event back from its `CallEvent`: the event as
+/// received, the decision sent back and the call after it.
+pub fn event_from(e: proto::CallEvent) -> Result<(Event, Option<Decision>, CallRecord), String> {
+    let decision = e.decision.as_ref().map(decision_from).transpose()?;
+    let call = call_from(e.call.ok_or("the event has no call")?)?;
+    let event = Event {
+        kind: event_kind_from(e.kind).ok_or_else(|| format!("unknown event kind {}", e.kind))?,
+        direction: direction_from(e.direction),
+        call_id: e.call_id,
+        from: e.from,
+        to: e.to,
+        orig_call_id: e.orig_call_id,
+        xcid: e.xcid,
+        users: e.users,
+        user_ids: e.user_ids,
+        full_user_ids: e.full_user_ids,
+        answering_number: e.answering_number,
+        cause: e.cause,
+        dtmf: e.dtmf,
+        diversion: e.diversion,
+        raw: e.raw_form.into_iter().map(|f| (f.key, f.value)).collect(),
+    };
+    Ok((event, decision, call))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_and_calls_come_back_from_their_protobuf_form() {
+        let decisions = [
+            Decision::accept(),
+            Decision {
+                action: Action::Reject,
+                caller_id: None,
+                rule: Rule::Block {
+                    index: 3,
+                    pattern: "4930*".into(),
+                    note: "spam".into(),
+                },
+            },
+            Decision {
+                action: Action::SetCallerId,
+                caller_id: Some("4930123".into()),
+                rule: Rule::Route {
+                    index: 0,
+                    dest: "49*".into(),
+                    note: String::new(),
+                },
+            },
+            Decision {
+                action: Action::SetCallerId,
+                caller_id: Some("4930999".into()),
+                rule: Rule::DefaultCallerId,
+            },
+        ];
+        for d in decisions {
+            assert_eq!(decision_from(&decision(&d)).unwrap(), d);
+            let call = CallRecord {
+                call_id: "c1".into(),
+                direction: Some(Direction::Out),
+                from: "4930123".into(),
+                to: "4940456".into(),
+                state: CallState::Hangup,
+                done: true,
+                cause: "normalClearing".into(),
+                users: vec!["Alice".into(), String::new()],
+                answering_number: "4930777".into(),
+                initialized_at_ms: 1_000,
+                start_at_ms: Some(2_000),
+                end_at_ms: None,
+                duration_waiting_secs: Some(1),
+                duration_talking_secs: None,
+                orig_call_id: "o1".into(),
+                xcid: "x1".into(),
+                first_leg_call_id: "c0".into(),
+                diversion: "4930555".into(),
+                decision: Some(d.clone()),
+                ended_synthetically: true,
+                updated_at_ms: 3_000,
+            };
+            assert_eq!(call_from(super::call(&call)).unwrap(), call);
+        }
+        let unknown = proto::Decision {
+            action: 99,
+            ..Default::default()
+        };
+        assert!(decision_from(&unknown).is_err());
+    }
+}

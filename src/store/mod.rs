@@ -68,6 +68,24 @@ impl StoredEvent {
     pub fn encode(&self) -> Bytes {
         Bytes::from(prost::Message::encode_to_vec(&self.to_proto()))
     }
+
+    /// The event back from its stored wire form.
+    pub fn decode(wire: &[u8]) -> Result<StoredEvent, StoreError> {
+        let message: crate::proto::CallEvent =
+            prost::Message::decode(wire).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (seq, received_at_ms, synthetic) =
+            (message.seq, message.received_at_ms, message.synthetic);
+        let (event, decision, call) =
+            crate::encode::event_from(message).map_err(StoreError::Corrupt)?;
+        Ok(StoredEvent {
+            seq,
+            event,
+            received_at_ms,
+            synthetic,
+            decision,
+            call,
+        })
+    }
 }
 
 /// An event of the log in its wire form, as a page of the log holds it.

@@ -2,7 +2,7 @@
 //! how an event and a call map to rows and back.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::sqlite::SqliteConnection;
 
 use sqlx::{Executor, QueryBuilder, Sqlite};
@@ -12,14 +12,8 @@ use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
 
-/// The `events.payload` JSON: what the columns do not hold.
-#[derive(Serialize)]
-struct PayloadRef<'a> {
-    event: &'a Event,
-    decision: Option<&'a Decision>,
-    call: &'a CallRecord,
-}
-
+/// The `events.payload` JSON of rows stored before the wire form was kept
+/// (migration 0003); newer rows leave it empty.
 #[derive(Deserialize)]
 struct Payload {
     event: Event,
@@ -45,23 +39,13 @@ fn push_insert_events(
         .zip(dedupe_keys.chunks(INSERT_CHUNK))
         .zip(wires.chunks(INSERT_CHUNK))
     {
-        let payloads = chunk
-            .iter()
-            .map(|e| {
-                serde_json::to_string(&PayloadRef {
-                    event: &e.event,
-                    decision: e.decision.as_ref(),
-                    call: &e.call,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         sql.push(
             "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
              received_at_ms, synthetic, dedupe_key, payload, wire) ",
         );
         sql.push_values(
-            chunk.iter().zip(keys).zip(payloads).zip(wires),
-            |mut row, (((e, key), payload), wire)| {
+            chunk.iter().zip(keys).zip(wires),
+            |mut row, ((e, key), wire)| {
                 row.push_bind(e.seq as i64)
                     .push_bind(e.event.kind.as_str())
                     .push_bind(e.event.call_id.clone())
@@ -71,7 +55,8 @@ fn push_insert_events(
                     .push_bind(e.received_at_ms)
                     .push_bind(e.synthetic)
                     .push_bind(key.clone())
-                    .push_bind(payload)
+                    // The content is the wire form; JSON only in older rows.
+                    .push_bind("")
                     .push_bind(wire.to_vec());
             },
         );
@@ -107,8 +92,8 @@ pub(super) async fn events_after<'e, E>(
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let rows = sqlx::query_as::<_, (i64, i64, bool, String)>(
-        "SELECT seq, received_at_ms, synthetic, payload FROM events \
+    let rows = sqlx::query_as::<_, (i64, i64, bool, String, Option<Vec<u8>>)>(
+        "SELECT seq, received_at_ms, synthetic, payload, wire FROM events \
          WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after_seq.min(i64::MAX as u64) as i64)
@@ -116,7 +101,12 @@ where
     .fetch_all(ex)
     .await?;
     rows.into_iter()
-        .map(|(seq, received_at_ms, synthetic, payload)| {
+        .map(|(seq, received_at_ms, synthetic, payload, wire)| {
+            if let Some(wire) = wire {
+                let mut event = StoredEvent::decode(&wire)?;
+                event.seq = seq as u64;
+                return Ok(event);
+            }
             let Payload {
                 event,
                 decision,

@@ -222,8 +222,22 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
     assert_eq!((decoded.seq, decoded.call_id.as_str()), (1, "A"));
     assert_eq!(decoded.raw_form[1].value, "y");
 
+    // New rows keep no JSON; the stored event decodes back from its wire form.
+    let (payload,): (String,) = sqlx::query_as("SELECT payload FROM events WHERE seq = 1")
+        .fetch_one(&h.store.inner.pool)
+        .await
+        .unwrap();
+    assert_eq!(payload, "");
+    assert_eq!(StoredEvent::decode(&expected[0]).unwrap(), stored[0]);
+
     // A row stored before the wire form was kept: encoded from its JSON.
-    sqlx::query("UPDATE events SET wire = NULL WHERE seq = 1")
+    let json = serde_json::json!({
+        "event": stored[0].event,
+        "decision": stored[0].decision,
+        "call": stored[0].call,
+    });
+    sqlx::query("UPDATE events SET wire = NULL, payload = $1 WHERE seq = 1")
+        .bind(json.to_string())
         .execute(&h.store.inner.pool)
         .await
         .unwrap();
@@ -789,9 +803,9 @@ async fn a_stale_position_is_re_read_from_the_database() {
     // Someone else appended behind the writer's back: its next seq is taken.
     sqlx::query(
         "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
-         received_at_ms, synthetic, dedupe_key, payload) \
+         received_at_ms, synthetic, dedupe_key, payload, wire) \
          SELECT seq + 1, kind, call_id, direction, from_number, to_number, received_at_ms, \
-         synthetic, NULL, payload FROM events WHERE seq = 1",
+         synthetic, NULL, payload, wire FROM events WHERE seq = 1",
     )
     .execute(&h.store.inner.pool)
     .await
