@@ -1,6 +1,8 @@
--- New events keep their content in `wire` only: `payload` is '' for them
--- (the JSON stays in rows stored before migration 0003, which have no wire
--- form). Readers decode `wire` when it is there.
---
+-- New rows keep their content in protobuf form only: `events.wire` (the
+-- encoded CallEvent, since migration 0003) and `calls.wire` (the encoded
+-- Call). Their `payload` and `record` are '' from now on; rows stored
+-- before keep their JSON there, and readers decode whichever is present.
+ALTER TABLE calls ADD COLUMN wire BLOB;
+
 -- No query reads the call log by first leg: its index only cost writes.
 DROP INDEX calls_first_leg;

@@ -77,7 +77,7 @@ impl Store {
             Some(token) => Some(decode_page_token(token)?),
         };
 
-        let mut sql = QueryBuilder::<Sqlite>::new("SELECT record FROM calls WHERE 1 = 1");
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT record, wire FROM calls WHERE 1 = 1");
         if let Some(direction) = q.direction {
             sql.push(" AND direction = ").push_bind(direction.as_str());
         }
@@ -106,10 +106,11 @@ impl Store {
         sql.push(" ORDER BY initialized_at_ms DESC, call_id DESC LIMIT ")
             .push_bind(i64::from(limit) + 1);
 
-        let records: Vec<(String,)> = sql.build_query_as().fetch_all(&self.inner.pool).await?;
+        let records: Vec<(String, Option<Vec<u8>>)> =
+            sql.build_query_as().fetch_all(&self.inner.pool).await?;
         let mut calls = records
             .into_iter()
-            .map(|(record,)| serde_json::from_str::<CallRecord>(&record))
+            .map(|(record, wire)| rows::call_of(&record, wire.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
         let next = if calls.len() > limit as usize {
             calls.truncate(limit as usize);

@@ -227,13 +227,26 @@ pub(super) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<Call
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let record: Option<(String,)> = sqlx::query_as("SELECT record FROM calls WHERE call_id = $1")
-        .bind(call_id)
-        .fetch_optional(ex)
-        .await?;
-    record
-        .map(|(json,)| serde_json::from_str(&json).map_err(StoreError::from))
+    let row: Option<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT record, wire FROM calls WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_optional(ex)
+            .await?;
+    row.map(|(record, wire)| call_of(&record, wire.as_deref()))
         .transpose()
+}
+
+/// A call row's content: its protobuf form (`wire`), or the JSON `record` of
+/// rows stored before it was kept.
+pub(super) fn call_of(record: &str, wire: Option<&[u8]>) -> Result<CallRecord, StoreError> {
+    match wire {
+        Some(wire) => {
+            let message: crate::proto::Call =
+                prost::Message::decode(wire).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            crate::encode::call_from(message).map_err(StoreError::Corrupt)
+        }
+        None => Ok(serde_json::from_str(record)?),
+    }
 }
 
 /// Parameters per `IN (...)` list: far below SQLite's and PostgreSQL's limits.
@@ -249,7 +262,7 @@ pub(super) async fn begin_and_load(
 ) -> Result<(Vec<CallRecord>, Vec<(String, u64)>), StoreError> {
     let mut sql = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
     for chunk in call_ids.chunks(IN_CHUNK) {
-        sql.push("SELECT 0, call_id, record, NULL FROM calls WHERE call_id IN (");
+        sql.push("SELECT 0, call_id, record, NULL, wire FROM calls WHERE call_id IN (");
         let mut list = sql.separated(", ");
         for id in chunk {
             list.push_bind(*id);
@@ -257,20 +270,20 @@ pub(super) async fn begin_and_load(
         sql.push("); ");
     }
     for chunk in keys.chunks(IN_CHUNK) {
-        sql.push("SELECT 1, dedupe_key, NULL, seq FROM events WHERE dedupe_key IN (");
+        sql.push("SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key IN (");
         let mut list = sql.separated(", ");
         for key in chunk {
             list.push_bind(key);
         }
         sql.push("); ");
     }
-    let rows: Vec<(i64, String, Option<String>, Option<i64>)> =
-        sql.build_query_as().fetch_all(&mut *conn).await?;
+    type Row = (i64, String, Option<String>, Option<i64>, Option<Vec<u8>>);
+    let rows: Vec<Row> = sql.build_query_as().fetch_all(&mut *conn).await?;
     let mut calls = Vec::new();
     let mut seqs = Vec::new();
-    for (what, key, record, seq) in rows {
+    for (what, key, record, seq, wire) in rows {
         match (what, record, seq) {
-            (0, Some(record), _) => calls.push(serde_json::from_str(&record)?),
+            (0, Some(record), _) => calls.push(call_of(&record, wire.as_deref())?),
             (1, _, Some(seq)) => seqs.push((key, seq as u64)),
             _ => return Err(StoreError::Corrupt(format!("unexpected row for {key}"))),
         }
@@ -298,16 +311,12 @@ fn push_upsert_calls(
     calls: &[CallRecord],
 ) -> Result<(), StoreError> {
     for chunk in calls.chunks(INSERT_CHUNK) {
-        let records = chunk
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()?;
         sql.push(
             "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
              initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
-             first_leg_call_id, xcid, ended_synthetically, record) ",
+             first_leg_call_id, xcid, ended_synthetically, record, wire) ",
         );
-        sql.push_values(chunk.iter().zip(records), |mut row, (call, record)| {
+        sql.push_values(chunk, |mut row, call| {
             row.push_bind(call.call_id.clone())
                 .push_bind(call.direction.map(|d| d.as_str()))
                 .push_bind(call.from.clone())
@@ -323,7 +332,9 @@ fn push_upsert_calls(
                 .push_bind(call.first_leg_call_id.clone())
                 .push_bind(call.xcid.clone())
                 .push_bind(call.ended_synthetically)
-                .push_bind(record);
+                // The content is the wire form; JSON only in older rows.
+                .push_bind("")
+                .push_bind(prost::Message::encode_to_vec(&crate::encode::call(call)));
         });
         sql.push(
             " ON CONFLICT (call_id) DO UPDATE SET \
@@ -333,7 +344,8 @@ fn push_upsert_calls(
              start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
              updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
              first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
-             ended_synthetically = excluded.ended_synthetically, record = excluded.record; ",
+             ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
+             wire = excluded.wire; ",
         );
     }
     Ok(())
@@ -345,8 +357,8 @@ pub(super) async fn stale_open_calls(
     conn: &mut SqliteConnection,
     cutoff_ms: i64,
 ) -> Result<Vec<CallRecord>, StoreError> {
-    let records: Vec<(String,)> = sqlx::query_as(
-        "SELECT record FROM calls \
+    let records: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT record, wire FROM calls \
          WHERE state <> 'hangup' AND initialized_at_ms < $1 AND updated_at_ms < $1 \
          ORDER BY initialized_at_ms, call_id",
     )
@@ -355,7 +367,7 @@ pub(super) async fn stale_open_calls(
     .await?;
     records
         .into_iter()
-        .map(|(json,)| serde_json::from_str(&json).map_err(StoreError::from))
+        .map(|(record, wire)| call_of(&record, wire.as_deref()))
         .collect()
 }
 

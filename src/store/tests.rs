@@ -244,6 +244,17 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
     let page = h.store.event_page(0, 10, usize::MAX).await.unwrap();
     assert_eq!(page.events[0].wire, expected[0]);
     assert_eq!(page.events[1].wire, expected[1]);
+
+    // The same for the call log: a row with JSON and no wire form still reads.
+    let call = h.store.get_call("A").await.unwrap().unwrap();
+    sqlx::query("UPDATE calls SET wire = NULL, record = $1 WHERE call_id = 'A'")
+        .bind(serde_json::to_string(&call).unwrap())
+        .execute(&h.store.inner.pool)
+        .await
+        .unwrap();
+    assert_eq!(h.store.get_call("A").await.unwrap(), Some(call.clone()));
+    let (listed, _) = h.store.list_calls(&CallQuery::default()).await.unwrap();
+    assert_eq!(listed, [call]);
     h.stop().await;
 }
 
