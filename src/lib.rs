@@ -235,6 +235,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.writer_max_batch,
     );
     let maintenance = store::spawn_maintenance(
+        &store,
         writer.clone(),
         config.stale_call_after,
         config.retention,

@@ -8,11 +8,11 @@ use crate::paging;
 /// Rows per INSERT statement (4 bound values each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
 /// The `settings_kv` key of Zammad's kept keys (`user_remote_map`, `view_limit`).
-const ZAMMAD_EXTRAS: &str = "zammad_extras";
+pub(super) const ZAMMAD_EXTRAS: &str = "zammad_extras";
 
-use super::{AuditEntry, AuditRecord, Store, StoreError, rows};
+use super::{AuditEntry, AuditRecord, SqliteStore, StoreError, rows};
 
-impl Store {
+impl SqliteStore {
     pub(crate) async fn load_settings(&self) -> Result<Settings, StoreError> {
         // One read transaction: a consistent snapshot even during a save.
         let mut tx = self.inner.pool.begin().await?;
@@ -223,7 +223,7 @@ impl Store {
 /// Which rows of a list to write: `None` when it equals what is stored,
 /// `Some(k)` when only entries from `k` on were appended, `Some(0)` for a
 /// rewrite of the whole list.
-fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize> {
+pub(super) fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize> {
     match stored {
         Some(stored) if stored == next => None,
         Some(stored) if next.len() > stored.len() && next.starts_with(stored) => Some(stored.len()),
@@ -231,7 +231,7 @@ fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize
     }
 }
 
-fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
+pub(super) fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
     match value {
         None => Ok(0),
         Some(v) => v

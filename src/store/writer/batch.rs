@@ -10,9 +10,10 @@ use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 
 use super::cache::CallCache;
+use super::conn::BatchConn;
 use super::{Command, Committed, Intake, Outcome, Publish};
 use crate::calls::{self, CallRecord, SyntheticEnd};
-use crate::store::{Store, StoreError, StoredEvent, WireEvent, rows};
+use crate::store::{SqliteStore, StoreError, StoredEvent, WireEvent, rows};
 use crate::telemetry::names;
 
 /// The database and WAL files as they were when the writer started: SQLite
@@ -98,7 +99,7 @@ fn wal_path(database: &Path) -> PathBuf {
 
 /// The writer task's state between batches.
 pub(super) struct Writer {
-    store: Store,
+    store: SqliteStore,
     connection: SqliteConnection,
     /// Set after a failed transaction: the next attempt opens a new
     /// connection and re-reads the head first.
@@ -127,6 +128,29 @@ pub(super) struct BatchEffects {
 }
 
 impl BatchEffects {
+    /// Answers every command of the committed batch; returns its new
+    /// events, in seq order.
+    pub(super) fn respond(self, batch: Vec<Command>) -> impl Iterator<Item = WireEvent> {
+        metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
+        metrics::counter!(names::EVENTS_APPENDED).increment(self.published.len() as u64);
+        metrics::counter!(names::EVENTS_DUPLICATE).increment(self.duplicates);
+        for (command, outcome) in batch.into_iter().zip(self.outcomes) {
+            command.respond(Ok(outcome));
+        }
+        self.published
+            .into_iter()
+            .zip(self.wires)
+            .map(|(event, wire)| WireEvent {
+                seq: event.seq,
+                wire,
+            })
+    }
+
+    /// The number of events the batch appended.
+    pub(super) fn appended(&self) -> usize {
+        self.published.len()
+    }
+
     fn touch(&mut self, call: &CallRecord) {
         match self.dirty_index.get(&call.call_id) {
             Some(&i) => self.dirty[i] = call.clone(),
@@ -139,8 +163,8 @@ impl BatchEffects {
     }
 
     /// Writes what is pending, so queries of the calls table see it.
-    async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        rows::upsert_calls(conn, &self.dirty).await?;
+    async fn flush(&mut self, conn: &mut impl BatchConn) -> Result<(), StoreError> {
+        conn.upsert_calls(&self.dirty).await?;
         self.dirty.clear();
         self.dirty_index.clear();
         Ok(())
@@ -150,7 +174,7 @@ impl BatchEffects {
 impl Writer {
     /// Takes the store's writer connection and reports the stored head.
     pub(super) async fn start(
-        store: &Store,
+        store: &SqliteStore,
         publisher: Box<dyn Publish>,
     ) -> Result<Writer, StoreError> {
         let mut connection = store.writer_connection().await?;
@@ -212,17 +236,8 @@ impl Writer {
 
     /// Answers every command of a committed batch and publishes its events.
     pub(super) fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
-        metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
-        metrics::counter!(names::EVENTS_APPENDED).increment(effects.published.len() as u64);
-        metrics::counter!(names::EVENTS_DUPLICATE).increment(effects.duplicates);
-        for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
-            command.respond(Ok(outcome));
-        }
-        for (event, wire) in effects.published.iter().zip(effects.wires) {
-            self.publisher.publish(WireEvent {
-                seq: event.seq,
-                wire,
-            });
+        for event in effects.respond(batch) {
+            self.publisher.publish(event);
         }
     }
 
@@ -237,61 +252,9 @@ impl Writer {
     async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         self.cache.trim();
         let mut tx = self.connection.begin_with("BEGIN IMMEDIATE").await?;
-        // Every call the batch touches, read at once.
-        let call_ids: Vec<&str> = batch
-            .iter()
-            .filter_map(|command| match command {
-                Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
-                Command::SetDone { call_id, .. } => Some(call_id.as_str()),
-                Command::Sweep { .. } | Command::Purge { .. } => None,
-            })
-            .collect();
-        let mut effects = BatchEffects::default();
-        let mut seq = SeqCounter(&mut self.next_seq);
-        let cache = &mut self.cache;
-        let result = async {
-            cache.load_missing(&mut tx, &call_ids).await?;
-            for command in batch {
-                let outcome = match command {
-                    Command::Append(intake, _) => {
-                        let committed =
-                            append(&mut tx, &mut seq, cache, intake, &mut effects).await?;
-                        if matches!(committed, Committed::Duplicate { .. }) {
-                            effects.duplicates += 1;
-                        }
-                        Outcome::Append(committed)
-                    }
-                    Command::SetDone { call_id, done, .. } => Outcome::SetDone(
-                        set_done(&mut tx, cache, call_id, *done, &mut effects).await?,
-                    ),
-                    Command::Sweep {
-                        cutoff_ms, now_ms, ..
-                    } => Outcome::Sweep(
-                        sweep(&mut tx, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
-                    ),
-                    Command::Purge { cutoff_ms, .. } => {
-                        effects.flush(&mut tx).await?;
-                        cache.clear();
-                        let (events, calls) = purge(&mut tx, seq.last(), *cutoff_ms).await?;
-                        Outcome::Purge(events, calls)
-                    }
-                };
-                effects.outcomes.push(outcome);
-            }
-            effects.flush(&mut tx).await?;
-            effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
-            rows::insert_events(
-                &mut tx,
-                &effects.published,
-                &effects.wires,
-                &effects.dedupe_keys,
-            )
-            .await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
+        let result = apply(&mut *tx, &mut self.next_seq, &mut self.cache, batch).await;
         match result {
-            Ok(()) => {
+            Ok(effects) => {
                 tx.commit().await?;
                 Ok(effects)
             }
@@ -303,6 +266,66 @@ impl Writer {
             }
         }
     }
+}
+
+/// Runs the commands of `batch` on `conn`, inside the transaction the
+/// caller opened: appended events take seqs from `next_seq` on (advanced
+/// past the last one), calls are read through `cache`. Nothing is
+/// committed here.
+pub(super) async fn apply<C: BatchConn>(
+    conn: &mut C,
+    next_seq: &mut u64,
+    cache: &mut CallCache,
+    batch: &[Command],
+) -> Result<BatchEffects, StoreError> {
+        // Every call the batch touches, read at once.
+        let call_ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|command| match command {
+                Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
+                Command::SetDone { call_id, .. } => Some(call_id.as_str()),
+                Command::Sweep { .. } | Command::Purge { .. } => None,
+            })
+            .collect();
+        let mut effects = BatchEffects::default();
+        let mut seq = SeqCounter(next_seq);
+        let result = async {
+            cache.load_missing(&mut *conn, &call_ids).await?;
+            for command in batch {
+                let outcome = match command {
+                    Command::Append(intake, _) => {
+                        let committed =
+                            append(&mut *conn, &mut seq, cache, intake, &mut effects).await?;
+                        if matches!(committed, Committed::Duplicate { .. }) {
+                            effects.duplicates += 1;
+                        }
+                        Outcome::Append(committed)
+                    }
+                    Command::SetDone { call_id, done, .. } => Outcome::SetDone(
+                        set_done(&mut *conn, cache, call_id, *done, &mut effects).await?,
+                    ),
+                    Command::Sweep {
+                        cutoff_ms, now_ms, ..
+                    } => Outcome::Sweep(
+                        sweep(&mut *conn, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
+                    ),
+                    Command::Purge { cutoff_ms, .. } => {
+                        effects.flush(&mut *conn).await?;
+                        cache.clear();
+                        let (events, calls) = conn.purge(seq.last(), *cutoff_ms).await?;
+                        Outcome::Purge(events, calls)
+                    }
+                };
+                effects.outcomes.push(outcome);
+            }
+            effects.flush(&mut *conn).await?;
+            effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
+            conn.insert_events(&effects.published, &effects.wires, &effects.dedupe_keys)
+                .await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        result.map(|()| effects)
 }
 
 struct SeqCounter<'a>(&'a mut u64);
@@ -321,7 +344,7 @@ impl SeqCounter<'_> {
 }
 
 async fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut impl BatchConn,
     seq: &mut SeqCounter<'_>,
     cache: &mut CallCache,
     intake: &Intake,
@@ -400,7 +423,7 @@ fn append_synthetic(
 }
 
 async fn set_done(
-    conn: &mut SqliteConnection,
+    conn: &mut impl BatchConn,
     cache: &mut CallCache,
     call_id: &str,
     done: bool,
@@ -417,7 +440,7 @@ async fn set_done(
 }
 
 async fn sweep(
-    conn: &mut SqliteConnection,
+    conn: &mut impl BatchConn,
     seq: &mut SeqCounter<'_>,
     cache: &mut CallCache,
     cutoff_ms: i64,
@@ -426,7 +449,7 @@ async fn sweep(
 ) -> Result<usize, StoreError> {
     // Calls this batch changed count as they are now, not as last committed.
     effects.flush(conn).await?;
-    let open = rows::stale_open_calls(conn, cutoff_ms).await?;
+    let open = conn.stale_open_calls(cutoff_ms).await?;
     let ends = calls::end_stale(&open, cutoff_ms, now_ms);
     let ended = ends.len();
     for end in ends {
@@ -438,7 +461,7 @@ async fn sweep(
     Ok(ended)
 }
 
-async fn purge(
+pub(super) async fn purge(
     conn: &mut SqliteConnection,
     head: u64,
     cutoff_ms: i64,

@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteConnection;
-
 use crate::calls::{CallRecord, DEDUPED_KINDS, dedupe_key};
 use crate::sipgate::event::EventKind;
-use crate::store::{StoreError, rows};
+use super::conn::BatchConn;
+use crate::store::StoreError;
 
 /// Entries kept before the cache starts over (a few MB).
 const CACHE_LIMIT: usize = 20_000;
@@ -47,17 +46,15 @@ impl CallCache {
     /// The entry of `call_id`, read from the database on first use.
     pub(super) async fn entry(
         &mut self,
-        conn: &mut SqliteConnection,
+        conn: &mut impl BatchConn,
         call_id: &str,
     ) -> Result<&mut CachedCall, StoreError> {
         if !self.calls.contains_key(call_id) {
-            let record = rows::load_call(&mut *conn, call_id).await?;
+            let record = conn.load_call(call_id).await?;
             let keys = DEDUPED_KINDS.map(|kind| dedupe_key(kind, call_id));
-            let found = rows::seqs_by_dedupe_keys(
-                &mut *conn,
-                &keys.iter().flatten().cloned().collect::<Vec<_>>(),
-            )
-            .await?;
+            let found = conn
+                .seqs_by_dedupe_keys(&keys.iter().flatten().cloned().collect::<Vec<_>>())
+                .await?;
             let originals = keys.map(|key| {
                 found
                     .iter()
@@ -78,7 +75,7 @@ impl CallCache {
     /// of its calls here instead of reading them one by one.
     pub(super) async fn load_missing(
         &mut self,
-        conn: &mut SqliteConnection,
+        conn: &mut impl BatchConn,
         call_ids: &[&str],
     ) -> Result<(), StoreError> {
         let mut missing: Vec<&str> = call_ids
@@ -91,7 +88,8 @@ impl CallCache {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut records: HashMap<String, CallRecord> = rows::load_calls(&mut *conn, &missing)
+        let mut records: HashMap<String, CallRecord> = conn
+            .load_calls(&missing)
             .await?
             .into_iter()
             .map(|c| (c.call_id.clone(), c))
@@ -101,7 +99,8 @@ impl CallCache {
             .flat_map(|id| DEDUPED_KINDS.map(|kind| dedupe_key(kind, id)))
             .flatten()
             .collect();
-        let found: HashMap<String, u64> = rows::seqs_by_dedupe_keys(&mut *conn, &keys)
+        let found: HashMap<String, u64> = conn
+            .seqs_by_dedupe_keys(&keys)
             .await?
             .into_iter()
             .collect();

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::Writer;
+use super::any::AnyWriter as Writer;
 use super::{Command, Committed, Intake, Publish, Reply};
 use crate::calls::CallRecord;
 use crate::store::health::{HealthReporter, StorageHealth};

@@ -1,0 +1,120 @@
+//! What a batch asks of the connection it runs on: the same operations on
+//! SQLite and on PostgreSQL, each backend with its own SQL.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::calls::CallRecord;
+use crate::store::{StoreError, StoredEvent, pg, rows};
+
+/// The reads and writes of one batch, inside its transaction.
+pub(crate) trait BatchConn: Send {
+    fn load_call(
+        &mut self,
+        call_id: &str,
+    ) -> impl Future<Output = Result<Option<CallRecord>, StoreError>> + Send;
+
+    /// The stored calls among `call_ids`, in no particular order.
+    fn load_calls(
+        &mut self,
+        call_ids: &[&str],
+    ) -> impl Future<Output = Result<Vec<CallRecord>, StoreError>> + Send;
+
+    /// The stored (dedupe key, seq) pairs among `keys`.
+    fn seqs_by_dedupe_keys(
+        &mut self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
+    fn upsert_calls(
+        &mut self,
+        calls: &[CallRecord],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn insert_events(
+        &mut self,
+        events: &[StoredEvent],
+        wires: &[Bytes],
+        dedupe_keys: &[Option<String>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn stale_open_calls(
+        &mut self,
+        cutoff_ms: i64,
+    ) -> impl Future<Output = Result<Vec<CallRecord>, StoreError>> + Send;
+
+    /// Deletes events before `cutoff_ms` (below `head`) and calls last
+    /// updated before it; returns (events, calls) deleted.
+    fn purge(
+        &mut self,
+        head: u64,
+        cutoff_ms: i64,
+    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
+}
+
+impl BatchConn for SqliteConnection {
+    async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        rows::load_call(self, call_id).await
+    }
+    async fn load_calls(&mut self, call_ids: &[&str]) -> Result<Vec<CallRecord>, StoreError> {
+        rows::load_calls(self, call_ids).await
+    }
+    async fn seqs_by_dedupe_keys(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        rows::seqs_by_dedupe_keys(self, keys).await
+    }
+    async fn upsert_calls(&mut self, calls: &[CallRecord]) -> Result<(), StoreError> {
+        rows::upsert_calls(self, calls).await
+    }
+    async fn insert_events(
+        &mut self,
+        events: &[StoredEvent],
+        wires: &[Bytes],
+        dedupe_keys: &[Option<String>],
+    ) -> Result<(), StoreError> {
+        rows::insert_events(self, events, wires, dedupe_keys).await
+    }
+    async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
+        rows::stale_open_calls(self, cutoff_ms).await
+    }
+    async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+        super::batch::purge(self, head, cutoff_ms).await
+    }
+}
+
+impl BatchConn for PgConnection {
+    async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        pg::rows::load_call(self, call_id).await
+    }
+    async fn load_calls(&mut self, call_ids: &[&str]) -> Result<Vec<CallRecord>, StoreError> {
+        pg::rows::load_calls(self, call_ids).await
+    }
+    async fn seqs_by_dedupe_keys(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        pg::rows::seqs_by_dedupe_keys(self, keys).await
+    }
+    async fn upsert_calls(&mut self, calls: &[CallRecord]) -> Result<(), StoreError> {
+        pg::rows::upsert_calls(self, calls).await
+    }
+    async fn insert_events(
+        &mut self,
+        events: &[StoredEvent],
+        wires: &[Bytes],
+        dedupe_keys: &[Option<String>],
+    ) -> Result<(), StoreError> {
+        pg::rows::insert_events(self, events, wires, dedupe_keys).await
+    }
+    async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
+        pg::rows::stale_open_calls(self, cutoff_ms).await
+    }
+    async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+        pg::rows::purge(self, head, cutoff_ms).await
+    }
+}
