@@ -234,6 +234,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer_shutdown.clone(),
         config.writer_max_batch,
     );
+    let settings_follower = settings.follow_store(shutdown.clone());
     let maintenance = store::spawn_maintenance(
         &store,
         writer.clone(),
@@ -306,7 +307,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics_listener.map(|listener| telemetry::serve_metrics(listener, shutdown.clone()));
 
     let bridge_tasks = bridges.spawn(fanout.clone(), store.clone(), shutdown.clone());
-    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %config.database, "sipgate-sidecar started");
+    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %store.path(), "sipgate-sidecar started");
 
     let token = shutdown.clone();
     let join = tokio::spawn(async move {
@@ -319,6 +320,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = task.await;
         }
         let _ = maintenance.await;
+        if let Some(follower) = settings_follower {
+            let _ = follower.await;
+        }
         for task in bridge_tasks {
             let _ = task.await;
         }

@@ -159,6 +159,24 @@ impl Store {
         each!(self, s => s.list_audit(limit, before_id).await)
     }
 
+    /// The SQLite read pool, for tests that reach into the database.
+    #[cfg(test)]
+    pub(crate) fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match &self.backend {
+            Backend::Sqlite(s) => &s.inner.pool,
+            Backend::Postgres(_) => unreachable!("not a SQLite store"),
+        }
+    }
+
+    /// The PostgreSQL read pool, for tests that reach into the database.
+    #[cfg(test)]
+    pub(crate) fn pg_pool(&self) -> &sqlx::PgPool {
+        match &self.backend {
+            Backend::Postgres(s) => s.pool(),
+            Backend::Sqlite(_) => unreachable!("not a PostgreSQL store"),
+        }
+    }
+
     /// Test hook (SQLite): makes the writer's connection refuse writes.
     #[cfg(test)]
     pub(crate) fn set_fault(&self, on: bool) {

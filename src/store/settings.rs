@@ -50,19 +50,8 @@ impl SqliteStore {
     }
 
     /// Replaces the block list, routing table and default caller ID, bumps
-    /// the version and appends `audit`, all in one transaction. Returns the
-    /// settings as stored (with the new version; `settings.version` is ignored).
-    #[cfg(test)]
-    pub(crate) async fn save_settings(
-        &self,
-        settings: &Settings,
-        audit: &AuditRecord,
-    ) -> Result<Settings, StoreError> {
-        self.save_settings_change(settings, None, None, audit, None)
-            .await
-    }
-
-    /// [`save_settings`](Self::save_settings) for a change: tables equal to
+    /// the version and appends `audit`, all in one transaction, for a
+    /// change: tables equal to
     /// `previous` are not rewritten, `zammad_extras` (JSON) is stored when
     /// given, and the audit entry keeps the whole settings before and after
     /// (`content`, JSON) for an undo. Everything is prepared before the

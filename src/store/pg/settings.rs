@@ -72,17 +72,21 @@ impl PgStore {
         audit: &AuditRecord,
         content: Option<(&str, &str)>,
     ) -> Result<Settings, StoreError> {
-        let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
-        let routes_from = rows_to_write(
-            previous.map(|p| &p.routing_table[..]),
-            &settings.routing_table,
-        );
         let started = std::time::Instant::now();
         let mut tx = self.inner.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(SETTINGS_LOCK)
             .execute(&mut *tx)
             .await?;
+        // `previous` is what this replica last saw; when another replica
+        // stored a change since, the tables are rewritten whole.
+        let stored_version = parse_version(rows::setting(&mut tx, "version").await?)?;
+        let previous = previous.filter(|p| p.version == stored_version);
+        let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
+        let routes_from = rows_to_write(
+            previous.map(|p| &p.routing_table[..]),
+            &settings.routing_table,
+        );
         if let Some(from) = blocks_from {
             if from == 0 {
                 sqlx::query("DELETE FROM block_list")
@@ -128,7 +132,7 @@ impl PgStore {
         if let Some(extras) = zammad_extras {
             rows::set_setting(&mut tx, ZAMMAD_EXTRAS, extras).await?;
         }
-        let version = parse_version(rows::setting(&mut tx, "version").await?)? + 1;
+        let version = stored_version + 1;
         rows::set_setting(&mut tx, "version", &version.to_string()).await?;
         let (before, after) = content.unzip();
         sqlx::query(
