@@ -25,10 +25,10 @@ use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::{encode, paging, proto};
 use crate::sipgate::event::{Direction, EventKind};
 use crate::store::{Publish, Store, StoreError, WireEvent};
 use crate::telemetry::names;
+use crate::{encode, paging, proto};
 
 /// Events read from the store per catch-up query, at most (the byte bound
 /// usually ends a page first).

@@ -168,12 +168,28 @@ fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow
         "\n## Server CPU time per 1,000 webhooks (ms)\n\n| run | requests | user | system |\n|---|---|---|---|"
     );
     for (name, load, cpu) in [
-        ("sidecar, unique newCalls, no subscribers", &newcalls, newcalls_cpu),
-        ("bare axum, unique newCalls", &bare_newcalls, bare_newcalls_cpu),
-        ("sidecar, call flows + subscribers", &saturated, saturated_cpu),
+        (
+            "sidecar, unique newCalls, no subscribers",
+            &newcalls,
+            newcalls_cpu,
+        ),
+        (
+            "bare axum, unique newCalls",
+            &bare_newcalls,
+            bare_newcalls_cpu,
+        ),
+        (
+            "sidecar, call flows + subscribers",
+            &saturated,
+            saturated_cpu,
+        ),
     ] {
         let (user, system) = cpu.per_thousand(load);
-        let _ = writeln!(report, "| {name} | {} | {user:.1} | {system:.1} |", load.sent);
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {user:.1} | {system:.1} |",
+            load.sent
+        );
     }
     let _ = writeln!(report, "\n## Latency (ms)\n");
     let _ = writeln!(

@@ -176,7 +176,10 @@ pub fn cpu_time(pid: u32) -> (Duration, Duration) {
         .and_then(|s| {
             let rest = s.rsplit_once(')')?.1;
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
+            Some((
+                fields.get(11)?.parse::<u64>().ok()?,
+                fields.get(12)?.parse::<u64>().ok()?,
+            ))
         })
         .unwrap_or((0, 0));
     // SAFETY: sysconf has no preconditions.

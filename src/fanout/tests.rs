@@ -308,7 +308,10 @@ async fn catch_up_holds_bounded_pages_and_no_place_in_the_live_buffer() {
         seqs.push(e.seq);
         // The page being sent; the next one is read meanwhile, as bounded.
         let buffered: usize = s.ready.iter().map(|e| e.wire().len()).sum();
-        assert!(buffered <= CATCH_UP_BYTES, "{buffered} bytes buffered ahead");
+        assert!(
+            buffered <= CATCH_UP_BYTES,
+            "{buffered} bytes buffered ahead"
+        );
         if s.catching_up {
             assert!(s.live.is_none(), "no broadcast place while catching up");
         }

@@ -122,7 +122,10 @@ impl SettingsManager {
             None => ZammadExtras::default(),
         };
         let json = encode(&Content::new(&settings, zammad.clone()));
-        tracing::info!(version = settings.version, "settings changed by another replica");
+        tracing::info!(
+            version = settings.version,
+            "settings changed by another replica"
+        );
         self.current.store(Arc::new(Current {
             settings: Arc::new(settings),
             zammad,

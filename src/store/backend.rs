@@ -6,9 +6,7 @@
 use tokio::sync::watch;
 
 use super::pg::PgStore;
-use super::{
-    AuditEntry, AuditRecord, CallQuery, EventPage, SqliteStore, StoreError,
-};
+use super::{AuditEntry, AuditRecord, CallQuery, EventPage, SqliteStore, StoreError};
 use crate::calls::CallRecord;
 use crate::decide::Settings;
 
@@ -165,15 +163,6 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => &s.inner.pool,
             Backend::Postgres(_) => unreachable!("not a SQLite store"),
-        }
-    }
-
-    /// The PostgreSQL read pool, for tests that reach into the database.
-    #[cfg(test)]
-    pub(crate) fn pg_pool(&self) -> &sqlx::PgPool {
-        match &self.backend {
-            Backend::Postgres(s) => s.pool(),
-            Backend::Sqlite(_) => unreachable!("not a PostgreSQL store"),
         }
     }
 

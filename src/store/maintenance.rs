@@ -8,10 +8,10 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::Store;
 use super::backend::Backend;
 use super::pg::{Leadership, MAINTENANCE_LOCK};
 use super::writer::WriterHandle;
-use super::Store;
 
 /// Every `interval` (and once at start): sweep calls open longer than
 /// `stale_after`, purge what is older than `retention`. A zero duration
@@ -26,11 +26,7 @@ pub(crate) fn spawn_maintenance(
 ) -> JoinHandle<()> {
     let mut leadership = match store.backend() {
         Backend::Sqlite(_) => None,
-        Backend::Postgres(pg) => Some(Leadership::new(
-            pg.clone(),
-            MAINTENANCE_LOCK,
-            "maintenance",
-        )),
+        Backend::Postgres(pg) => Some(Leadership::new(pg.clone(), MAINTENANCE_LOCK, "maintenance")),
     };
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));

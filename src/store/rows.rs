@@ -184,9 +184,8 @@ pub(super) async fn seqs_by_dedupe_keys(
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let mut found = Vec::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let mut select = QueryBuilder::<Sqlite>::new(
-            "SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (",
-        );
+        let mut select =
+            QueryBuilder::<Sqlite>::new("SELECT dedupe_key, seq FROM events WHERE dedupe_key IN (");
         let mut list = select.separated(", ");
         for key in chunk {
             list.push_bind(key);
@@ -221,8 +220,7 @@ pub(super) async fn load_calls(
 ) -> Result<Vec<CallRecord>, StoreError> {
     let mut calls = Vec::new();
     for chunk in call_ids.chunks(IN_CHUNK) {
-        let mut select =
-            QueryBuilder::<Sqlite>::new("SELECT record FROM calls WHERE call_id IN (");
+        let mut select = QueryBuilder::<Sqlite>::new("SELECT record FROM calls WHERE call_id IN (");
         let mut list = select.separated(", ");
         for id in chunk {
             list.push_bind(*id);

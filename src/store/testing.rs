@@ -27,7 +27,9 @@ pub(crate) fn postgres_server(test: &str) -> Option<String> {
     match std::env::var("SIDECAR_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var_os("CI").is_some() => {
-            panic!("{test}: SIDECAR_TEST_POSTGRES is not set (CI runs every test on PostgreSQL too)")
+            panic!(
+                "{test}: SIDECAR_TEST_POSTGRES is not set (CI runs every test on PostgreSQL too)"
+            )
         }
         _ => {
             eprintln!(

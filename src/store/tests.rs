@@ -66,7 +66,8 @@ fn seq_of(c: &Committed) -> u64 {
 }
 
 async fn group_commit_of_concurrent_submits_is_gap_free(kind: Kind) {
-    let Some(h) = Harness::of(kind, "group_commit_of_concurrent_submits_is_gap_free", 1024).await else {
+    let Some(h) = Harness::of(kind, "group_commit_of_concurrent_submits_is_gap_free", 1024).await
+    else {
         return;
     };
     const N: u64 = 300;
@@ -103,7 +104,8 @@ async fn group_commit_of_concurrent_submits_is_gap_free(kind: Kind) {
 }
 
 async fn duplicate_new_call_answers_the_original_decision(kind: Kind) {
-    let Some(h) = Harness::of(kind, "duplicate_new_call_answers_the_original_decision", 16).await else {
+    let Some(h) = Harness::of(kind, "duplicate_new_call_answers_the_original_decision", 16).await
+    else {
         return;
     };
     let first = h
@@ -231,7 +233,13 @@ async fn rejected_call_ends_with_a_synthetic_hangup(kind: Kind) {
 }
 
 async fn stored_event_round_trips_raw_form_and_call_snapshot(kind: Kind) {
-    let Some(h) = Harness::of(kind, "stored_event_round_trips_raw_form_and_call_snapshot", 16).await else {
+    let Some(h) = Harness::of(
+        kind,
+        "stored_event_round_trips_raw_form_and_call_snapshot",
+        16,
+    )
+    .await
+    else {
         return;
     };
     let mut e = new_call("A", Direction::In, &["Alice", "Bob"]);
@@ -280,7 +288,8 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
 }
 
 async fn answer_and_hangup_for_unknown_calls_create_rows(kind: Kind) {
-    let Some(h) = Harness::of(kind, "answer_and_hangup_for_unknown_calls_create_rows", 16).await else {
+    let Some(h) = Harness::of(kind, "answer_and_hangup_for_unknown_calls_create_rows", 16).await
+    else {
         return;
     };
     let mut answer = event(EventKind::Answer, "U", Some(Direction::In));
@@ -353,7 +362,8 @@ async fn sweep_ends_stale_calls_with_a_timeout_event(kind: Kind) {
 }
 
 async fn purge_drops_old_rows_but_keeps_the_newest_event(kind: Kind) {
-    let Some(h) = Harness::of(kind, "purge_drops_old_rows_but_keeps_the_newest_event", 16).await else {
+    let Some(h) = Harness::of(kind, "purge_drops_old_rows_but_keeps_the_newest_event", 16).await
+    else {
         return;
     };
     h.append(
@@ -445,7 +455,8 @@ async fn shutdown_commits_what_was_queued(kind: Kind) {
 }
 
 async fn set_done_overrides_and_reports_unknown_calls(kind: Kind) {
-    let Some(h) = Harness::of(kind, "set_done_overrides_and_reports_unknown_calls", 16).await else {
+    let Some(h) = Harness::of(kind, "set_done_overrides_and_reports_unknown_calls", 16).await
+    else {
         return;
     };
     h.append(

@@ -33,7 +33,10 @@ impl Leadership {
             if connection.ping().await.is_ok() {
                 return true;
             }
-            tracing::warn!(what = self.what, "lost the leadership: its connection failed");
+            tracing::warn!(
+                what = self.what,
+                "lost the leadership: its connection failed"
+            );
             self.held = None;
         }
         let mut connection = match self.store.options().connect().await {

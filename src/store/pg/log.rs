@@ -5,9 +5,9 @@ use sqlx::{Postgres, QueryBuilder};
 use super::{PgStore, rows};
 use crate::calls::CallRecord;
 use crate::paging;
-use crate::store::log::{decode_page_token, encode_page_token};
 #[cfg(test)]
 use crate::store::StoredEvent;
+use crate::store::log::{decode_page_token, encode_page_token};
 use crate::store::{CallQuery, EventPage, StoreError};
 
 impl PgStore {
@@ -134,4 +134,3 @@ impl PgStore {
         Ok((calls, next))
     }
 }
-

@@ -25,6 +25,9 @@ mod open;
 pub(crate) mod rows;
 mod settings;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -133,7 +136,7 @@ fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]

@@ -9,10 +9,10 @@ use sqlx::postgres::PgConnection;
 
 use sqlx::{Executor, Postgres, QueryBuilder};
 
-use crate::store::{StoreError, StoredEvent, WireEvent};
 use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
+use crate::store::{StoreError, StoredEvent, WireEvent};
 
 /// The `events.payload` JSON: what the columns do not hold.
 #[derive(Serialize)]

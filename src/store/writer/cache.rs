@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::conn::BatchConn;
 use crate::calls::{CallRecord, DEDUPED_KINDS, dedupe_key};
 use crate::sipgate::event::EventKind;
-use super::conn::BatchConn;
 use crate::store::StoreError;
 
 /// Entries kept before the cache starts over (a few MB).
@@ -99,11 +99,8 @@ impl CallCache {
             .flat_map(|id| DEDUPED_KINDS.map(|kind| dedupe_key(kind, id)))
             .flatten()
             .collect();
-        let found: HashMap<String, u64> = conn
-            .seqs_by_dedupe_keys(&keys)
-            .await?
-            .into_iter()
-            .collect();
+        let found: HashMap<String, u64> =
+            conn.seqs_by_dedupe_keys(&keys).await?.into_iter().collect();
         for id in missing {
             let originals = DEDUPED_KINDS
                 .map(|kind| dedupe_key(kind, id).and_then(|key| found.get(&key).copied()));
