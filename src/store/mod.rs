@@ -178,6 +178,8 @@ impl From<serde_json::Error> for StoreError {
 }
 
 pub use backend::Store;
+pub(crate) use backend::Backend;
+pub(crate) use pg::{Leadership, PgStore, bridge_lock};
 
 /// The SQLite database: a read pool, and the connection reserved for the
 /// writer. Cheap to clone.

@@ -12,8 +12,9 @@ pub(crate) struct Leadership {
     store: PgStore,
     key: i64,
     what: &'static str,
-    /// The connection holding the lock, while it is held.
-    held: Option<PgConnection>,
+    /// The connection that holds the lock or tries to take it.
+    connection: Option<PgConnection>,
+    held: bool,
 }
 
 impl Leadership {
@@ -22,43 +23,48 @@ impl Leadership {
             store,
             key,
             what,
-            held: None,
+            connection: None,
+            held: false,
         }
     }
 
     /// True when this replica holds the lock now: checks the connection
     /// that holds it, or tries to take it.
     pub(crate) async fn hold(&mut self) -> bool {
-        if let Some(connection) = &mut self.held {
-            if connection.ping().await.is_ok() {
+        if self.held {
+            if let Some(connection) = &mut self.connection
+                && connection.ping().await.is_ok()
+            {
                 return true;
             }
-            tracing::warn!(
-                what = self.what,
-                "lost the leadership: its connection failed"
-            );
-            self.held = None;
+            tracing::warn!(what = self.what, "lost the leadership: its connection failed");
+            self.held = false;
+            self.connection = None;
         }
-        let mut connection = match self.store.options().connect().await {
-            Ok(connection) => connection,
-            Err(error) => {
-                tracing::warn!(what = self.what, %error, "cannot connect to take the leadership");
-                return false;
-            }
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => match self.store.options().connect().await {
+                Ok(connection) => self.connection.insert(connection),
+                Err(error) => {
+                    tracing::warn!(what = self.what, %error, "cannot connect to take the leadership");
+                    return false;
+                }
+            },
         };
         match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
             .bind(self.key)
-            .fetch_one(&mut connection)
+            .fetch_one(connection)
             .await
         {
             Ok(true) => {
                 tracing::info!(what = self.what, "this replica leads");
-                self.held = Some(connection);
+                self.held = true;
                 true
             }
             Ok(false) => false,
             Err(error) => {
                 tracing::warn!(what = self.what, %error, "cannot take the leadership");
+                self.connection = None;
                 false
             }
         }

@@ -12,13 +12,16 @@
 //! - Every settings change sends `NOTIFY` on [`SETTINGS_CHANNEL`]; each
 //!   replica reloads its snapshot.
 //! - Maintenance (sweep, retention) runs on the replica holding the
-//!   session advisory lock [`MAINTENANCE_LOCK`] ([`Leadership`]); another
-//!   takes over when that replica's connection ends.
+//!   session advisory lock [`MAINTENANCE_LOCK`] ([`Leadership`]), each
+//!   in-process bridge on the one holding its own lock ([`bridge_lock`]),
+//!   from a cursor in the database; another replica takes over when the
+//!   leader's connection ends.
 //!
 //! - `open`: connections, migrations, the notification listener;
 //! - `rows`: the SQL of the writer and the reads;
 //! - `log`, `settings`: the reads and settings writes of [`PgStore`].
 
+mod bridges;
 mod leader;
 mod log;
 mod open;
@@ -34,6 +37,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::DropGuard;
 
+pub(crate) use bridges::bridge_lock;
 pub(crate) use leader::Leadership;
 
 /// Advisory lock key held by a writer transaction (`pg_advisory_xact_lock`):
