@@ -65,7 +65,10 @@ pub(super) async fn run(
                         _ = tokio::time::sleep(LEAD_CHECK) => {}
                     }
                     if !leadership.hold().await {
-                        tracing::warn!(bridge = name, "lost the lead of the bridge; stopping delivery here");
+                        tracing::warn!(
+                            bridge = name,
+                            "lost the lead of the bridge; stopping delivery here"
+                        );
                         lead.cancel();
                         return leadership;
                     }

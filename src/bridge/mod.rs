@@ -14,10 +14,10 @@
 mod answer;
 pub mod cursor;
 pub mod delivery;
+mod led;
 pub mod schema;
 pub mod source;
 pub mod status;
-mod led;
 pub mod webhook;
 pub mod zammad;
 

@@ -177,8 +177,8 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-pub use backend::Store;
 pub(crate) use backend::Backend;
+pub use backend::Store;
 pub(crate) use pg::{Leadership, PgStore, bridge_lock};
 
 /// The SQLite database: a read pool, and the connection reserved for the

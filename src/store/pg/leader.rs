@@ -37,7 +37,10 @@ impl Leadership {
             {
                 return true;
             }
-            tracing::warn!(what = self.what, "lost the leadership: its connection failed");
+            tracing::warn!(
+                what = self.what,
+                "lost the leadership: its connection failed"
+            );
             self.held = false;
             self.connection = None;
         }
