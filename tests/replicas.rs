@@ -114,6 +114,17 @@ async fn pushes_alternate_between_replicas_and_each_sees_one_log_and_the_same_se
     let ids: HashSet<String> = seen.into_iter().collect();
     assert_eq!(ids.len(), N, "B's events reached A's subscriber too");
 
+    // Accepted on B before the caller is blocked.
+    let (status, before) = push(
+        &client,
+        &b.http,
+        new_call("in", "492119912345", "4930600000000", "before-block"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(!before.contains("<Reject"), "{before}");
+
     // A settings change on A decides B's next webhook.
     SettingsClient::new(channel(&a.grpc).await)
         .add_block_entry(proto::AddBlockEntryRequest {
@@ -122,7 +133,7 @@ async fn pushes_alternate_between_replicas_and_each_sees_one_log_and_the_same_se
         })
         .await
         .unwrap();
-    let mut rejected = false;
+    let mut rejected = None;
     for i in 0..20 {
         let (status, body) = push(
             &client,
@@ -138,7 +149,7 @@ async fn pushes_alternate_between_replicas_and_each_sees_one_log_and_the_same_se
         .expect("answered");
         assert_eq!(status, 200);
         if body.contains("<Reject") {
-            rejected = true;
+            rejected = Some(format!("blocked-{i}"));
             assert!(
                 i < 10,
                 "B applied A's change only after {i} webhooks (~{} ms)",
@@ -148,12 +159,21 @@ async fn pushes_alternate_between_replicas_and_each_sees_one_log_and_the_same_se
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(rejected, "B never applied the block entry stored on A");
-    // A replay on A of a newCall B answered gets B's answer (a reject).
+    let rejected = rejected.expect("B applied the block entry stored on A");
+    // A replay on A of a newCall B answered gets B's answer: the accept
+    // stored before the block, though A's own settings would reject it now.
     let (_, replay) = push(
         &client,
         &a.http,
-        new_call("in", "492119912345", "4930600000000", "blocked-0"),
+        new_call("in", "492119912345", "4930600000000", "before-block"),
+    )
+    .await
+    .unwrap();
+    assert!(!replay.contains("<Reject"), "the original answer: {replay}");
+    let (_, replay) = push(
+        &client,
+        &a.http,
+        new_call("in", "492119912345", "4930600000000", &rejected),
     )
     .await
     .unwrap();
