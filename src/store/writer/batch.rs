@@ -468,23 +468,3 @@ async fn sweep(
     }
     Ok(ended)
 }
-
-pub(super) async fn purge(
-    conn: &mut SqliteConnection,
-    head: u64,
-    cutoff_ms: i64,
-) -> Result<(u64, u64), StoreError> {
-    // The newest event stays: the sequence restarts from MAX(seq) on open.
-    let events = sqlx::query("DELETE FROM events WHERE received_at_ms < $1 AND seq < $2")
-        .bind(cutoff_ms)
-        .bind(head as i64)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    let calls = sqlx::query("DELETE FROM calls WHERE updated_at_ms < $1")
-        .bind(cutoff_ms)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    Ok((events, calls))
-}

@@ -83,7 +83,7 @@ impl BatchConn for SqliteConnection {
         rows::stale_open_calls(self, cutoff_ms).await
     }
     async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
-        super::batch::purge(self, head, cutoff_ms).await
+        purge(self, head, cutoff_ms).await
     }
 }
 
@@ -117,4 +117,24 @@ impl BatchConn for PgConnection {
     async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
         pg::rows::purge(self, head, cutoff_ms).await
     }
+}
+
+async fn purge(
+    conn: &mut SqliteConnection,
+    head: u64,
+    cutoff_ms: i64,
+) -> Result<(u64, u64), StoreError> {
+    // The newest event stays: the sequence restarts from MAX(seq) on open.
+    let events = sqlx::query("DELETE FROM events WHERE received_at_ms < $1 AND seq < $2")
+        .bind(cutoff_ms)
+        .bind(head as i64)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let calls = sqlx::query("DELETE FROM calls WHERE updated_at_ms < $1")
+        .bind(cutoff_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok((events, calls))
 }
