@@ -19,6 +19,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 const READ_CONNECTIONS: u32 = 4;
 /// How long a pool waits for a connection before the request fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Set on every connection, so a replica that vanished (power loss, a
+/// network split) does not keep the write lock or a leadership for long: the
+/// server drops a session idle inside a transaction, probes an idle client
+/// with TCP keepalives (gone after ~25 s).
+const SESSION_SETTINGS: [(&str, &str); 4] = [
+    ("idle_in_transaction_session_timeout", "15s"),
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+];
 /// Wait before the listener tries again after its connection failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -33,7 +43,8 @@ impl PgStore {
         };
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| open_error(e.to_string()))?
-            .application_name("sipgate-sidecar");
+            .application_name("sipgate-sidecar")
+            .options(SESSION_SETTINGS);
         let mut connection = options
             .connect()
             .await
