@@ -142,6 +142,7 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+    use crate::store::StoreError;
 
     #[test]
     fn messages_never_show_the_password() {
@@ -151,6 +152,20 @@ mod unit_tests {
         );
         assert_eq!(redact("postgres://db/calls"), "postgres://db/calls");
         assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_without_its_password() {
+        let error = crate::store::Store::open("postgres://sidecar:s3cret@127.0.0.1:1/calls")
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+        assert!(
+            message.starts_with("cannot open database postgres://sidecar@127.0.0.1:1/calls: "),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     #[test]

@@ -252,3 +252,56 @@ async fn maintenance_is_led_by_one_replica_and_moves_when_it_goes() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn lost_connections_are_replaced_and_nothing_is_lost_or_repeated() {
+    let Some((a, b)) = two_replicas("lost_connections_are_replaced").await else {
+        return;
+    };
+    let mut on_b = Box::pin(b.fanout.subscribe(
+        Some(0),
+        EventFilter::default(),
+        b.shutdown.clone(),
+    ));
+    a.append(
+        new_call("x", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
+    // Every session on the database ends: writers, pools, listeners, as
+    // when the server restarts.
+    let admin = crate::store::Store::open(&a.database).await.unwrap();
+    let Backend::Postgres(pg) = admin.backend() else {
+        unreachable!()
+    };
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND application_name = 'sipgate-sidecar'",
+    )
+    .fetch_all(pg.pool())
+    .await
+    .unwrap();
+    assert!(
+        ended.len() >= 4,
+        "writers, pools and listeners: {}",
+        ended.len()
+    );
+    let mut seqs = Vec::new();
+    for (i, h) in [&a, &b, &a, &b].into_iter().enumerate() {
+        seqs.push(seq_of(
+            &h.append(
+                event(EventKind::Dtmf, "x", Some(Direction::In)),
+                None,
+                2_000 + i as i64,
+            )
+            .await,
+        ));
+    }
+    assert_eq!(seqs, [2, 3, 4, 5]);
+    assert_eq!(next_seqs(&mut on_b, 5).await, [1, 2, 3, 4, 5]);
+    drop(on_b);
+    b.stop().await;
+    a.stop().await;
+}
