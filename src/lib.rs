@@ -7,7 +7,7 @@
 //! - `decide`: settings snapshot -> decision for a newCall (pure).
 //! - [`settings`]: validation, Zammad `sipgate_config` import/export, the live snapshot.
 //! - `calls`: the call-log state machine (pure transitions).
-//! - [`store`]: SQLite: migrations, queries, the single writer with group commit.
+//! - [`store`]: SQLite or PostgreSQL: migrations, queries, the writer with group commit.
 //! - [`fanout`]: live broadcast plus catch-up from the store for subscribers.
 //! - `http`: the axum webhook router (guards, handler, refusals).
 //! - [`listener`]: accepting and serving connections on both listeners:

@@ -239,6 +239,17 @@ async fn kill_9_of_a_replica_under_load_loses_no_answered_event_and_the_bridge_c
             }
         }));
     }
+    // A, started first, delivers; B waits on standby.
+    let readyz = |http: String| async move {
+        reqwest::get(format!("{http}/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let standby = readyz(b.http.clone()).await;
+    assert!(standby.contains("standby"), "{standby}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while acked.lock().unwrap().len() < 200 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -301,6 +312,8 @@ async fn kill_9_of_a_replica_under_load_loses_no_answered_event_and_the_bridge_c
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let took_over = readyz(b.http.clone()).await;
+    assert!(!took_over.contains("standby"), "{took_over}");
     let missing: Vec<u64> = (1..=head).filter(|s| !counts.contains_key(s)).collect();
     assert!(
         missing.is_empty(),

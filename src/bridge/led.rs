@@ -37,7 +37,7 @@ pub(super) async fn run(
     loop {
         let mut leadership = Leadership::new(store.clone(), bridge_lock(index), name);
         while !leadership.hold().await {
-            status.retrying("standby: another replica delivers this bridge");
+            status.standby();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(LEAD_CHECK) => {}

@@ -305,3 +305,35 @@ async fn lost_connections_are_replaced_and_nothing_is_lost_or_repeated() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn another_replicas_commit_reaches_this_fan_out_at_once() {
+    let Some((a, b)) = two_replicas("another_replicas_commit_reaches_this_fan_out").await else {
+        return;
+    };
+    let mut on_a = Box::pin(a.fanout.subscribe(
+        Some(0),
+        EventFilter::default(),
+        a.shutdown.clone(),
+    ));
+    // Without the notification A would find B's events only at its next
+    // poll, up to a second later: eight in a row under half a second each
+    // would then be chance (1 in 256).
+    let mut slowest = Duration::ZERO;
+    for i in 0..8u64 {
+        tokio::time::sleep(Duration::from_millis(150 + 37 * i)).await;
+        let started = std::time::Instant::now();
+        b.append(
+            new_call(&format!("n{i}"), Direction::In, &[]),
+            Some(Decision::accept()),
+            1_000,
+        )
+        .await;
+        assert_eq!(next_seqs(&mut on_a, 1).await, [i + 1]);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_millis(500), "slowest: {slowest:?}");
+    drop(on_a);
+    b.stop().await;
+    a.stop().await;
+}
