@@ -9,8 +9,9 @@
 //! event write goes through the single writer task ([`writer`]) on its own
 //! dedicated connection, which batches many events into one transaction.
 //! The SQL sticks to what PostgreSQL also accepts (`$n` placeholders,
-//! `ON CONFLICT … DO UPDATE`, no SQLite-only functions) so a second backend
-//! can reuse it.
+//! `ON CONFLICT … DO UPDATE`, no SQLite-only functions); [`pg`] runs the
+//! same statements with PostgreSQL's types, and the writer's batch logic is
+//! shared through `writer::conn`.
 //!
 //! - [`open`](Store::open): connections and migrations;
 //! - `log`: reads of the event log and the call log;

@@ -232,7 +232,7 @@ pub(super) fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::Harness;
+    use crate::store::testing::{Harness, Kind};
 
     fn block(p: &str) -> BlockEntry {
         BlockEntry {
@@ -243,7 +243,18 @@ mod tests {
 
     #[tokio::test]
     async fn appends_removals_and_reorders_all_store_what_was_asked() {
-        let h = Harness::new(16).await;
+        appends_removals_and_reorders(Kind::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn appends_removals_and_reorders_all_store_what_was_asked_on_postgres() {
+        appends_removals_and_reorders(Kind::Postgres).await;
+    }
+
+    async fn appends_removals_and_reorders(kind: Kind) {
+        let Some(h) = Harness::of(kind, "appends_removals_and_reorders", 16).await else {
+            return;
+        };
         let audit = AuditRecord {
             at_ms: 1,
             client: "t".into(),
