@@ -289,51 +289,46 @@ pub(super) async fn apply<C: BatchConn>(
         .collect();
     let mut effects = BatchEffects::default();
     let mut seq = SeqCounter(next_seq);
-    let result = async {
-        cache.load_missing(&mut *conn, &call_ids).await?;
-        for command in batch {
-            let outcome = match command {
-                Command::Append(intake, _) => {
-                    let committed =
-                        append(&mut *conn, &mut seq, cache, intake, &mut effects).await?;
-                    if matches!(committed, Committed::Duplicate { .. }) {
-                        effects.duplicates += 1;
-                    }
-                    Outcome::Append(committed)
+    cache.load_missing(&mut *conn, &call_ids).await?;
+    for command in batch {
+        let outcome = match command {
+            Command::Append(intake, _) => {
+                let committed = append(&mut *conn, &mut seq, cache, intake, &mut effects).await?;
+                if matches!(committed, Committed::Duplicate { .. }) {
+                    effects.duplicates += 1;
                 }
-                Command::SetDone { call_id, done, .. } => Outcome::SetDone(
-                    set_done(&mut *conn, cache, call_id, *done, &mut effects).await?,
-                ),
-                Command::Sweep {
-                    cutoff_ms, now_ms, ..
-                } => Outcome::Sweep(
-                    sweep(
-                        &mut *conn,
-                        &mut seq,
-                        cache,
-                        *cutoff_ms,
-                        *now_ms,
-                        &mut effects,
-                    )
-                    .await?,
-                ),
-                Command::Purge { cutoff_ms, .. } => {
-                    effects.flush(&mut *conn).await?;
-                    cache.clear();
-                    let (events, calls) = conn.purge(seq.last(), *cutoff_ms).await?;
-                    Outcome::Purge(events, calls)
-                }
-            };
-            effects.outcomes.push(outcome);
-        }
-        effects.flush(&mut *conn).await?;
-        effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
-        conn.insert_events(&effects.published, &effects.wires, &effects.dedupe_keys)
-            .await?;
-        Ok::<_, StoreError>(())
+                Outcome::Append(committed)
+            }
+            Command::SetDone { call_id, done, .. } => {
+                Outcome::SetDone(set_done(&mut *conn, cache, call_id, *done, &mut effects).await?)
+            }
+            Command::Sweep {
+                cutoff_ms, now_ms, ..
+            } => Outcome::Sweep(
+                sweep(
+                    &mut *conn,
+                    &mut seq,
+                    cache,
+                    *cutoff_ms,
+                    *now_ms,
+                    &mut effects,
+                )
+                .await?,
+            ),
+            Command::Purge { cutoff_ms, .. } => {
+                effects.flush(&mut *conn).await?;
+                cache.clear();
+                let (events, calls) = conn.purge(seq.last(), *cutoff_ms).await?;
+                Outcome::Purge(events, calls)
+            }
+        };
+        effects.outcomes.push(outcome);
     }
-    .await;
-    result.map(|()| effects)
+    effects.flush(&mut *conn).await?;
+    effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
+    conn.insert_events(&effects.published, &effects.wires, &effects.dedupe_keys)
+        .await?;
+    Ok(effects)
 }
 
 struct SeqCounter<'a>(&'a mut u64);
