@@ -67,6 +67,9 @@ struct Inner {
     settings: watch::Receiver<u64>,
     /// Stops the notification listener with the store.
     _listener: DropGuard,
+    /// Test hook: the writer's next commit reports a lost answer.
+    #[cfg(test)]
+    lose_commit_answer: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -98,6 +101,22 @@ impl PgStore {
 
     pub(crate) fn settings_changes(&self) -> watch::Receiver<u64> {
         self.inner.settings.clone()
+    }
+
+    /// Test hook: the writer's next commit succeeds but reports that its
+    /// answer was lost.
+    #[cfg(test)]
+    pub(crate) fn lose_next_commit_answer(&self) {
+        self.inner
+            .lose_commit_answer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn take_lost_commit_answer(&self) -> bool {
+        self.inner
+            .lose_commit_answer
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// True when the database answers a query.

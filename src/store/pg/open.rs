@@ -92,6 +92,8 @@ impl PgStore {
                 events,
                 settings,
                 _listener: stop.drop_guard(),
+                #[cfg(test)]
+                lose_commit_answer: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

@@ -337,3 +337,39 @@ async fn another_replicas_commit_reaches_this_fan_out_at_once() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_found_and_not_stored_twice() {
+    let Some(h) = Harness::of(Kind::Postgres, "a_commit_whose_answer_was_lost", 16).await else {
+        return;
+    };
+    let Backend::Postgres(pg) = h.store.backend() else {
+        unreachable!()
+    };
+    h.append(
+        new_call("d", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
+    // Stored, but the writer hears nothing back and tries again.
+    pg.lose_next_commit_answer();
+    let lost = h
+        .append(crate::calls::tests::dtmf("d", "1"), None, 2_000)
+        .await;
+    assert!(
+        matches!(lost, Committed::Appended { seq: 2, .. }),
+        "the answer of the stored event: {lost:?}"
+    );
+    let next = h
+        .append(crate::calls::tests::dtmf("d", "2"), None, 3_000)
+        .await;
+    assert_eq!(seq_of(&next), 3);
+    let stored = h.store.events_after(0, 10).await.unwrap();
+    let digits: Vec<(u64, &str)> = stored
+        .iter()
+        .map(|e| (e.seq, e.event.dtmf.as_str()))
+        .collect();
+    assert_eq!(digits, [(1, ""), (2, "1"), (3, "2")], "DTMF 1 stored once");
+    h.stop().await;
+}

@@ -47,7 +47,11 @@ impl AnyWriter {
         }
     }
 
-    pub(super) fn fail(batch: Vec<Command>, error: &StoreError) {
+    /// Answers every command of a batch that will not be stored with `error`.
+    pub(super) fn fail(&mut self, batch: Vec<Command>, error: &StoreError) {
+        if let AnyWriter::Postgres(w) = self {
+            w.forget();
+        }
         Writer::fail(batch, error)
     }
 }

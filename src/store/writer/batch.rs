@@ -151,6 +151,11 @@ impl BatchEffects {
         self.published.len()
     }
 
+    /// The last event the batch appended, in its wire form.
+    pub(super) fn last_event(&self) -> Option<(u64, &Bytes)> {
+        Some((self.published.last()?.seq, self.wires.last()?))
+    }
+
     fn touch(&mut self, call: &CallRecord) {
         match self.dirty_index.get(&call.call_id) {
             Some(&i) => self.dirty[i] = call.clone(),

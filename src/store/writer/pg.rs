@@ -4,6 +4,11 @@
 //! head (the next seq) and every call of the batch under it, and notifies
 //! [`EVENTS_CHANNEL`] when it appended events.
 //!
+//! When the answer to a COMMIT is lost with the connection, the batch may
+//! or may not be stored. The retry looks under the lock for the last event
+//! the batch made, at its seq and in its exact wire form: if it is there,
+//! the batch committed and its answers stand; if not, the batch runs again.
+//!
 //! What reaches this replica's fan-out is read back from the table by the
 //! tail task, in seq order from the head at start: this replica's commits
 //! (woken right after each) and every other replica's (woken by the
@@ -40,6 +45,8 @@ pub(in crate::store) struct PgWriter {
     cache: CallCache,
     /// The seq after the last one this writer stored or read.
     next_seq: u64,
+    /// What the batch being retried produced when its COMMIT got no answer.
+    unanswered: Option<BatchEffects>,
     /// Wakes the tail after a commit.
     wake: Arc<Notify>,
     /// Stops the tail with the writer (after its last read).
@@ -67,6 +74,7 @@ impl PgWriter {
             connection: Some(connection),
             cache: CallCache::default(),
             next_seq: head + 1,
+            unanswered: None,
             wake,
             _tail: stop.drop_guard(),
         })
@@ -88,17 +96,37 @@ impl PgWriter {
             None => self.store.options().connect().await?,
         };
         self.cache.clear();
-        let result = run_batch(&mut connection, &mut self.cache, batch).await;
+        let result = run_batch(
+            &mut connection,
+            &mut self.cache,
+            batch,
+            self.unanswered.take(),
+        )
+        .await;
         self.cache.clear();
         match result {
             Ok((effects, next_seq)) => {
+                #[cfg(test)]
+                if self.store.take_lost_commit_answer() {
+                    self.unanswered = Some(effects);
+                    return Err(StoreError::Write("the answer to COMMIT was lost".into()));
+                }
                 self.connection = Some(connection);
                 self.next_seq = next_seq;
                 Ok(effects)
             }
             // The connection is dropped: the next attempt starts clean.
-            Err(error) => Err(error),
+            Err(Failure::Before(error)) => Err(error),
+            Err(Failure::AtCommit(error, effects)) => {
+                self.unanswered = Some(effects);
+                Err(error)
+            }
         }
+    }
+
+    /// The batch being retried was given up: what it left is not its answer.
+    pub(super) fn forget(&mut self) {
+        self.unanswered = None;
     }
 
     /// Answers every command of a committed batch and wakes the tail,
@@ -112,11 +140,32 @@ impl PgWriter {
     }
 }
 
+/// Why a batch was not stored, as far as this writer knows.
+enum Failure {
+    /// Failed before COMMIT: nothing of it is stored.
+    Before(StoreError),
+    /// COMMIT got no answer: stored or not, the retry finds out.
+    AtCommit(StoreError, BatchEffects),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Before(error)
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Failure::Before(error.into())
+    }
+}
+
 async fn run_batch(
     connection: &mut PgConnection,
     cache: &mut CallCache,
     batch: &[Command],
-) -> Result<(BatchEffects, u64), StoreError> {
+    unanswered: Option<BatchEffects>,
+) -> Result<(BatchEffects, u64), Failure> {
     // READ COMMITTED: every statement after the lock sees every commit
     // made before it was granted.
     let mut tx = connection
@@ -126,7 +175,22 @@ async fn run_batch(
         .bind(WRITE_LOCK)
         .execute(&mut *tx)
         .await?;
-    let mut next_seq = rows::head_seq(&mut *tx).await? + 1;
+    let head = rows::head_seq(&mut *tx).await?;
+    if let Some(effects) = unanswered
+        && let Some((seq, wire)) = effects.last_event()
+    {
+        let stored: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT wire FROM events WHERE seq = $1")
+                .bind(seq as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.flatten().as_deref() == Some(&wire[..]) {
+            tracing::info!(seq, "the batch whose COMMIT got no answer was stored");
+            tx.rollback().await?;
+            return Ok((effects, head + 1));
+        }
+    }
+    let mut next_seq = head + 1;
     let effects = apply(&mut *tx, &mut next_seq, cache, batch).await?;
     if effects.appended() > 0 {
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -136,8 +200,10 @@ async fn run_batch(
             .await?;
     }
     // The lock goes with the commit; a dropped transaction rolls back.
-    tx.commit().await?;
-    Ok((effects, next_seq))
+    match tx.commit().await {
+        Ok(()) => Ok((effects, next_seq)),
+        Err(error) => Err(Failure::AtCommit(error.into(), effects)),
+    }
 }
 
 /// Publishes every event after `head`, in seq order, as it becomes visible,
