@@ -6,7 +6,7 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/sidecar/v1/sidecar.proto";
     println!("cargo:rerun-if-changed=proto");
-    // sqlx::migrate!() embeds migrations/ at compile time.
+    // sqlx::migrate!() embeds migrations/sqlite and migrations/postgres at compile time.
     println!("cargo:rerun-if-changed=migrations");
     let descriptors = protox::compile([proto], ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

@@ -7,7 +7,7 @@
 //! - `decide`: settings snapshot -> decision for a newCall (pure).
 //! - [`settings`]: validation, Zammad `sipgate_config` import/export, the live snapshot.
 //! - `calls`: the call-log state machine (pure transitions).
-//! - [`store`]: SQLite: migrations, queries, the single writer with group commit.
+//! - [`store`]: SQLite or PostgreSQL: migrations, queries, the writer with group commit.
 //! - [`fanout`]: live broadcast plus catch-up from the store for subscribers.
 //! - `http`: the axum webhook router (guards, handler, refusals).
 //! - `recent`: the last webhook requests and their answers, in memory, for diagnostics.
@@ -237,7 +237,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer_shutdown.clone(),
         config.writer_max_batch,
     );
+    let settings_follower = settings.follow_store(shutdown.clone());
     let maintenance = store::spawn_maintenance(
+        &store,
         writer.clone(),
         config.stale_call_after,
         config.retention,
@@ -311,7 +313,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics_listener.map(|listener| telemetry::serve_metrics(listener, shutdown.clone()));
 
     let bridge_tasks = bridges.spawn(fanout.clone(), store.clone(), shutdown.clone());
-    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %config.database, "sipgate-sidecar started");
+    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %store.path(), "sipgate-sidecar started");
 
     let token = shutdown.clone();
     let join = tokio::spawn(async move {
@@ -324,6 +326,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = task.await;
         }
         let _ = maintenance.await;
+        if let Some(follower) = settings_follower {
+            let _ = follower.await;
+        }
         for task in bridge_tasks {
             let _ = task.await;
         }

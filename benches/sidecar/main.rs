@@ -12,7 +12,9 @@
 //!
 //! Phases (`--only`): `targets`, the eight phases measured against SPEC
 //! §11; `import`, webhook latency during large Zammad imports; `storm`,
-//! memory under a subscriber storm over large events.
+//! memory under a subscriber storm over large events; `postgres`, the write
+//! path and cross-replica fan-out on PostgreSQL (one and two replicas) next
+//! to SQLite, given `--postgres URL`.
 //!
 //! - [`server`]: starting and stopping the processes under test;
 //! - [`workload`]: the webhook bodies and the settings they meet;
@@ -21,6 +23,7 @@
 //! - [`populate`]: filling the log for the catch-up phase;
 //! - [`import`]: webhook latency while an import is parsed and stored;
 //! - [`storm`]: memory while subscribers resume over large events;
+//! - [`replicas`]: PostgreSQL, one and two replicas, next to SQLite;
 //! - [`phases`]: the run, phase by phase;
 //! - [`report`]: the Markdown report and the SVG chart.
 
@@ -28,6 +31,7 @@ mod import;
 mod load;
 mod phases;
 mod populate;
+mod replicas;
 mod report;
 mod server;
 mod storm;
@@ -99,6 +103,10 @@ pub struct Args {
     /// A fast smoke run (small numbers; figures not meaningful).
     #[arg(long)]
     quick: bool,
+    /// PostgreSQL server for the `postgres` phase (a role that may create
+    /// databases); the phase is skipped without it.
+    #[arg(long, env = "SIDECAR_BENCH_POSTGRES")]
+    postgres: Option<String>,
     /// Passed by `cargo bench`; nothing to choose here.
     #[arg(long, hide = true)]
     bench: bool,
@@ -113,6 +121,8 @@ pub enum Phase {
     Import,
     /// Server memory while subscribers resume over large events unread.
     Storm,
+    /// The write path and cross-replica fan-out on PostgreSQL, next to SQLite.
+    Postgres,
 }
 
 impl Args {

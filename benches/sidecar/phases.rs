@@ -12,6 +12,7 @@ use crate::{
     Args, Phase, import,
     load::{Flows, Latencies, Load, fixed_rate, saturation},
     populate::populate,
+    replicas,
     server::{cpu_time, rss_bytes, spawn_bare, spawn_sidecar},
     storm,
     subscribers::{catch_up, idle_subscribers_rss, start_subscribers},
@@ -23,6 +24,7 @@ pub struct Results {
     pub targets: Option<Targets>,
     pub import: Option<import::ImportResults>,
     pub storm: Option<storm::StormResults>,
+    pub replicas: Option<replicas::ReplicaResults>,
 }
 
 /// CPU time a server used during one load phase.
@@ -105,10 +107,16 @@ pub async fn run(args: &Args, exe: &Path) -> anyhow::Result<Results> {
     } else {
         None
     };
+    let replicas = if args.runs(Phase::Postgres) {
+        Some(replicas::run(args, exe, work, epoch, run_id).await?)
+    } else {
+        None
+    };
     Ok(Results {
         targets,
         import,
         storm,
+        replicas,
     })
 }
 

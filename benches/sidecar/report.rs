@@ -32,6 +32,9 @@ pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Resul
     if let Some(storm) = &results.storm {
         storm_section(&mut report, args, storm);
     }
+    if let Some(replicas) = &results.replicas {
+        crate::replicas::section(&mut report, replicas);
+    }
     std::fs::write(args.out.join("report.md"), &report)?;
     println!("{report}");
     eprintln!("report written to {}", args.out.join("report.md").display());

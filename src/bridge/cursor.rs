@@ -1,6 +1,8 @@
 //! A bridge's durable position in the event log: the last sequence number it
 //! delivered, in a small file replaced atomically (write, fsync, rename), so a
-//! restart repeats at most the one event that was in flight.
+//! restart repeats at most the one event that was in flight. On PostgreSQL an
+//! in-process bridge keeps it in the database instead, so whichever replica
+//! leads the bridge next continues from it.
 
 use std::{
     fs,
@@ -20,6 +22,9 @@ struct State {
 pub struct Cursor {
     path: PathBuf,
     after_seq: Option<u64>,
+    /// Kept in this database (row `name` of `bridge_cursors`) rather than
+    /// in the file at `path`.
+    database: Option<(crate::store::PgStore, String)>,
 }
 
 impl Cursor {
@@ -42,7 +47,27 @@ impl Cursor {
                     .with_context(|| format!("cannot read bridge state {}", path.display()));
             }
         };
-        Ok(Cursor { path, after_seq })
+        Ok(Cursor {
+            path,
+            after_seq,
+            database: None,
+        })
+    }
+
+    /// Reads bridge `name`'s cursor from the database (shared by replicas).
+    pub(crate) async fn load_from_database(
+        store: crate::store::PgStore,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let after_seq = store
+            .bridge_cursor(name)
+            .await
+            .with_context(|| format!("cannot read the cursor of bridge {name}"))?;
+        Ok(Cursor {
+            path: PathBuf::from(format!("{}#bridge_cursors/{name}", store.path())),
+            after_seq,
+            database: Some((store, name.to_owned())),
+        })
     }
 
     /// The last delivered sequence number; `None` before the first delivery.
@@ -55,7 +80,15 @@ impl Cursor {
     }
 
     /// Records `seq` as delivered, durably.
-    pub fn store(&mut self, seq: u64) -> anyhow::Result<()> {
+    pub async fn store(&mut self, seq: u64) -> anyhow::Result<()> {
+        if let Some((store, name)) = &self.database {
+            store
+                .set_bridge_cursor(name, seq)
+                .await
+                .with_context(|| format!("cannot store the cursor of bridge {name}"))?;
+            self.after_seq = Some(seq);
+            return Ok(());
+        }
         let tmp = self.path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
             // Owner-only, like the database: it tells what was delivered.
@@ -86,14 +119,14 @@ fn owner_only() -> fs::OpenOptions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn survives_a_reload_and_reports_damage() {
+    #[tokio::test]
+    async fn survives_a_reload_and_reports_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("zammad.cursor");
         let mut cursor = Cursor::load(&path).unwrap();
         assert_eq!(cursor.after_seq(), None);
-        cursor.store(41).unwrap();
-        cursor.store(42).unwrap();
+        cursor.store(41).await.unwrap();
+        cursor.store(42).await.unwrap();
         assert_eq!(Cursor::load(&path).unwrap().after_seq(), Some(42));
 
         #[cfg(unix)]

@@ -182,7 +182,7 @@ impl Bridge<'_> {
                 if self.sink.wants(&event) && !self.deliver(&event).await? {
                     return Ok(());
                 }
-                cursor.store(event.seq)?;
+                cursor.store(event.seq).await?;
                 self.status.delivered(event.seq);
                 self.refresh_head().await;
             }
@@ -373,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.cursor");
         let mut cursor = Cursor::load(&path).unwrap();
-        cursor.store(1).unwrap();
+        cursor.store(1).await.unwrap();
         let source = Scripted {
             head: 9,
             items: Mutex::new(vec![

@@ -14,6 +14,7 @@
 mod answer;
 pub mod cursor;
 pub mod delivery;
+mod led;
 pub mod schema;
 pub mod source;
 pub mod status;
@@ -143,13 +144,18 @@ impl InProcess {
     ) -> Vec<JoinHandle<()>> {
         self.bridges
             .into_iter()
-            .map(|bridge| {
+            .enumerate()
+            .map(|(index, bridge)| {
                 let source = LocalSource {
                     fanout: fanout.clone(),
                     store: store.clone(),
                     shutdown: shutdown.clone(),
                 };
                 let shutdown = shutdown.clone();
+                let postgres = match store.backend() {
+                    crate::store::Backend::Postgres(pg) => Some(pg.clone()),
+                    crate::store::Backend::Sqlite(_) => None,
+                };
                 tokio::spawn(async move {
                     let Prepared {
                         sink,
@@ -157,6 +163,13 @@ impl InProcess {
                         policy,
                         status,
                     } = bridge;
+                    if let Some(pg) = postgres {
+                        // Several replicas: the cursor is in the database.
+                        tracing::info!(bridge = sink.name(), receiver = %sink.describe(), "bridge started in-process, led by one replica at a time");
+                        led::run(pg, index, source, sink.as_ref(), &policy, &status, shutdown)
+                            .await;
+                        return;
+                    }
                     tracing::info!(
                         bridge = sink.name(),
                         receiver = %sink.describe(),

@@ -22,14 +22,18 @@ pub enum State {
     Retrying,
     /// Given up: the bridge delivers nothing until it is fixed and restarted.
     Stopped,
+    /// Another replica on the same PostgreSQL database delivers it; this
+    /// one takes over when that one goes.
+    Standby,
 }
 
 impl State {
-    const ALL: [State; 4] = [
+    const ALL: [State; 5] = [
         State::Starting,
         State::Delivering,
         State::Retrying,
         State::Stopped,
+        State::Standby,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl State {
             State::Delivering => "delivering",
             State::Retrying => "retrying",
             State::Stopped => "stopped",
+            State::Standby => "standby",
         }
     }
 }
@@ -124,6 +129,11 @@ impl BridgeStatus {
             s.state = State::Retrying;
             s.last_error = Some(error.to_string());
         });
+    }
+
+    /// Another replica delivers the bridge.
+    pub fn standby(&self) {
+        self.update(|s| s.state = State::Standby);
     }
 
     /// Given up, for `reason`.

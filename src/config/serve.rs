@@ -34,7 +34,8 @@ pub struct ServeArgs {
     /// Prometheus metrics listener; "off" disables it.
     #[arg(long, env = "SIDECAR_METRICS_ADDR", default_value_t = DEFAULT_METRICS_ADDR.to_string())]
     pub metrics_addr: String,
-    /// SQLite database: a path or a sqlite:// URL; created if missing.
+    /// SQLite database: a path or a sqlite:// URL; created if missing. Or a
+    /// postgres:// URL, for several replicas on one PostgreSQL database.
     #[arg(long, env = "SIDECAR_DATABASE", default_value = DEFAULT_DATABASE)]
     pub database: String,
     /// Public base URL sipgate reaches the sidecar at, e.g. https://pbx.example.com

@@ -104,6 +104,68 @@ impl SettingsManager {
         })
     }
 
+    /// Re-reads the stored settings and publishes them when their version
+    /// differs from the snapshot's: a change another process stored on the
+    /// same database (PostgreSQL replicas). Returns whether it changed.
+    pub async fn reload(&self) -> Result<bool, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        self.reload_locked().await
+    }
+
+    async fn reload_locked(&self) -> Result<bool, StoreError> {
+        let settings = self.store.load_settings().await?;
+        if settings.version == self.current.load().settings.version {
+            return Ok(false);
+        }
+        let zammad: ZammadExtras = match self.store.load_zammad_extras().await? {
+            Some(json) => serde_json::from_str(&json)?,
+            None => ZammadExtras::default(),
+        };
+        let json = encode(&Content::new(&settings, zammad.clone()));
+        tracing::info!(
+            version = settings.version,
+            "settings changed by another replica"
+        );
+        self.current.store(Arc::new(Current {
+            settings: Arc::new(settings),
+            zammad,
+            json,
+        }));
+        Ok(true)
+    }
+
+    /// Keeps the snapshot in step with changes other processes store on the
+    /// same database, until `shutdown`: each is applied as soon as its
+    /// notification arrives. Nothing to follow (`None`) on SQLite.
+    pub fn follow_store(
+        self: &Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let mut changes = self.store.settings_changes()?;
+        let manager = self.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let mut wait = std::time::Duration::from_millis(100);
+                while let Err(error) = manager.reload().await {
+                    tracing::warn!(%error, "reloading the settings failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+            }
+        }))
+    }
+
     /// The settings in effect now. Lock-free; cheap enough for every request.
     pub fn snapshot(&self) -> Arc<Settings> {
         self.current.load().settings.clone()
@@ -174,6 +236,10 @@ impl SettingsManager {
         precondition: Precondition,
     ) -> Result<Arc<Settings>, SettingsError> {
         let _guard = self.write_lock.lock().await;
+        if self.store.settings_changes().is_some() {
+            // Other processes change the same settings: start from what is stored.
+            self.reload_locked().await?;
+        }
         let current = self.current.load_full();
         if let Some(expected) = precondition.expected_version
             && expected != current.settings.version

@@ -9,7 +9,7 @@ use crate::paging;
 
 #[cfg(test)]
 use super::StoredEvent;
-use super::{CallQuery, Store, StoreError, WireEvent, rows};
+use super::{CallQuery, SqliteStore, StoreError, WireEvent, rows};
 
 /// One page of the event log, bounded in events and in bytes.
 #[derive(Debug, Default)]
@@ -20,7 +20,7 @@ pub(crate) struct EventPage {
     pub at_head: bool,
 }
 
-impl Store {
+impl SqliteStore {
     /// Events with seq > `after_seq`, ascending, a page of at most `limit`
     /// as [`paging::EVENTS`] clamps it, whatever their size (tests; readers
     /// for clients use [`Store::event_page`]).
@@ -124,11 +124,11 @@ impl Store {
     }
 }
 
-fn encode_page_token(initialized_at_ms: i64, call_id: &str) -> String {
+pub(super) fn encode_page_token(initialized_at_ms: i64, call_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{initialized_at_ms}:{call_id}"))
 }
 
-fn decode_page_token(token: &str) -> Result<(i64, String), StoreError> {
+pub(super) fn decode_page_token(token: &str) -> Result<(i64, String), StoreError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| StoreError::BadPageToken)?;

@@ -1,5 +1,6 @@
 //! Periodic housekeeping through the writer: end calls sipgate never hung
-//! up (sweep) and drop old events and calls (retention).
+//! up (sweep) and drop old events and calls (retention). On PostgreSQL only
+//! the replica leading maintenance runs it.
 
 use std::time::Duration;
 
@@ -7,18 +8,26 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::Store;
+use super::backend::Backend;
+use super::pg::{Leadership, MAINTENANCE_LOCK};
 use super::writer::WriterHandle;
 
 /// Every `interval` (and once at start): sweep calls open longer than
 /// `stale_after`, purge what is older than `retention`. A zero duration
 /// disables that job (retention zero = keep forever).
 pub(crate) fn spawn_maintenance(
+    store: &Store,
     writer: WriterHandle,
     stale_after: Duration,
     retention: Duration,
     interval: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let mut leadership = match store.backend() {
+        Backend::Sqlite(_) => None,
+        Backend::Postgres(pg) => Some(Leadership::new(pg.clone(), MAINTENANCE_LOCK, "maintenance")),
+    };
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -27,6 +36,11 @@ pub(crate) fn spawn_maintenance(
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = ticks.tick() => {}
+            }
+            if let Some(leadership) = &mut leadership
+                && !leadership.hold().await
+            {
+                continue;
             }
             let now = crate::now_ms();
             if !stale_after.is_zero()

@@ -1,22 +1,30 @@
 //! Durable storage: the event log, the call log, settings and the audit trail.
 //!
+//! Two backends behind one [`Store`]: SQLite (embedded, the default, one
+//! process per database) and PostgreSQL ([`pg`], several replicas on one
+//! database). The rest of this page describes SQLite.
+//!
 //! SQLite in WAL mode with `synchronous=FULL`, so an acknowledged event
 //! survives `kill -9` and power loss. Reads go through a small pool; every
 //! event write goes through the single writer task ([`writer`]) on its own
 //! dedicated connection, which batches many events into one transaction.
 //! The SQL sticks to what PostgreSQL also accepts (`$n` placeholders,
-//! `ON CONFLICT … DO UPDATE`, no SQLite-only functions) so a second backend
-//! can reuse it.
+//! `ON CONFLICT … DO UPDATE`, no SQLite-only functions); [`pg`] runs the
+//! same statements with PostgreSQL's types, and the writer's batch logic is
+//! shared through `writer::conn`.
 //!
 //! - [`open`](Store::open): connections and migrations;
 //! - `log`: reads of the event log and the call log;
 //! - `settings`: the settings snapshot and its audit trail;
-//! - `rows`: the SQL shared by the reads and the writer.
+//! - `rows`: the SQL shared by the reads and the writer;
+//! - `backend`: [`Store`], which hands each call to the backend in use.
 
+mod backend;
 pub mod health;
 mod log;
 pub(crate) mod maintenance;
 mod open;
+mod pg;
 mod rows;
 mod settings;
 pub mod writer;
@@ -158,6 +166,13 @@ impl StoreError {
     pub(crate) fn is_storage(&self) -> bool {
         match self {
             StoreError::Write(_) | StoreError::Open { .. } => true,
+            StoreError::Database(sqlx::Error::Database(db))
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
+                db.code().is_some_and(|code| pg::is_storage_code(&code))
+            }
             StoreError::Database(sqlx::Error::Database(db)) => {
                 // SQLite's primary result codes: BUSY, LOCKED, READONLY,
                 // IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
@@ -181,10 +196,14 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// The database: a read pool, and the connection reserved for the writer.
-/// Cheap to clone.
+pub(crate) use backend::Backend;
+pub use backend::Store;
+pub(crate) use pg::{Leadership, PgStore, bridge_lock};
+
+/// The SQLite database: a read pool, and the connection reserved for the
+/// writer. Cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -203,9 +222,9 @@ struct Inner {
     fault: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }

@@ -12,9 +12,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Inner, Store, StoreError};
+use super::{Inner, SqliteStore, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Connections in the read pool (the writer has its own).
 const READ_CONNECTIONS: u32 = 4;
@@ -23,7 +23,7 @@ const ROW_CHANNEL: usize = 1024;
 /// How long a statement waits for a lock before failing with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if missing) the database at `database`, a plain path
     /// or a `sqlite://` URL, and applies the migrations.
     ///
@@ -31,7 +31,7 @@ impl Store {
     /// exclusively for as long as the store lives, and a second open fails
     /// naming the process that holds it. The database is created readable by
     /// its owner only (`-wal` and `-shm` take the same mode).
-    pub async fn open(database: &str) -> Result<Store, StoreError> {
+    pub(crate) async fn open(database: &str) -> Result<SqliteStore, StoreError> {
         let options = connect_options(database)?;
         let path = options.get_filename().display().to_string();
         let open_error = |reason: String| StoreError::Open {
@@ -69,7 +69,7 @@ impl Store {
             .await
             .map_err(|e| open_error(describe(&e)))?;
 
-        Ok(Store {
+        Ok(SqliteStore {
             inner: Arc::new(Inner {
                 pool,
                 options,
@@ -87,7 +87,7 @@ impl Store {
         &self.inner.path
     }
 
-    /// The dedicated writer connection (opened by [`Store::open`]), or a new
+    /// The dedicated writer connection (opened by [`SqliteStore::open`]), or a new
     /// one if it was already taken by an earlier writer.
     pub(crate) async fn writer_connection(&self) -> Result<SqliteConnection, StoreError> {
         let reserved = self

@@ -8,11 +8,11 @@ use crate::paging;
 /// Rows per INSERT statement (4 bound values each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
 /// The `settings_kv` key of Zammad's kept keys (`user_remote_map`, `view_limit`).
-const ZAMMAD_EXTRAS: &str = "zammad_extras";
+pub(super) const ZAMMAD_EXTRAS: &str = "zammad_extras";
 
-use super::{AuditEntry, AuditRecord, Store, StoreError, rows};
+use super::{AuditEntry, AuditRecord, SqliteStore, StoreError, rows};
 
-impl Store {
+impl SqliteStore {
     pub(crate) async fn load_settings(&self) -> Result<Settings, StoreError> {
         // One read transaction: a consistent snapshot even during a save.
         let mut tx = self.inner.pool.begin().await?;
@@ -50,19 +50,8 @@ impl Store {
     }
 
     /// Replaces the block list, routing table and default caller ID, bumps
-    /// the version and appends `audit`, all in one transaction. Returns the
-    /// settings as stored (with the new version; `settings.version` is ignored).
-    #[cfg(test)]
-    pub(crate) async fn save_settings(
-        &self,
-        settings: &Settings,
-        audit: &AuditRecord,
-    ) -> Result<Settings, StoreError> {
-        self.save_settings_change(settings, None, None, audit, None)
-            .await
-    }
-
-    /// [`save_settings`](Self::save_settings) for a change: tables equal to
+    /// the version and appends `audit`, all in one transaction, for a
+    /// change: tables equal to
     /// `previous` are not rewritten, `zammad_extras` (JSON) is stored when
     /// given, and the audit entry keeps the whole settings before and after
     /// (`content`, JSON) for an undo. Everything is prepared before the
@@ -223,7 +212,7 @@ impl Store {
 /// Which rows of a list to write: `None` when it equals what is stored,
 /// `Some(k)` when only entries from `k` on were appended, `Some(0)` for a
 /// rewrite of the whole list.
-fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize> {
+pub(super) fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize> {
     match stored {
         Some(stored) if stored == next => None,
         Some(stored) if next.len() > stored.len() && next.starts_with(stored) => Some(stored.len()),
@@ -231,7 +220,7 @@ fn rows_to_write<T: PartialEq>(stored: Option<&[T]>, next: &[T]) -> Option<usize
     }
 }
 
-fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
+pub(super) fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
     match value {
         None => Ok(0),
         Some(v) => v
@@ -243,7 +232,7 @@ fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::Harness;
+    use crate::store::testing::{Harness, Kind};
 
     fn block(p: &str) -> BlockEntry {
         BlockEntry {
@@ -254,7 +243,18 @@ mod tests {
 
     #[tokio::test]
     async fn appends_removals_and_reorders_all_store_what_was_asked() {
-        let h = Harness::new(16).await;
+        appends_removals_and_reorders(Kind::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn appends_removals_and_reorders_all_store_what_was_asked_on_postgres() {
+        appends_removals_and_reorders(Kind::Postgres).await;
+    }
+
+    async fn appends_removals_and_reorders(kind: Kind) {
+        let Some(h) = Harness::of(kind, "appends_removals_and_reorders", 16).await else {
+            return;
+        };
         let audit = AuditRecord {
             at_ms: 1,
             client: "t".into(),

@@ -1,16 +1,56 @@
-//! The store and the writer against a real SQLite file.
+//! The store and the writer against a real SQLite file; the tests named in
+//! [`on_both!`] run against a PostgreSQL database too.
 
 use std::time::Duration;
 
 use futures::future::join_all;
 use prost::Message as _;
 
-use super::testing::Harness;
+use super::testing::{Harness, Kind};
 use super::*;
 use crate::calls::tests::{dtmf, event, new_call, reject};
 use crate::decide::{BlockEntry, RoutingRule, Settings};
 use crate::now_ms;
 use crate::sipgate::event::EventKind;
+
+/// Runs each named test of this suite on SQLite and on PostgreSQL.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::Kind;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(Kind::Sqlite).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name(Kind::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+on_both!(
+    group_commit_of_concurrent_submits_is_gap_free,
+    duplicate_new_call_answers_the_original_decision,
+    duplicates_within_one_batch_are_caught,
+    repeated_dtmf_is_appended_each_time,
+    rejected_call_ends_with_a_synthetic_hangup,
+    stored_event_round_trips_raw_form_and_call_snapshot,
+    answer_and_hangup_for_unknown_calls_create_rows,
+    sweep_ends_stale_calls_with_a_timeout_event,
+    purge_drops_old_rows_but_keeps_the_newest_event,
+    reopening_continues_the_sequence,
+    shutdown_commits_what_was_queued,
+    set_done_overrides_and_reports_unknown_calls,
+    list_calls_pages_newest_first_with_filters,
+    settings_round_trip_with_version_and_audit,
+    maintenance_sweeps_and_purges_periodically,
+);
 
 fn hangup(call_id: &str, cause: &str) -> Event {
     Event {
@@ -25,9 +65,11 @@ fn seq_of(c: &Committed) -> u64 {
     }
 }
 
-#[tokio::test]
-async fn group_commit_of_concurrent_submits_is_gap_free() {
-    let h = Harness::new(1024).await;
+async fn group_commit_of_concurrent_submits_is_gap_free(kind: Kind) {
+    let Some(h) = Harness::of(kind, "group_commit_of_concurrent_submits_is_gap_free", 1024).await
+    else {
+        return;
+    };
     const N: u64 = 300;
     let submits = (0..N).map(|i| {
         let writer = h.writer.clone();
@@ -61,9 +103,11 @@ async fn group_commit_of_concurrent_submits_is_gap_free() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn duplicate_new_call_answers_the_original_decision() {
-    let h = Harness::new(16).await;
+async fn duplicate_new_call_answers_the_original_decision(kind: Kind) {
+    let Some(h) = Harness::of(kind, "duplicate_new_call_answers_the_original_decision", 16).await
+    else {
+        return;
+    };
     let first = h
         .append(
             new_call("A", Direction::In, &["Alice"]),
@@ -101,9 +145,10 @@ async fn duplicate_new_call_answers_the_original_decision() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn duplicates_within_one_batch_are_caught() {
-    let h = Harness::new(16).await;
+async fn duplicates_within_one_batch_are_caught(kind: Kind) {
+    let Some(h) = Harness::of(kind, "duplicates_within_one_batch_are_caught", 16).await else {
+        return;
+    };
     let receivers = join_all((0..5).map(|i| {
         h.writer.submit(Intake {
             event: new_call("A", Direction::In, &[]),
@@ -130,9 +175,10 @@ async fn duplicates_within_one_batch_are_caught() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn repeated_dtmf_is_appended_each_time() {
-    let h = Harness::new(16).await;
+async fn repeated_dtmf_is_appended_each_time(kind: Kind) {
+    let Some(h) = Harness::of(kind, "repeated_dtmf_is_appended_each_time", 16).await else {
+        return;
+    };
     h.append(
         new_call("A", Direction::In, &[]),
         Some(Decision::accept()),
@@ -149,9 +195,10 @@ async fn repeated_dtmf_is_appended_each_time() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn rejected_call_ends_with_a_synthetic_hangup() {
-    let h = Harness::new(16).await;
+async fn rejected_call_ends_with_a_synthetic_hangup(kind: Kind) {
+    let Some(h) = Harness::of(kind, "rejected_call_ends_with_a_synthetic_hangup", 16).await else {
+        return;
+    };
     let committed = h
         .append(
             new_call("R", Direction::In, &["Alice"]),
@@ -185,9 +232,16 @@ async fn rejected_call_ends_with_a_synthetic_hangup() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn stored_event_round_trips_raw_form_and_call_snapshot() {
-    let h = Harness::new(16).await;
+async fn stored_event_round_trips_raw_form_and_call_snapshot(kind: Kind) {
+    let Some(h) = Harness::of(
+        kind,
+        "stored_event_round_trips_raw_form_and_call_snapshot",
+        16,
+    )
+    .await
+    else {
+        return;
+    };
     let mut e = new_call("A", Direction::In, &["Alice", "Bob"]);
     e.raw = vec![
         ("event".into(), "newCall".into()),
@@ -224,7 +278,7 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
 
     // New rows keep no JSON; the stored event decodes back from its wire form.
     let (payload,): (String,) = sqlx::query_as("SELECT payload FROM events WHERE seq = 1")
-        .fetch_one(&h.store.inner.pool)
+        .fetch_one(h.store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(payload, "");
@@ -238,7 +292,7 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
     });
     sqlx::query("UPDATE events SET wire = NULL, payload = $1 WHERE seq = 1")
         .bind(json.to_string())
-        .execute(&h.store.inner.pool)
+        .execute(h.store.sqlite_pool())
         .await
         .unwrap();
     let page = h.store.event_page(0, 10, usize::MAX).await.unwrap();
@@ -249,7 +303,7 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
     let call = h.store.get_call("A").await.unwrap().unwrap();
     sqlx::query("UPDATE calls SET wire = NULL, record = $1 WHERE call_id = 'A'")
         .bind(serde_json::to_string(&call).unwrap())
-        .execute(&h.store.inner.pool)
+        .execute(h.store.sqlite_pool())
         .await
         .unwrap();
     assert_eq!(h.store.get_call("A").await.unwrap(), Some(call.clone()));
@@ -258,9 +312,11 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn answer_and_hangup_for_unknown_calls_create_rows() {
-    let h = Harness::new(16).await;
+async fn answer_and_hangup_for_unknown_calls_create_rows(kind: Kind) {
+    let Some(h) = Harness::of(kind, "answer_and_hangup_for_unknown_calls_create_rows", 16).await
+    else {
+        return;
+    };
     let mut answer = event(EventKind::Answer, "U", Some(Direction::In));
     answer.users = vec!["Alice".into()];
     let committed = h.append(answer, None, 1_000).await;
@@ -275,9 +331,10 @@ async fn answer_and_hangup_for_unknown_calls_create_rows() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn sweep_ends_stale_calls_with_a_timeout_event() {
-    let h = Harness::new(16).await;
+async fn sweep_ends_stale_calls_with_a_timeout_event(kind: Kind) {
+    let Some(h) = Harness::of(kind, "sweep_ends_stale_calls_with_a_timeout_event", 16).await else {
+        return;
+    };
     h.append(
         new_call("old", Direction::In, &[]),
         Some(Decision::accept()),
@@ -298,8 +355,10 @@ async fn sweep_ends_stale_calls_with_a_timeout_event() {
     )
     .await;
 
+    // From the head (seq 4): on PostgreSQL "from now" is the head the
+    // fan-out has read so far, which may still be behind the last commit.
     let mut live = Box::pin(h.fanout.subscribe(
-        None,
+        Some(4),
         crate::fanout::EventFilter::default(),
         h.shutdown.clone(),
     ));
@@ -327,9 +386,11 @@ async fn sweep_ends_stale_calls_with_a_timeout_event() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn purge_drops_old_rows_but_keeps_the_newest_event() {
-    let h = Harness::new(16).await;
+async fn purge_drops_old_rows_but_keeps_the_newest_event(kind: Kind) {
+    let Some(h) = Harness::of(kind, "purge_drops_old_rows_but_keeps_the_newest_event", 16).await
+    else {
+        return;
+    };
     h.append(
         new_call("a", Direction::In, &[]),
         Some(Decision::accept()),
@@ -365,9 +426,10 @@ async fn purge_drops_old_rows_but_keeps_the_newest_event() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn reopening_continues_the_sequence() {
-    let h = Harness::new(16).await;
+async fn reopening_continues_the_sequence(kind: Kind) {
+    let Some(h) = Harness::of(kind, "reopening_continues_the_sequence", 16).await else {
+        return;
+    };
     for i in 0..3 {
         h.append(new_call(&format!("c{i}"), Direction::Out, &[]), None, 1_000)
             .await;
@@ -385,9 +447,10 @@ async fn reopening_continues_the_sequence() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn shutdown_commits_what_was_queued() {
-    let h = Harness::new(16).await;
+async fn shutdown_commits_what_was_queued(kind: Kind) {
+    let Some(h) = Harness::of(kind, "shutdown_commits_what_was_queued", 16).await else {
+        return;
+    };
     let receivers = join_all((0..20).map(|i| {
         h.writer.submit(Intake {
             event: dtmf("A", &i.to_string()),
@@ -416,9 +479,11 @@ async fn shutdown_commits_what_was_queued() {
     ));
 }
 
-#[tokio::test]
-async fn set_done_overrides_and_reports_unknown_calls() {
-    let h = Harness::new(16).await;
+async fn set_done_overrides_and_reports_unknown_calls(kind: Kind) {
+    let Some(h) = Harness::of(kind, "set_done_overrides_and_reports_unknown_calls", 16).await
+    else {
+        return;
+    };
     h.append(
         new_call("A", Direction::In, &[]),
         Some(Decision::accept()),
@@ -432,9 +497,10 @@ async fn set_done_overrides_and_reports_unknown_calls() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn list_calls_pages_newest_first_with_filters() {
-    let h = Harness::new(16).await;
+async fn list_calls_pages_newest_first_with_filters(kind: Kind) {
+    let Some(h) = Harness::of(kind, "list_calls_pages_newest_first_with_filters", 16).await else {
+        return;
+    };
     for i in 0..7 {
         let direction = if i % 2 == 0 {
             Direction::In
@@ -505,9 +571,10 @@ async fn list_calls_pages_newest_first_with_filters() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn settings_round_trip_with_version_and_audit() {
-    let h = Harness::new(16).await;
+async fn settings_round_trip_with_version_and_audit(kind: Kind) {
+    let Some(h) = Harness::of(kind, "settings_round_trip_with_version_and_audit", 16).await else {
+        return;
+    };
     assert_eq!(h.store.load_settings().await.unwrap(), Settings::default());
     let settings = Settings {
         block_list: vec![
@@ -640,7 +707,7 @@ async fn failed_batch_answers_every_request_and_leaves_no_gap() {
         "CREATE TRIGGER refuse_boom BEFORE INSERT ON events WHEN NEW.call_id = 'boom' \
          BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
     )
-    .execute(&h.store.inner.pool)
+    .execute(h.store.sqlite_pool())
     .await
     .unwrap();
     // Submitted together, so they usually share one batch.
@@ -681,9 +748,10 @@ async fn failed_batch_answers_every_request_and_leaves_no_gap() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn maintenance_sweeps_and_purges_periodically() {
-    let h = Harness::new(16).await;
+async fn maintenance_sweeps_and_purges_periodically(kind: Kind) {
+    let Some(h) = Harness::of(kind, "maintenance_sweeps_and_purges_periodically", 16).await else {
+        return;
+    };
     // Received at 1970 + 1 s: stale and past retention. The sweep ends it
     // now, so the call row itself stays for another retention period.
     h.append(
@@ -699,6 +767,7 @@ async fn maintenance_sweeps_and_purges_periodically() {
     )
     .await;
     let task = spawn_maintenance(
+        &h.store,
         h.writer.clone(),
         Duration::from_secs(3600),
         Duration::from_secs(86_400),
@@ -818,7 +887,7 @@ async fn a_stale_position_is_re_read_from_the_database() {
          SELECT seq + 1, kind, call_id, direction, from_number, to_number, received_at_ms, \
          synthetic, NULL, payload, wire FROM events WHERE seq = 1",
     )
-    .execute(&h.store.inner.pool)
+    .execute(h.store.sqlite_pool())
     .await
     .unwrap();
     let next = h.append(dtmf("A", "2"), None, 2).await;

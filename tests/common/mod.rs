@@ -240,3 +240,45 @@ pub fn plain_reply(callback: &str) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{callback}\" onAnswer=\"{callback}\"/>\n"
     )
 }
+
+/// A new, empty database on the PostgreSQL server tests use
+/// (`SIDECAR_TEST_POSTGRES`, a URL whose role may create databases); its
+/// URL. Unset, the test fails under CI (`CI` set) and is skipped, loudly,
+/// elsewhere (`None`).
+pub async fn postgres_database(test: &str) -> Option<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let server = match std::env::var("SIDECAR_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{test}: SIDECAR_TEST_POSTGRES is not set (CI runs the PostgreSQL tests too)")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED {test}: set SIDECAR_TEST_POSTGRES=postgres://… (bash .ci/run starts a server)"
+            );
+            return None;
+        }
+    };
+    let name = format!(
+        "sidecar_it_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
+        .await
+        .expect("connect to SIDECAR_TEST_POSTGRES");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server.as_str(), String::new()),
+    };
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Some(format!("{base}/{name}{query}"))
+}

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use sqlx::sqlite::SqliteConnection;
 
 use super::cache::CallCache;
+use super::conn::{BatchConn, SqliteBatch};
 use super::{Command, Committed, Intake, Outcome, Publish};
 use crate::calls::{self, CallRecord, SyntheticEnd};
-use crate::store::{Store, StoreError, StoredEvent, WireEvent, rows};
+use crate::store::{SqliteStore, StoreError, StoredEvent, WireEvent, rows};
 use crate::telemetry::names;
 
 /// The database and WAL files as they were when the writer started: SQLite
@@ -97,7 +98,7 @@ fn wal_path(database: &Path) -> PathBuf {
 
 /// The writer task's state between batches.
 pub(super) struct Writer {
-    store: Store,
+    store: SqliteStore,
     connection: SqliteConnection,
     /// Set after a failed transaction: the next attempt opens a new
     /// connection and re-reads the head first.
@@ -126,6 +127,34 @@ pub(super) struct BatchEffects {
 }
 
 impl BatchEffects {
+    /// Answers every command of the committed batch; returns its new
+    /// events, in seq order.
+    pub(super) fn respond(self, batch: Vec<Command>) -> impl Iterator<Item = WireEvent> {
+        metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
+        metrics::counter!(names::EVENTS_APPENDED).increment(self.published.len() as u64);
+        metrics::counter!(names::EVENTS_DUPLICATE).increment(self.duplicates);
+        for (command, outcome) in batch.into_iter().zip(self.outcomes) {
+            command.respond(Ok(outcome));
+        }
+        self.published
+            .into_iter()
+            .zip(self.wires)
+            .map(|(event, wire)| WireEvent {
+                seq: event.seq,
+                wire,
+            })
+    }
+
+    /// The number of events the batch appended.
+    pub(super) fn appended(&self) -> usize {
+        self.published.len()
+    }
+
+    /// The last event the batch appended, in its wire form.
+    pub(super) fn last_event(&self) -> Option<(u64, &Bytes)> {
+        Some((self.published.last()?.seq, self.wires.last()?))
+    }
+
     fn touch(&mut self, call: &CallRecord) {
         match self.dirty_index.get(&call.call_id) {
             Some(&i) => self.dirty[i] = call.clone(),
@@ -138,8 +167,8 @@ impl BatchEffects {
     }
 
     /// Writes what is pending, so queries of the calls table see it.
-    async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        rows::upsert_calls(conn, &self.dirty).await?;
+    async fn flush(&mut self, conn: &mut impl BatchConn) -> Result<(), StoreError> {
+        conn.upsert_calls(&self.dirty).await?;
         self.dirty.clear();
         self.dirty_index.clear();
         Ok(())
@@ -149,7 +178,7 @@ impl BatchEffects {
 impl Writer {
     /// Takes the store's writer connection and reports the stored head.
     pub(super) async fn start(
-        store: &Store,
+        store: &SqliteStore,
         publisher: Box<dyn Publish>,
     ) -> Result<Writer, StoreError> {
         let mut connection = store.writer_connection().await?;
@@ -211,17 +240,8 @@ impl Writer {
 
     /// Answers every command of a committed batch and publishes its events.
     pub(super) fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
-        metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
-        metrics::counter!(names::EVENTS_APPENDED).increment(effects.published.len() as u64);
-        metrics::counter!(names::EVENTS_DUPLICATE).increment(effects.duplicates);
-        for (command, outcome) in batch.into_iter().zip(effects.outcomes) {
-            command.respond(Ok(outcome));
-        }
-        for (event, wire) in effects.published.iter().zip(effects.wires) {
-            self.publisher.publish(WireEvent {
-                seq: event.seq,
-                wire,
-            });
+        for event in effects.respond(batch) {
+            self.publisher.publish(event);
         }
     }
 
@@ -239,70 +259,88 @@ impl Writer {
     /// adds its own statements in between.)
     async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         self.cache.trim();
-        let call_ids: Vec<&str> = batch
-            .iter()
-            .filter_map(|command| match command {
-                Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
-                Command::SetDone { call_id, .. } => Some(call_id.as_str()),
-                Command::Sweep { .. } | Command::Purge { .. } => None,
-            })
-            .collect();
-        let mut effects = BatchEffects::default();
-        let mut seq = SeqCounter(&mut self.next_seq);
-        let cache = &mut self.cache;
-        let conn = &mut self.connection;
-        let result = async {
-            cache.begin_and_load(conn, &call_ids).await?;
-            for command in batch {
-                let outcome = match command {
-                    Command::Append(intake, _) => {
-                        let committed = append(conn, &mut seq, cache, intake, &mut effects).await?;
-                        if matches!(committed, Committed::Duplicate { .. }) {
-                            effects.duplicates += 1;
-                        }
-                        Outcome::Append(committed)
-                    }
-                    Command::SetDone { call_id, done, .. } => {
-                        Outcome::SetDone(set_done(conn, cache, call_id, *done, &mut effects).await?)
-                    }
-                    Command::Sweep {
-                        cutoff_ms, now_ms, ..
-                    } => Outcome::Sweep(
-                        sweep(conn, &mut seq, cache, *cutoff_ms, *now_ms, &mut effects).await?,
-                    ),
-                    Command::Purge { cutoff_ms, .. } => {
-                        effects.flush(conn).await?;
-                        cache.clear();
-                        let (events, calls) = purge(conn, seq.last(), *cutoff_ms).await?;
-                        Outcome::Purge(events, calls)
-                    }
-                };
-                effects.outcomes.push(outcome);
-            }
-            effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
-            rows::write_and_commit(
-                conn,
-                &effects.dirty,
-                &effects.published,
-                &effects.wires,
-                &effects.dedupe_keys,
-            )
-            .await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
+        let mut conn = SqliteBatch(&mut self.connection);
+        let result = apply(&mut conn, &mut self.next_seq, &mut self.cache, batch).await;
         match result {
-            Ok(()) => Ok(effects),
+            // `apply` committed with its last write.
+            Ok(effects) => Ok(effects),
             Err(error) => {
                 // Whatever ran of the batch is undone; "no transaction is
                 // active" (it never began, or SQLite ended it) is fine.
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn.0).await {
                     tracing::debug!(error = %rollback, "rollback after a failed batch");
                 }
                 Err(error)
             }
         }
     }
+}
+
+/// Runs the commands of `batch` on `conn`, inside the transaction the
+/// caller opened: appended events take seqs from `next_seq` on (advanced
+/// past the last one), calls are read through `cache`. Nothing is
+/// committed here.
+pub(super) async fn apply<C: BatchConn>(
+    conn: &mut C,
+    next_seq: &mut u64,
+    cache: &mut CallCache,
+    batch: &[Command],
+) -> Result<BatchEffects, StoreError> {
+    // Every call the batch touches, read at once.
+    let call_ids: Vec<&str> = batch
+        .iter()
+        .filter_map(|command| match command {
+            Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
+            Command::SetDone { call_id, .. } => Some(call_id.as_str()),
+            Command::Sweep { .. } | Command::Purge { .. } => None,
+        })
+        .collect();
+    let mut effects = BatchEffects::default();
+    let mut seq = SeqCounter(next_seq);
+    cache.load_missing(&mut *conn, &call_ids).await?;
+    for command in batch {
+        let outcome = match command {
+            Command::Append(intake, _) => {
+                let committed = append(&mut *conn, &mut seq, cache, intake, &mut effects).await?;
+                if matches!(committed, Committed::Duplicate { .. }) {
+                    effects.duplicates += 1;
+                }
+                Outcome::Append(committed)
+            }
+            Command::SetDone { call_id, done, .. } => {
+                Outcome::SetDone(set_done(&mut *conn, cache, call_id, *done, &mut effects).await?)
+            }
+            Command::Sweep {
+                cutoff_ms, now_ms, ..
+            } => Outcome::Sweep(
+                sweep(
+                    &mut *conn,
+                    &mut seq,
+                    cache,
+                    *cutoff_ms,
+                    *now_ms,
+                    &mut effects,
+                )
+                .await?,
+            ),
+            Command::Purge { cutoff_ms, .. } => {
+                effects.flush(&mut *conn).await?;
+                cache.clear();
+                let (events, calls) = conn.purge(seq.last(), *cutoff_ms).await?;
+                Outcome::Purge(events, calls)
+            }
+        };
+        effects.outcomes.push(outcome);
+    }
+    effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
+    conn.store_batch(
+        &effects.dirty,
+        &effects.published,
+        &effects.wires,
+        &effects.dedupe_keys,
+    )
+    .await?;
+    Ok(effects)
 }
 
 struct SeqCounter<'a>(&'a mut u64);
@@ -321,7 +359,7 @@ impl SeqCounter<'_> {
 }
 
 async fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut impl BatchConn,
     seq: &mut SeqCounter<'_>,
     cache: &mut CallCache,
     intake: &Intake,
@@ -400,7 +438,7 @@ fn append_synthetic(
 }
 
 async fn set_done(
-    conn: &mut SqliteConnection,
+    conn: &mut impl BatchConn,
     cache: &mut CallCache,
     call_id: &str,
     done: bool,
@@ -417,7 +455,7 @@ async fn set_done(
 }
 
 async fn sweep(
-    conn: &mut SqliteConnection,
+    conn: &mut impl BatchConn,
     seq: &mut SeqCounter<'_>,
     cache: &mut CallCache,
     cutoff_ms: i64,
@@ -426,7 +464,7 @@ async fn sweep(
 ) -> Result<usize, StoreError> {
     // Calls this batch changed count as they are now, not as last committed.
     effects.flush(conn).await?;
-    let open = rows::stale_open_calls(conn, cutoff_ms).await?;
+    let open = conn.stale_open_calls(cutoff_ms).await?;
     let ends = calls::end_stale(&open, cutoff_ms, now_ms);
     let ended = ends.len();
     for end in ends {
@@ -436,24 +474,4 @@ async fn sweep(
         tracing::info!(calls = ended, "sweep ended calls with no hangup");
     }
     Ok(ended)
-}
-
-async fn purge(
-    conn: &mut SqliteConnection,
-    head: u64,
-    cutoff_ms: i64,
-) -> Result<(u64, u64), StoreError> {
-    // The newest event stays: the sequence restarts from MAX(seq) on open.
-    let events = sqlx::query("DELETE FROM events WHERE received_at_ms < $1 AND seq < $2")
-        .bind(cutoff_ms)
-        .bind(head as i64)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    let calls = sqlx::query("DELETE FROM calls WHERE updated_at_ms < $1")
-        .bind(cutoff_ms)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    Ok((events, calls))
 }

@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteConnection;
-
+use super::conn::BatchConn;
 use crate::calls::{CallRecord, DEDUPED_KINDS, dedupe_key};
 use crate::sipgate::event::EventKind;
-use crate::store::{StoreError, rows};
+use crate::store::StoreError;
 
 /// Entries kept before the cache starts over (a few MB).
 const CACHE_LIMIT: usize = 20_000;
@@ -47,17 +46,15 @@ impl CallCache {
     /// The entry of `call_id`, read from the database on first use.
     pub(super) async fn entry(
         &mut self,
-        conn: &mut SqliteConnection,
+        conn: &mut impl BatchConn,
         call_id: &str,
     ) -> Result<&mut CachedCall, StoreError> {
         if !self.calls.contains_key(call_id) {
-            let record = rows::load_call(&mut *conn, call_id).await?;
+            let record = conn.load_call(call_id).await?;
             let keys = DEDUPED_KINDS.map(|kind| dedupe_key(kind, call_id));
-            let found = rows::seqs_by_dedupe_keys(
-                &mut *conn,
-                &keys.iter().flatten().cloned().collect::<Vec<_>>(),
-            )
-            .await?;
+            let found = conn
+                .seqs_by_dedupe_keys(&keys.iter().flatten().cloned().collect::<Vec<_>>())
+                .await?;
             let originals = keys.map(|key| {
                 found
                     .iter()
@@ -73,13 +70,13 @@ impl CallCache {
             .expect("the entry was inserted above"))
     }
 
-    /// Opens the batch's transaction and reads, in the same round trip,
-    /// every call of `call_ids` not in the cache yet with its dedupe keys: a
-    /// batch then finds each of its calls here instead of reading them one
-    /// by one.
-    pub(super) async fn begin_and_load(
+    /// Reads every call of `call_ids` not in the cache yet, with its dedupe
+    /// keys, in one round trip for all of them (on SQLite the same round trip
+    /// opens the batch's transaction): a batch then finds each of its calls
+    /// here instead of reading them one by one.
+    pub(super) async fn load_missing(
         &mut self,
-        conn: &mut SqliteConnection,
+        conn: &mut impl BatchConn,
         call_ids: &[&str],
     ) -> Result<(), StoreError> {
         let mut missing: Vec<&str> = call_ids
@@ -94,7 +91,7 @@ impl CallCache {
             .flat_map(|id| DEDUPED_KINDS.map(|kind| dedupe_key(kind, id)))
             .flatten()
             .collect();
-        let (records, found) = rows::begin_and_load(conn, &missing, &keys).await?;
+        let (records, found) = conn.load_batch(&missing, &keys).await?;
         let mut records: HashMap<String, CallRecord> = records
             .into_iter()
             .map(|c| (c.call_id.clone(), c))

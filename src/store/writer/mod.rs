@@ -14,10 +14,17 @@
 //!
 //! - `queue`: the handle callers submit through, and the task loop;
 //! - `batch`: one transaction of commands and what it produced;
-//! - `cache`: the writer's view of recent calls and their dedupe keys.
+//! - `cache`: the writer's view of recent calls and their dedupe keys;
+//! - `conn`: what a batch asks of its connection, on either backend;
+//! - `pg`: the PostgreSQL writer (seqs from the database under a lock,
+//!   calls read under it, fan-out fed from the table);
+//! - `any`: the writer of the backend in use.
 
+mod any;
 mod batch;
 mod cache;
+mod conn;
+mod pg;
 mod queue;
 
 use tokio::sync::oneshot;

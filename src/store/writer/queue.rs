@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::Writer;
+use super::any::AnyWriter as Writer;
 use super::{Command, Committed, Intake, Publish, Reply};
 use crate::calls::CallRecord;
 use crate::store::health::{HealthReporter, StorageHealth};
@@ -299,7 +299,7 @@ async fn store_batch(
             refusals += 1;
             if refusals > 1 {
                 tracing::error!(%error, commands = batch.len(), "writer transaction refused twice; batch not stored");
-                Writer::fail(batch, &error);
+                writer.fail(batch, &error);
                 return;
             }
             tracing::warn!(%error, commands = batch.len(), "writer transaction failed; trying again from the stored position");
@@ -315,7 +315,7 @@ async fn store_batch(
                     commands = lost,
                     "EVENTS LOST: stopping while the database still fails; these accepted commands were not stored"
                 );
-                Writer::fail(batch, &error);
+                writer.fail(batch, &error);
                 return;
             }
         }

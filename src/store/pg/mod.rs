@@ -1,0 +1,199 @@
+//! The PostgreSQL backend: several sidecar processes (replicas) on one
+//! database, any of them taking any webhook.
+//!
+//! - Every writer transaction first takes the transaction-scoped advisory
+//!   lock [`WRITE_LOCK`], then reads the stored head and the calls it
+//!   touches: seqs are gap-free and in commit order across replicas, a
+//!   replayed event reaching another replica finds the original, and no
+//!   replica works from a stale view of a call.
+//! - Every commit that appends events sends `NOTIFY` on
+//!   [`EVENTS_CHANNEL`] (delivered when it commits); each replica reads
+//!   new rows from the table in seq order and hands them to its fan-out.
+//! - Every settings change sends `NOTIFY` on [`SETTINGS_CHANNEL`]; each
+//!   replica reloads its snapshot.
+//! - Maintenance (sweep, retention) runs on the replica holding the
+//!   session advisory lock [`MAINTENANCE_LOCK`] ([`Leadership`]), each
+//!   in-process bridge on the one holding its own lock ([`bridge_lock`]),
+//!   from a cursor in the database; another replica takes over when the
+//!   leader's connection ends.
+//!
+//! - `open`: connections, migrations, the notification listener;
+//! - `rows`: the SQL of the writer and the reads;
+//! - `log`, `settings`: the reads and settings writes of [`PgStore`].
+
+mod bridges;
+mod leader;
+mod log;
+mod open;
+pub(crate) mod rows;
+mod settings;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::DropGuard;
+
+pub(crate) use bridges::bridge_lock;
+pub(crate) use leader::Leadership;
+
+/// Advisory lock key held by a writer transaction (`pg_advisory_xact_lock`):
+/// one batch at a time across every replica.
+pub(crate) const WRITE_LOCK: i64 = 0x5349_4443_0001;
+/// Session advisory lock key of the replica running maintenance.
+pub(crate) const MAINTENANCE_LOCK: i64 = 0x5349_4443_0002;
+/// Notified by every commit that appended events.
+pub(crate) const EVENTS_CHANNEL: &str = "sidecar_events";
+/// Notified by every settings change.
+pub(crate) const SETTINGS_CHANNEL: &str = "sidecar_settings";
+
+/// A PostgreSQL database. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    options: PgConnectOptions,
+    /// The URL without its password, for messages.
+    display: String,
+    /// Woken when events may have been committed (by any replica).
+    events: Arc<Notify>,
+    /// Bumped when settings may have changed (by any replica).
+    settings: watch::Receiver<u64>,
+    /// Stops the notification listener with the store.
+    _listener: DropGuard,
+    /// Test hook: the writer's next commit reports a lost answer.
+    #[cfg(test)]
+    lose_commit_answer: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.inner.display)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// The database as shown in messages: the URL without its password.
+    pub(crate) fn path(&self) -> &str {
+        &self.inner.display
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn options(&self) -> &PgConnectOptions {
+        &self.inner.options
+    }
+
+    /// Woken when another replica (or this one) may have appended events.
+    pub(crate) fn events_notify(&self) -> Arc<Notify> {
+        self.inner.events.clone()
+    }
+
+    pub(crate) fn settings_changes(&self) -> watch::Receiver<u64> {
+        self.inner.settings.clone()
+    }
+
+    /// Test hook: the writer's next commit succeeds but reports that its
+    /// answer was lost.
+    #[cfg(test)]
+    pub(crate) fn lose_next_commit_answer(&self) {
+        self.inner
+            .lose_commit_answer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn take_lost_commit_answer(&self) -> bool {
+        self.inner
+            .lose_commit_answer
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// True when the database answers a query.
+    pub(crate) async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(&self.inner.pool)
+            .await
+            .is_ok()
+    }
+}
+
+/// True for SQLSTATEs of the database or its connection rather than of the
+/// data: connection exceptions (08), transaction rollbacks (40:
+/// serialization, deadlock), insufficient resources (53), operator
+/// intervention (57: shutdown, cancel), system errors (58) and a read-only
+/// transaction (25006, a standby).
+pub(crate) fn is_storage_code(code: &str) -> bool {
+    ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "25006"
+}
+
+/// `url` without the password of its user part.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(name, _)| name);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn messages_never_show_the_password() {
+        assert_eq!(
+            redact("postgres://sidecar:s3cret@db:5432/calls?sslmode=require"),
+            "postgres://sidecar@db:5432/calls?sslmode=require"
+        );
+        assert_eq!(redact("postgres://db/calls"), "postgres://db/calls");
+        assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_without_its_password() {
+        let error = crate::store::Store::open("postgres://sidecar:s3cret@127.0.0.1:1/calls")
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+        assert!(
+            message.starts_with("cannot open database postgres://sidecar@127.0.0.1:1/calls: "),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn storage_errors_are_told_from_refusals() {
+        assert!(is_storage_code("08006"));
+        assert!(is_storage_code("57P01"));
+        assert!(is_storage_code("40P01"));
+        assert!(is_storage_code("25006"));
+        assert!(!is_storage_code("23505"));
+        assert!(!is_storage_code("22P02"));
+    }
+}

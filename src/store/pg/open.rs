@@ -1,0 +1,141 @@
+//! Opening a PostgreSQL database: the read pool, migrations, and the
+//! listener that turns other replicas' notifications into wake-ups.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::ConnectOptions as _;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{EVENTS_CHANNEL, Inner, PgStore, SETTINGS_CHANNEL, redact};
+use crate::store::StoreError;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Connections in the read pool (the writer and the listener have their own).
+const READ_CONNECTIONS: u32 = 4;
+/// How long a pool waits for a connection before the request fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Set on every connection, so a replica that vanished (power loss, a
+/// network split) does not keep the write lock or a leadership for long: the
+/// server drops a session idle inside a transaction, probes an idle client
+/// with TCP keepalives (gone after ~25 s).
+const SESSION_SETTINGS: [(&str, &str); 4] = [
+    ("idle_in_transaction_session_timeout", "15s"),
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+];
+/// Wait before the listener tries again after its connection failed.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+impl PgStore {
+    /// Connects to the database at `url` and applies the migrations (which
+    /// take their own lock, so replicas starting together apply them once).
+    pub(crate) async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let display = redact(url);
+        let open_error = |reason: String| StoreError::Open {
+            path: display.clone(),
+            reason,
+        };
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| open_error(e.to_string()))?
+            .application_name("sipgate-sidecar")
+            .options(SESSION_SETTINGS);
+        let mut connection = options
+            .connect()
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        MIGRATOR
+            .run(&mut connection)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        drop(connection);
+        let pool = PgPoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        // The listener keeps a connection of its own, outside the read pool.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone());
+        let mut listener = PgListener::connect_with(&listen_pool)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        listener
+            .listen_all([EVENTS_CHANNEL, SETTINGS_CHANNEL])
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+
+        let events = Arc::new(Notify::new());
+        let (settings_tx, settings) = watch::channel(0);
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(
+            listener,
+            events.clone(),
+            settings_tx,
+            stop.clone(),
+            display.clone(),
+        ));
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                options,
+                display,
+                events,
+                settings,
+                _listener: stop.drop_guard(),
+                #[cfg(test)]
+                lose_commit_answer: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// Forwards notifications until `stop`. A lost connection may have lost
+/// notifications with it, so it wakes everything that listens.
+async fn listen(
+    mut listener: PgListener,
+    events: Arc<Notify>,
+    settings: watch::Sender<u64>,
+    stop: CancellationToken,
+    database: String,
+) {
+    let wake_all = || {
+        events.notify_one();
+        settings.send_modify(|n| *n += 1);
+    };
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            received = listener.try_recv() => received,
+        };
+        match received {
+            Ok(Some(notification)) => match notification.channel() {
+                EVENTS_CHANNEL => events.notify_one(),
+                SETTINGS_CHANNEL => settings.send_modify(|n| *n += 1),
+                _ => {}
+            },
+            // The connection was lost; the next call reconnects.
+            Ok(None) => {
+                tracing::warn!(%database, "notification connection lost; reconnecting");
+                wake_all();
+            }
+            Err(error) => {
+                tracing::warn!(%database, %error, "notification listener failed; retrying");
+                wake_all();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(LISTEN_RETRY) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The PostgreSQL SQL of the reads and the writer: the statements of
+//! `store::rows` with PostgreSQL's types (and arrays for lists of keys).
+
+use bytes::Bytes;
+#[cfg(test)]
+use serde::Deserialize;
+use sqlx::postgres::PgConnection;
+
+use sqlx::{Executor, Postgres, QueryBuilder};
+
+use crate::calls::CallRecord;
+#[cfg(test)]
+use crate::decide::Decision;
+#[cfg(test)]
+use crate::sipgate::event::Event;
+use crate::store::rows::call_of;
+use crate::store::{StoreError, StoredEvent, WireEvent};
+
+/// The `events.payload` JSON of rows stored before the wire form was kept;
+/// newer rows leave it empty.
+#[cfg(test)]
+#[derive(Deserialize)]
+struct Payload {
+    event: Event,
+    decision: Option<Decision>,
+    call: CallRecord,
+}
+
+/// Rows per INSERT: 16 parameters each stays far below PostgreSQL's 65,535.
+const INSERT_CHUNK: usize = 500;
+
+/// Inserts `events` (with their dedupe keys) in a few multi-row statements.
+pub(crate) async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[StoredEvent],
+    wires: &[Bytes],
+    dedupe_keys: &[Option<String>],
+) -> Result<(), StoreError> {
+    debug_assert_eq!(events.len(), dedupe_keys.len());
+    debug_assert_eq!(events.len(), wires.len());
+    for ((chunk, keys), wires) in events
+        .chunks(INSERT_CHUNK)
+        .zip(dedupe_keys.chunks(INSERT_CHUNK))
+        .zip(wires.chunks(INSERT_CHUNK))
+    {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
+             received_at_ms, synthetic, dedupe_key, payload, wire) ",
+        );
+        insert.push_values(
+            chunk.iter().zip(keys).zip(wires),
+            |mut row, ((e, key), wire)| {
+                row.push_bind(e.seq as i64)
+                    .push_bind(e.event.kind.as_str())
+                    .push_bind(e.event.call_id.clone())
+                    .push_bind(e.event.direction.map(|d| d.as_str()))
+                    .push_bind(e.event.from.clone())
+                    .push_bind(e.event.to.clone())
+                    .push_bind(e.received_at_ms)
+                    .push_bind(e.synthetic)
+                    .push_bind(key.clone())
+                    // The content is the wire form; JSON only in older rows.
+                    .push_bind("")
+                    .push_bind(wire.as_ref());
+            },
+        );
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) async fn events_after<'e, E>(
+    ex: E,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query_as::<_, (i64, i64, bool, String, Option<Vec<u8>>)>(
+        "SELECT seq, received_at_ms, synthetic, payload, wire FROM events \
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after_seq.min(i64::MAX as u64) as i64)
+    .bind(i64::from(limit))
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(seq, received_at_ms, synthetic, payload, wire)| {
+            if let Some(wire) = wire {
+                let mut event = StoredEvent::decode(&wire)?;
+                event.seq = seq as u64;
+                return Ok(event);
+            }
+            let Payload {
+                event,
+                decision,
+                call,
+            } = serde_json::from_str(&payload)?;
+            Ok(StoredEvent {
+                seq: seq as u64,
+                event,
+                received_at_ms,
+                synthetic,
+                decision,
+                call,
+            })
+        })
+        .collect()
+}
+
+/// Events with seq in `after_seq + 1 ..= last_seq`, ascending, in their
+/// wire form.
+pub(crate) async fn wire_events<'e, E>(
+    ex: E,
+    after_seq: u64,
+    last_seq: u64,
+) -> Result<Vec<WireEvent>, StoreError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query_as::<_, (i64, Option<Vec<u8>>)>(
+        "SELECT seq, wire FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+    )
+    .bind(after_seq.min(i64::MAX as u64) as i64)
+    .bind(last_seq.min(i64::MAX as u64) as i64)
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(seq, wire)| match wire {
+            Some(wire) => Ok(WireEvent {
+                seq: seq as u64,
+                wire: Bytes::from(wire),
+            }),
+            None => Err(StoreError::Corrupt(format!("event {seq} has no content"))),
+        })
+        .collect()
+}
+
+pub(crate) async fn head_seq<'e, E>(ex: E) -> Result<u64, StoreError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let (head,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
+        .fetch_one(ex)
+        .await?;
+    Ok(head as u64)
+}
+
+/// The stored (dedupe key, seq) pairs among `keys`.
+pub(crate) async fn seqs_by_dedupe_keys(
+    conn: &mut PgConnection,
+    keys: &[String],
+) -> Result<Vec<(String, u64)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT dedupe_key, seq FROM events WHERE dedupe_key = ANY($1)")
+            .bind(keys)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.into_iter().map(|(k, s)| (k, s as u64)).collect())
+}
+
+pub(crate) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<CallRecord>, StoreError>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let row: Option<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT record, wire FROM calls WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_optional(ex)
+            .await?;
+    row.map(|(record, wire)| call_of(&record, wire.as_deref()))
+        .transpose()
+}
+
+/// The stored calls among `call_ids`, in no particular order.
+pub(crate) async fn load_calls(
+    conn: &mut PgConnection,
+    call_ids: &[&str],
+) -> Result<Vec<CallRecord>, StoreError> {
+    if call_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let records: Vec<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT record, wire FROM calls WHERE call_id = ANY($1)")
+            .bind(call_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    records
+        .into_iter()
+        .map(|(record, wire)| call_of(&record, wire.as_deref()))
+        .collect()
+}
+
+/// Inserts or replaces `calls` (distinct call ids) in multi-row statements.
+pub(crate) async fn upsert_calls(
+    conn: &mut PgConnection,
+    calls: &[CallRecord],
+) -> Result<(), StoreError> {
+    for chunk in calls.chunks(INSERT_CHUNK) {
+        let mut upsert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
+             initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
+             first_leg_call_id, xcid, ended_synthetically, record, wire) ",
+        );
+        upsert.push_values(chunk, |mut row, call| {
+            row.push_bind(call.call_id.clone())
+                .push_bind(call.direction.map(|d| d.as_str()))
+                .push_bind(call.from.clone())
+                .push_bind(call.to.clone())
+                .push_bind(call.state.as_str())
+                .push_bind(call.done)
+                .push_bind(call.cause.clone())
+                .push_bind(call.initialized_at_ms)
+                .push_bind(call.start_at_ms)
+                .push_bind(call.end_at_ms)
+                .push_bind(call.updated_at_ms)
+                .push_bind(call.orig_call_id.clone())
+                .push_bind(call.first_leg_call_id.clone())
+                .push_bind(call.xcid.clone())
+                .push_bind(call.ended_synthetically)
+                // The content is the wire form; JSON only in older rows.
+                .push_bind("")
+                .push_bind(prost::Message::encode_to_vec(&crate::encode::call(call)));
+        });
+        upsert.push(
+            " ON CONFLICT (call_id) DO UPDATE SET \
+             direction = excluded.direction, from_number = excluded.from_number, \
+             to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
+             cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
+             start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
+             updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
+             first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
+             ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
+             wire = excluded.wire",
+        );
+        upsert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Calls not ended whose last sign of life is older than `cutoff_ms`, oldest
+/// first: the rows [`crate::calls::is_stale`] holds for, found by index.
+pub(crate) async fn stale_open_calls(
+    conn: &mut PgConnection,
+    cutoff_ms: i64,
+) -> Result<Vec<CallRecord>, StoreError> {
+    let records: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT record, wire FROM calls \
+         WHERE state <> 'hangup' AND initialized_at_ms < $1 AND updated_at_ms < $1 \
+         ORDER BY initialized_at_ms, call_id",
+    )
+    .bind(cutoff_ms)
+    .fetch_all(conn)
+    .await?;
+    records
+        .into_iter()
+        .map(|(record, wire)| call_of(&record, wire.as_deref()))
+        .collect()
+}
+
+pub(crate) async fn setting(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    let value: Option<(String,)> = sqlx::query_as("SELECT value FROM settings_kv WHERE key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await?;
+    Ok(value.map(|(v,)| v))
+}
+
+pub(crate) async fn set_setting(
+    conn: &mut PgConnection,
+    key: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO settings_kv (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes events received before `cutoff_ms` (below `head`, so the newest
+/// stays and the sequence continues) and calls last updated before it.
+pub(crate) async fn purge(
+    conn: &mut PgConnection,
+    head: u64,
+    cutoff_ms: i64,
+) -> Result<(u64, u64), StoreError> {
+    let events = sqlx::query("DELETE FROM events WHERE received_at_ms < $1 AND seq < $2")
+        .bind(cutoff_ms)
+        .bind(head as i64)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let calls = sqlx::query("DELETE FROM calls WHERE updated_at_ms < $1")
+        .bind(cutoff_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok((events, calls))
+}

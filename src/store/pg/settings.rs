@@ -1,0 +1,228 @@
+//! The settings snapshot and its audit trail on PostgreSQL; every change
+//! notifies the other replicas in its transaction.
+
+use sqlx::{Postgres, QueryBuilder};
+
+use super::{PgStore, SETTINGS_CHANNEL, rows};
+use crate::decide::{BlockEntry, RoutingRule, Settings};
+use crate::paging;
+use crate::store::settings::{ZAMMAD_EXTRAS, parse_version, rows_to_write};
+use crate::store::{AuditEntry, AuditRecord, StoreError};
+
+/// Rows per INSERT statement.
+const INSERT_CHUNK: usize = 500;
+
+/// Serialises settings changes across replicas (transaction-scoped), so the
+/// version read and bumped by one change is never read by another.
+const SETTINGS_LOCK: i64 = 0x5349_4443_0003;
+
+impl PgStore {
+    pub(crate) async fn load_settings(&self) -> Result<Settings, StoreError> {
+        // One read transaction: a consistent snapshot even during a save.
+        let mut tx = self
+            .inner
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        let block_list = sqlx::query_as::<_, (String, String)>(
+            "SELECT pattern, note FROM block_list ORDER BY position",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(pattern, note)| BlockEntry { pattern, note })
+        .collect();
+        let routing_table = sqlx::query_as::<_, (String, String, String)>(
+            "SELECT dest, caller_id, note FROM routing_table ORDER BY position",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(dest, caller_id, note)| RoutingRule {
+            dest,
+            caller_id,
+            note,
+        })
+        .collect();
+        let default_caller_id = rows::setting(&mut tx, "default_caller_id")
+            .await?
+            .filter(|v| !v.is_empty());
+        let version = parse_version(rows::setting(&mut tx, "version").await?)?;
+        tx.commit().await?;
+        Ok(Settings {
+            block_list,
+            routing_table,
+            default_caller_id,
+            version,
+        })
+    }
+
+    /// [`save_settings`](Self::save_settings) for a change: tables equal to
+    /// `previous` are not rewritten, `zammad_extras` (JSON) is stored when
+    /// given, and the audit entry keeps the whole settings before and after
+    /// (`content`, JSON) for an undo. Everything is prepared before the
+    /// transaction starts, and rows go in as multi-row inserts, so the
+    /// database's write lock (which the event writer also needs) is held
+    /// for as short a time as possible.
+    pub(crate) async fn save_settings_change(
+        &self,
+        settings: &Settings,
+        previous: Option<&Settings>,
+        zammad_extras: Option<&str>,
+        audit: &AuditRecord,
+        content: Option<(&str, &str)>,
+    ) -> Result<Settings, StoreError> {
+        let started = std::time::Instant::now();
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SETTINGS_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        // `previous` is what this replica last saw; when another replica
+        // stored a change since, the tables are rewritten whole.
+        let stored_version = parse_version(rows::setting(&mut tx, "version").await?)?;
+        let previous = previous.filter(|p| p.version == stored_version);
+        let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
+        let routes_from = rows_to_write(
+            previous.map(|p| &p.routing_table[..]),
+            &settings.routing_table,
+        );
+        if let Some(from) = blocks_from {
+            if from == 0 {
+                sqlx::query("DELETE FROM block_list")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (n, chunk) in settings.block_list[from..].chunks(INSERT_CHUNK).enumerate() {
+                let mut insert = QueryBuilder::<Postgres>::new(
+                    "INSERT INTO block_list (position, pattern, note) ",
+                );
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, entry)| {
+                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
+                        .push_bind(&entry.pattern)
+                        .push_bind(&entry.note);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+        }
+        if let Some(from) = routes_from {
+            if from == 0 {
+                sqlx::query("DELETE FROM routing_table")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (n, chunk) in settings.routing_table[from..]
+                .chunks(INSERT_CHUNK)
+                .enumerate()
+            {
+                let mut insert = QueryBuilder::<Postgres>::new(
+                    "INSERT INTO routing_table (position, dest, caller_id, note) ",
+                );
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, rule)| {
+                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
+                        .push_bind(&rule.dest)
+                        .push_bind(&rule.caller_id)
+                        .push_bind(&rule.note);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+        }
+        let default_caller_id = settings.default_caller_id.clone().unwrap_or_default();
+        rows::set_setting(&mut tx, "default_caller_id", &default_caller_id).await?;
+        if let Some(extras) = zammad_extras {
+            rows::set_setting(&mut tx, ZAMMAD_EXTRAS, extras).await?;
+        }
+        let version = stored_version + 1;
+        rows::set_setting(&mut tx, "version", &version.to_string()).await?;
+        let (before, after) = content.unzip();
+        sqlx::query(
+            "INSERT INTO audit_log (at_ms, client, action, detail, settings_before, settings_after) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(audit.at_ms)
+        .bind(&audit.client)
+        .bind(&audit.action)
+        .bind(&audit.detail)
+        .bind(before)
+        .bind(after)
+        .execute(&mut *tx)
+        .await?;
+        // Delivered to every replica when the change commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(SETTINGS_CHANNEL)
+            .bind(version.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(
+            version,
+            held_ms = started.elapsed().as_millis() as u64,
+            "settings stored"
+        );
+        Ok(Settings {
+            block_list: settings.block_list.clone(),
+            routing_table: settings.routing_table.clone(),
+            default_caller_id: settings.default_caller_id.clone().filter(|v| !v.is_empty()),
+            version,
+        })
+    }
+
+    /// Zammad's keys kept with the settings (JSON), if any were stored.
+    pub(crate) async fn load_zammad_extras(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        rows::setting(&mut conn, ZAMMAD_EXTRAS).await
+    }
+
+    /// The settings before audit entry `id` (the newest entry when `None`):
+    /// its id and the JSON kept with it, `None` for an entry written before
+    /// the content was kept. `Ok(None)` when there is no such entry.
+    pub(crate) async fn audit_settings_before(
+        &self,
+        id: Option<u64>,
+    ) -> Result<Option<(u64, Option<String>)>, StoreError> {
+        let row: Option<(i64, Option<String>)> = match id {
+            Some(id) => {
+                sqlx::query_as("SELECT id, settings_before FROM audit_log WHERE id = $1")
+                    .bind(id.min(i64::MAX as u64) as i64)
+                    .fetch_optional(&self.inner.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_as("SELECT id, settings_before FROM audit_log ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&self.inner.pool)
+                    .await?
+            }
+        };
+        Ok(row.map(|(id, before)| (id as u64, before)))
+    }
+
+    /// Audit entries newest first; `before_id` pages back (entries with id < it).
+    pub(crate) async fn list_audit(
+        &self,
+        limit: u32,
+        before_id: Option<u64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = paging::AUDIT.clamp(limit);
+        let before = before_id
+            .filter(|&id| id > 0)
+            .map_or(i64::MAX, |id| id.min(i64::MAX as u64) as i64);
+        let entries = sqlx::query_as::<_, (i64, i64, String, String, String)>(
+            "SELECT id, at_ms, client, action, detail FROM audit_log \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.pool)
+        .await?
+        .into_iter()
+        .map(|(id, at_ms, client, action, detail)| AuditEntry {
+            id: id as u64,
+            at_ms,
+            client,
+            action,
+            detail,
+        })
+        .collect();
+        Ok(entries)
+    }
+}

@@ -1,0 +1,280 @@
+//! The PostgreSQL writer. Several replicas write to one database, so
+//! nothing this process remembers can be trusted between batches: every
+//! transaction takes the advisory lock [`WRITE_LOCK`], reads the stored
+//! head (the next seq) and every call of the batch under it, and notifies
+//! [`EVENTS_CHANNEL`] when it appended events.
+//!
+//! When the answer to a COMMIT is lost with the connection, the batch may
+//! or may not be stored. The retry looks under the lock for the last event
+//! the batch made, at its seq and in its exact wire form: if it is there,
+//! the batch committed and its answers stand; if not, the batch runs again.
+//!
+//! What reaches this replica's fan-out is read back from the table by the
+//! tail task, in seq order from the head at start: this replica's commits
+//! (woken right after each) and every other replica's (woken by the
+//! notification, or at the latest by a poll every [`TAIL_POLL`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnection;
+use sqlx::{ConnectOptions as _, Connection as _};
+use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::batch::{BatchEffects, apply};
+use super::cache::CallCache;
+use super::{Command, Publish};
+use crate::store::pg::{EVENTS_CHANNEL, PgStore, WRITE_LOCK, rows};
+use crate::store::{StoreError, WireEvent};
+
+/// The longest a committed event waits for the tail when a notification
+/// was lost (the listener reconnecting).
+const TAIL_POLL: Duration = Duration::from_secs(1);
+/// Events the tail reads per query.
+const TAIL_PAGE: i64 = 1024;
+/// Wait before the tail reads again after a failed read.
+const TAIL_RETRY: Duration = Duration::from_millis(500);
+
+pub(in crate::store) struct PgWriter {
+    store: PgStore,
+    /// `None` after a failure: the next attempt connects anew.
+    connection: Option<PgConnection>,
+    /// The batch's view of its calls, read under the lock; emptied before
+    /// every batch (another replica may have changed any call since).
+    cache: CallCache,
+    /// The seq after the last one this writer stored or read.
+    next_seq: u64,
+    /// What the batch being retried produced when its COMMIT got no answer.
+    unanswered: Option<BatchEffects>,
+    /// Wakes the tail after a commit.
+    wake: Arc<Notify>,
+    /// Stops the tail with the writer (after its last read).
+    _tail: DropGuard,
+}
+
+impl PgWriter {
+    pub(super) async fn start(
+        store: &PgStore,
+        publisher: Box<dyn Publish>,
+    ) -> Result<PgWriter, StoreError> {
+        let mut connection = store.options().connect().await?;
+        let head = rows::head_seq(&mut connection).await?;
+        let wake = store.events_notify();
+        let stop = CancellationToken::new();
+        tokio::spawn(tail(
+            store.clone(),
+            publisher,
+            head,
+            wake.clone(),
+            stop.clone(),
+        ));
+        Ok(PgWriter {
+            store: store.clone(),
+            connection: Some(connection),
+            cache: CallCache::default(),
+            next_seq: head + 1,
+            unanswered: None,
+            wake,
+            _tail: stop.drop_guard(),
+        })
+    }
+
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Runs `batch` in one transaction under the write lock. On failure
+    /// nothing of it was stored (or, when the commit's answer was lost,
+    /// all of it was: a retry then finds its events as duplicates).
+    pub(super) async fn try_commit(
+        &mut self,
+        batch: &[Command],
+    ) -> Result<BatchEffects, StoreError> {
+        let mut connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => self.store.options().connect().await?,
+        };
+        self.cache.clear();
+        let result = run_batch(
+            &mut connection,
+            &mut self.cache,
+            batch,
+            self.unanswered.take(),
+        )
+        .await;
+        self.cache.clear();
+        match result {
+            Ok((effects, next_seq)) => {
+                #[cfg(test)]
+                if self.store.take_lost_commit_answer() {
+                    self.unanswered = Some(effects);
+                    return Err(StoreError::Write("the answer to COMMIT was lost".into()));
+                }
+                self.connection = Some(connection);
+                self.next_seq = next_seq;
+                Ok(effects)
+            }
+            // The connection is dropped: the next attempt starts clean.
+            Err(Failure::Before(error)) => Err(error),
+            Err(Failure::AtCommit(error, effects)) => {
+                self.unanswered = Some(effects);
+                Err(error)
+            }
+        }
+    }
+
+    /// The batch being retried was given up: what it left is not its answer.
+    pub(super) fn forget(&mut self) {
+        self.unanswered = None;
+    }
+
+    /// Answers every command of a committed batch and wakes the tail,
+    /// which publishes its events with everyone else's in seq order.
+    pub(super) fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
+        let appended = effects.appended();
+        drop(effects.respond(batch));
+        if appended > 0 {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Why a batch was not stored, as far as this writer knows.
+enum Failure {
+    /// Failed before COMMIT: nothing of it is stored.
+    Before(StoreError),
+    /// COMMIT got no answer: stored or not, the retry finds out.
+    AtCommit(StoreError, BatchEffects),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Before(error)
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Failure::Before(error.into())
+    }
+}
+
+async fn run_batch(
+    connection: &mut PgConnection,
+    cache: &mut CallCache,
+    batch: &[Command],
+    unanswered: Option<BatchEffects>,
+) -> Result<(BatchEffects, u64), Failure> {
+    // READ COMMITTED: every statement after the lock sees every commit
+    // made before it was granted.
+    let mut tx = connection
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let head = rows::head_seq(&mut *tx).await?;
+    if let Some(effects) = unanswered
+        && let Some((seq, wire)) = effects.last_event()
+    {
+        let stored: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT wire FROM events WHERE seq = $1")
+                .bind(seq as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.flatten().as_deref() == Some(&wire[..]) {
+            tracing::info!(seq, "the batch whose COMMIT got no answer was stored");
+            tx.rollback().await?;
+            return Ok((effects, head + 1));
+        }
+    }
+    let mut next_seq = head + 1;
+    let effects = apply(&mut *tx, &mut next_seq, cache, batch).await?;
+    if effects.appended() > 0 {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind((next_seq - 1).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    // The lock goes with the commit; a dropped transaction rolls back.
+    match tx.commit().await {
+        Ok(()) => Ok((effects, next_seq)),
+        Err(error) => Err(Failure::AtCommit(error.into(), effects)),
+    }
+}
+
+/// Publishes every event after `head`, in seq order, as it becomes visible,
+/// until `stop`, then once more for what committed before it.
+async fn tail(
+    store: PgStore,
+    publisher: Box<dyn Publish>,
+    head: u64,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    publisher.set_head(head);
+    let mut last = head;
+    loop {
+        let stopping = stop.is_cancelled();
+        match read_after(&store, last).await {
+            Ok(events) => {
+                let full = events.len() as i64 == TAIL_PAGE;
+                for event in events {
+                    if event.seq != last + 1 {
+                        // Only retention deletes rows, and only old ones.
+                        tracing::warn!(
+                            after = last,
+                            next = event.seq,
+                            "events purged before this replica published them"
+                        );
+                    }
+                    last = event.seq;
+                    publisher.publish(event);
+                }
+                if full {
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, after = last, "reading new events failed; retrying");
+                if stopping {
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(TAIL_RETRY) => {}
+                }
+                continue;
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(TAIL_POLL) => {}
+        }
+    }
+}
+
+async fn read_after(store: &PgStore, after: u64) -> Result<Vec<WireEvent>, StoreError> {
+    let rows: Vec<(i64, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT seq, wire FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after.min(i64::MAX as u64) as i64)
+            .bind(TAIL_PAGE)
+            .fetch_all(store.pool())
+            .await?;
+    rows.into_iter()
+        .map(|(seq, wire)| match wire {
+            Some(wire) => Ok(WireEvent {
+                seq: seq as u64,
+                wire: wire.into(),
+            }),
+            None => Err(StoreError::Corrupt(format!("event {seq} has no content"))),
+        })
+        .collect()
+}
