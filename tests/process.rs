@@ -212,7 +212,7 @@ async fn the_readme_quick_start_prints_what_it_shows() {
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 4, "build, start, watch, stop");
+    assert_eq!(blocks.len(), 4, "run, start, watch, stop");
     let (start, watch, stop) = (blocks[1], blocks[2], blocks[3]);
     assert!(
         watch.starts_with("\"$sidecar\" watch --after-seq 0\n"),
