@@ -1,6 +1,6 @@
 //! The settings snapshot and its audit trail.
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Sqlite, Type};
 
 use crate::decide::{BlockEntry, RoutingRule, Settings};
 use crate::paging;
@@ -155,57 +155,21 @@ impl SqliteStore {
         rows::setting(&mut conn, ZAMMAD_EXTRAS).await
     }
 
-    /// The settings before audit entry `id` (the newest entry when `None`):
-    /// its id and the JSON kept with it, `None` for an entry written before
-    /// the content was kept. `Ok(None)` when there is no such entry.
+    /// The settings before audit entry `id`: see [`audit_settings_before`].
     pub(crate) async fn audit_settings_before(
         &self,
         id: Option<u64>,
     ) -> Result<Option<(u64, Option<String>)>, StoreError> {
-        let row: Option<(i64, Option<String>)> = match id {
-            Some(id) => {
-                sqlx::query_as("SELECT id, settings_before FROM audit_log WHERE id = $1")
-                    .bind(id.min(i64::MAX as u64) as i64)
-                    .fetch_optional(&self.inner.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query_as("SELECT id, settings_before FROM audit_log ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&self.inner.pool)
-                    .await?
-            }
-        };
-        Ok(row.map(|(id, before)| (id as u64, before)))
+        audit_settings_before(&self.inner.pool, id).await
     }
 
-    /// Audit entries newest first; `before_id` pages back (entries with id < it).
+    /// Audit entries newest first: see [`list_audit`].
     pub(crate) async fn list_audit(
         &self,
         limit: u32,
         before_id: Option<u64>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let limit = paging::AUDIT.clamp(limit);
-        let before = before_id
-            .filter(|&id| id > 0)
-            .map_or(i64::MAX, |id| id.min(i64::MAX as u64) as i64);
-        let entries = sqlx::query_as::<_, (i64, i64, String, String, String)>(
-            "SELECT id, at_ms, client, action, detail FROM audit_log \
-             WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await?
-        .into_iter()
-        .map(|(id, at_ms, client, action, detail)| AuditEntry {
-            id: id as u64,
-            at_ms,
-            client,
-            action,
-            detail,
-        })
-        .collect();
-        Ok(entries)
+        list_audit(&self.inner.pool, limit, before_id).await
     }
 }
 
@@ -227,6 +191,75 @@ pub(super) fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("settings version {v:?} is not a number"))),
     }
+}
+
+/// The settings before audit entry `id` (the newest entry when `None`): its
+/// id and the JSON kept with it, `None` for an entry written before the
+/// content was kept. `Ok(None)` when there is no such entry. The same SQL
+/// on both backends.
+pub(super) async fn audit_settings_before<'e, E, DB>(
+    ex: E,
+    id: Option<u64>,
+) -> Result<Option<(u64, Option<String>)>, StoreError>
+where
+    E: Executor<'e, Database = DB>,
+    DB: Database,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (i64, Option<String>): FromRow<'r, DB::Row>,
+{
+    let row: Option<(i64, Option<String>)> = match id {
+        Some(id) => {
+            sqlx::query_as("SELECT id, settings_before FROM audit_log WHERE id = $1")
+                .bind(id.min(i64::MAX as u64) as i64)
+                .fetch_optional(ex)
+                .await?
+        }
+        None => {
+            sqlx::query_as("SELECT id, settings_before FROM audit_log ORDER BY id DESC LIMIT 1")
+                .fetch_optional(ex)
+                .await?
+        }
+    };
+    Ok(row.map(|(id, before)| (id as u64, before)))
+}
+
+/// Audit entries newest first; `before_id` pages back (entries with id < it).
+/// The same SQL on both backends.
+pub(super) async fn list_audit<'e, E, DB>(
+    ex: E,
+    limit: u32,
+    before_id: Option<u64>,
+) -> Result<Vec<AuditEntry>, StoreError>
+where
+    E: Executor<'e, Database = DB>,
+    DB: Database,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (i64, i64, String, String, String): FromRow<'r, DB::Row>,
+{
+    let limit = paging::AUDIT.clamp(limit);
+    let before = before_id
+        .filter(|&id| id > 0)
+        .map_or(i64::MAX, |id| id.min(i64::MAX as u64) as i64);
+    let entries = sqlx::query_as::<_, (i64, i64, String, String, String)>(
+        "SELECT id, at_ms, client, action, detail FROM audit_log \
+         WHERE id < $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(before)
+    .bind(i64::from(limit))
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(|(id, at_ms, client, action, detail)| AuditEntry {
+        id: id as u64,
+        at_ms,
+        client,
+        action,
+        detail,
+    })
+    .collect();
+    Ok(entries)
 }
 
 #[cfg(test)]

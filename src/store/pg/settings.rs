@@ -5,8 +5,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::{PgStore, SETTINGS_CHANNEL, rows};
 use crate::decide::{BlockEntry, RoutingRule, Settings};
-use crate::paging;
-use crate::store::settings::{ZAMMAD_EXTRAS, parse_version, rows_to_write};
+use crate::store::settings::{self, ZAMMAD_EXTRAS, parse_version, rows_to_write};
 use crate::store::{AuditEntry, AuditRecord, StoreError};
 
 /// Rows per INSERT statement.
@@ -173,56 +172,21 @@ impl PgStore {
         rows::setting(&mut conn, ZAMMAD_EXTRAS).await
     }
 
-    /// The settings before audit entry `id` (the newest entry when `None`):
-    /// its id and the JSON kept with it, `None` for an entry written before
-    /// the content was kept. `Ok(None)` when there is no such entry.
+    /// The settings before audit entry `id`: see
+    /// [`crate::store::settings::audit_settings_before`].
     pub(crate) async fn audit_settings_before(
         &self,
         id: Option<u64>,
     ) -> Result<Option<(u64, Option<String>)>, StoreError> {
-        let row: Option<(i64, Option<String>)> = match id {
-            Some(id) => {
-                sqlx::query_as("SELECT id, settings_before FROM audit_log WHERE id = $1")
-                    .bind(id.min(i64::MAX as u64) as i64)
-                    .fetch_optional(&self.inner.pool)
-                    .await?
-            }
-            None => {
-                sqlx::query_as("SELECT id, settings_before FROM audit_log ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&self.inner.pool)
-                    .await?
-            }
-        };
-        Ok(row.map(|(id, before)| (id as u64, before)))
+        settings::audit_settings_before(&self.inner.pool, id).await
     }
 
-    /// Audit entries newest first; `before_id` pages back (entries with id < it).
+    /// Audit entries newest first: see [`crate::store::settings::list_audit`].
     pub(crate) async fn list_audit(
         &self,
         limit: u32,
         before_id: Option<u64>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let limit = paging::AUDIT.clamp(limit);
-        let before = before_id
-            .filter(|&id| id > 0)
-            .map_or(i64::MAX, |id| id.min(i64::MAX as u64) as i64);
-        let entries = sqlx::query_as::<_, (i64, i64, String, String, String)>(
-            "SELECT id, at_ms, client, action, detail FROM audit_log \
-             WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await?
-        .into_iter()
-        .map(|(id, at_ms, client, action, detail)| AuditEntry {
-            id: id as u64,
-            at_ms,
-            client,
-            action,
-            detail,
-        })
-        .collect();
-        Ok(entries)
+        settings::list_audit(&self.inner.pool, limit, before_id).await
     }
 }
