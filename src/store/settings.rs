@@ -16,37 +16,9 @@ impl SqliteStore {
     pub(crate) async fn load_settings(&self) -> Result<Settings, StoreError> {
         // One read transaction: a consistent snapshot even during a save.
         let mut tx = self.inner.pool.begin().await?;
-        let block_list = sqlx::query_as::<_, (String, String)>(
-            "SELECT pattern, note FROM block_list ORDER BY position",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(pattern, note)| BlockEntry { pattern, note })
-        .collect();
-        let routing_table = sqlx::query_as::<_, (String, String, String)>(
-            "SELECT dest, caller_id, note FROM routing_table ORDER BY position",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(dest, caller_id, note)| RoutingRule {
-            dest,
-            caller_id,
-            note,
-        })
-        .collect();
-        let default_caller_id = rows::setting(&mut tx, "default_caller_id")
-            .await?
-            .filter(|v| !v.is_empty());
-        let version = parse_version(rows::setting(&mut tx, "version").await?)?;
+        let settings = read_settings::<Sqlite>(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Settings {
-            block_list,
-            routing_table,
-            default_caller_id,
-            version,
-        })
+        Ok(settings)
     }
 
     /// Replaces the block list, routing table and default caller ID, bumps
@@ -191,6 +163,59 @@ pub(super) fn parse_version(value: Option<String>) -> Result<u64, StoreError> {
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("settings version {v:?} is not a number"))),
     }
+}
+
+/// The settings as stored, read on `conn` (inside the caller's read
+/// transaction, for a consistent snapshot). The same SQL on both backends.
+pub(super) async fn read_settings<DB>(conn: &mut DB::Connection) -> Result<Settings, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (String, String): FromRow<'r, DB::Row>,
+    for<'r> (String, String, String): FromRow<'r, DB::Row>,
+{
+    let block_list = sqlx::query_as::<_, (String, String)>(
+        "SELECT pattern, note FROM block_list ORDER BY position",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(pattern, note)| BlockEntry { pattern, note })
+    .collect();
+    let routing_table = sqlx::query_as::<_, (String, String, String)>(
+        "SELECT dest, caller_id, note FROM routing_table ORDER BY position",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(dest, caller_id, note)| RoutingRule {
+        dest,
+        caller_id,
+        note,
+    })
+    .collect();
+    let setting =
+        async |conn: &mut DB::Connection, key: &str| -> Result<Option<String>, StoreError> {
+            let value: Option<(String,)> =
+                sqlx::query_as("SELECT value FROM settings_kv WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            Ok(value.map(|(v,)| v))
+        };
+    let default_caller_id = setting(conn, "default_caller_id")
+        .await?
+        .filter(|v| !v.is_empty());
+    let version = parse_version(setting(conn, "version").await?)?;
+    Ok(Settings {
+        block_list,
+        routing_table,
+        default_caller_id,
+        version,
+    })
 }
 
 /// The settings before audit entry `id` (the newest entry when `None`): its

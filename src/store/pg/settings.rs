@@ -4,7 +4,7 @@
 use sqlx::{Postgres, QueryBuilder};
 
 use super::{PgStore, SETTINGS_CHANNEL, rows};
-use crate::decide::{BlockEntry, RoutingRule, Settings};
+use crate::decide::Settings;
 use crate::store::settings::{self, ZAMMAD_EXTRAS, parse_version, rows_to_write};
 use crate::store::{AuditEntry, AuditRecord, StoreError};
 
@@ -23,37 +23,9 @@ impl PgStore {
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await?;
-        let block_list = sqlx::query_as::<_, (String, String)>(
-            "SELECT pattern, note FROM block_list ORDER BY position",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(pattern, note)| BlockEntry { pattern, note })
-        .collect();
-        let routing_table = sqlx::query_as::<_, (String, String, String)>(
-            "SELECT dest, caller_id, note FROM routing_table ORDER BY position",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(dest, caller_id, note)| RoutingRule {
-            dest,
-            caller_id,
-            note,
-        })
-        .collect();
-        let default_caller_id = rows::setting(&mut tx, "default_caller_id")
-            .await?
-            .filter(|v| !v.is_empty());
-        let version = parse_version(rows::setting(&mut tx, "version").await?)?;
+        let settings = settings::read_settings::<Postgres>(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Settings {
-            block_list,
-            routing_table,
-            default_caller_id,
-            version,
-        })
+        Ok(settings)
     }
 
     /// [`save_settings`](Self::save_settings) for a change: tables equal to
