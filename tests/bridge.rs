@@ -392,10 +392,11 @@ async fn a_bridge_restart_loses_nothing_and_duplicates_count_as_delivered() {
 #[tokio::test]
 async fn a_receiver_that_is_down_gets_everything_once_it_is_back() {
     let server = TestServer::start().await;
-    // Reserve a port, then free it: connections are refused until Zammad "comes back".
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    // Connections are refused until Zammad "comes back": a socket bound but
+    // not listening refuses them and keeps the port from every other server.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = reserved.local_addr().unwrap();
     answered_call(&server, "down1").await;
     let state = server.dir.path().join("zammad.cursor");
     let (stop, task) = spawn_zammad_bridge(
@@ -411,7 +412,7 @@ async fn a_receiver_that_is_down_gets_everything_once_it_is_back() {
         "an unreachable receiver never stops the bridge"
     );
 
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = reserved.listen(128).unwrap();
     let zammad = Shared::default();
     serve_on(
         listener,

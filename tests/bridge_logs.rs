@@ -113,10 +113,11 @@ async fn readyz(http: &str) -> (u16, String) {
 #[tokio::test]
 async fn the_cti_token_never_reaches_the_log_but_the_causes_do() {
     let dir = tempfile::tempdir().unwrap();
-    // Reserve a port, then free it: Zammad is down at first.
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let zammad = probe.local_addr().unwrap();
-    drop(probe);
+    // Zammad is down at first: a socket bound but not listening refuses
+    // connections and keeps the port from every other server on the machine.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let zammad = reserved.local_addr().unwrap();
     let server = spawn_serve(dir.path(), &format!("http://{zammad}/api/v1/cti/{TOKEN}"));
     let started = server.wait_for_log("sipgate-sidecar started").await;
     let http = started_addr(&started, "http_addr=");
@@ -143,7 +144,7 @@ async fn the_cti_token_never_reaches_the_log_but_the_causes_do() {
 
     // Zammad comes back behind a redirect to https (with the same path): a
     // refusal whose reason names the Location, token redacted.
-    let listener = tokio::net::TcpListener::bind(zammad).await.unwrap();
+    let listener = reserved.listen(128).unwrap();
     let redirect = Router::new().fallback(move |uri: Uri| async move {
         (
             StatusCode::MOVED_PERMANENTLY,
