@@ -30,6 +30,10 @@ impl From<StoreError> for Status {
                     "writing to the database failed ({reason}); nothing was changed, try again"
                 ))
             }
+            StoreError::Read(reason) => {
+                tracing::error!(%reason, "database read failed");
+                Status::unavailable(format!("reading the database failed ({reason}); try again"))
+            }
             StoreError::WriterClosed => {
                 Status::unavailable("the sidecar is shutting down; nothing was changed")
             }

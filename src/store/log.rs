@@ -9,7 +9,7 @@ use crate::paging;
 
 #[cfg(test)]
 use super::StoredEvent;
-use super::{CallQuery, SqliteStore, StoreError, WireEvent, rows};
+use super::{CallQuery, SqliteStore, StoreError, WireEvent, pages, rows};
 
 /// One page of the event log, bounded in events and in bytes.
 #[derive(Debug, Default)]
@@ -49,11 +49,7 @@ impl SqliteStore {
         } else {
             limit
         };
-        let (events, rows) = rows::wire_page(&self.inner.pool, after_seq, limit, max_bytes).await?;
-        // Every row up to the limit fitted, and there were fewer than it:
-        // the page ends at the head as it was when read.
-        let at_head = events.len() == rows && rows < limit as usize;
-        Ok(EventPage { events, at_head })
+        pages::read(&self.inner.pool, after_seq, limit, max_bytes).await
     }
 
     /// The highest stored sequence number, 0 when the log is empty.

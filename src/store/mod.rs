@@ -24,6 +24,7 @@ pub mod health;
 mod log;
 pub(crate) mod maintenance;
 mod open;
+mod pages;
 mod pg;
 mod rows;
 mod settings;
@@ -144,6 +145,9 @@ pub enum StoreError {
     BadPageToken,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A read failed below sqlx (see [`pages`]).
+    #[error("reading the database failed: {0}")]
+    Read(String),
     /// A stored row that no longer decodes (hand-edited, or a newer schema).
     #[error("stored data cannot be decoded: {0}")]
     Corrupt(String),

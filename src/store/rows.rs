@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use sqlx::{Executor, QueryBuilder, Sqlite};
 
-use super::{StoreError, StoredEvent, WireEvent};
+use super::{StoreError, StoredEvent};
 use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
@@ -124,73 +124,28 @@ where
         .collect()
 }
 
-/// One page of the log in wire form, in one statement: the events with
-/// seq > `after_seq`, ascending, at most `limit` of them and at most
-/// `max_bytes` together (but always the first, however large). Sizes are
-/// summed before any content is read, so only the rows of the page are
-/// loaded. Also returns how many rows the limit alone would have given.
-/// Events stored before the wire form was kept are encoded from their JSON.
-pub(super) async fn wire_page<'e, E>(
-    ex: E,
-    after_seq: u64,
-    limit: u32,
-    max_bytes: usize,
-) -> Result<(Vec<WireEvent>, usize), StoreError>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    type Row = (i64, Option<Vec<u8>>, i64, bool, Option<String>, i64);
-    let rows = sqlx::query_as::<_, Row>(
-        "SELECT e.seq, e.wire, e.received_at_ms, e.synthetic, \
-         CASE WHEN e.wire IS NULL THEN e.payload END, s.rows \
-         FROM (SELECT seq, \
-                 SUM(size) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS upto, \
-                 ROW_NUMBER() OVER (ORDER BY seq) AS n, \
-                 COUNT(*) OVER () AS rows \
-               FROM (SELECT seq, COALESCE(octet_length(wire), octet_length(payload)) AS size \
-                     FROM events WHERE seq > $1 ORDER BY seq LIMIT $2)) s \
-         JOIN events e ON e.seq = s.seq \
-         WHERE s.upto <= $3 OR s.n = 1 \
-         ORDER BY e.seq",
-    )
-    .bind(after_seq.min(i64::MAX as u64) as i64)
-    .bind(i64::from(limit))
-    .bind(max_bytes.min(i64::MAX as usize) as i64)
-    .fetch_all(ex)
-    .await?;
-    let total = rows.first().map_or(0, |r| r.5.max(0) as usize);
-    let events = rows
-        .into_iter()
-        .map(|(seq, wire, received_at_ms, synthetic, payload, _)| {
-            let wire = match (wire, payload) {
-                (Some(wire), _) => Bytes::from(wire),
-                (None, Some(payload)) => {
-                    let Payload {
-                        event,
-                        decision,
-                        call,
-                    } = serde_json::from_str(&payload)?;
-                    StoredEvent {
-                        seq: seq as u64,
-                        event,
-                        received_at_ms,
-                        synthetic,
-                        decision,
-                        call,
-                    }
-                    .encode()
-                }
-                (None, None) => {
-                    return Err(StoreError::Corrupt(format!("event {seq} has no content")));
-                }
-            };
-            Ok(WireEvent {
-                seq: seq as u64,
-                wire,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok((events, total))
+/// The wire form of an event stored before the wire form was kept
+/// (migration 0003): encoded from its JSON payload.
+pub(super) fn legacy_wire(
+    seq: u64,
+    payload: &str,
+    received_at_ms: i64,
+    synthetic: bool,
+) -> Result<Bytes, StoreError> {
+    let Payload {
+        event,
+        decision,
+        call,
+    } = serde_json::from_str(payload)?;
+    Ok(StoredEvent {
+        seq,
+        event,
+        received_at_ms,
+        synthetic,
+        decision,
+        call,
+    }
+    .encode())
 }
 
 pub(super) async fn head_seq<'e, E>(ex: E) -> Result<u64, StoreError>

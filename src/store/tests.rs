@@ -312,6 +312,35 @@ async fn pages_serve_the_stored_wire_form_and_encode_older_rows_from_json() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn a_page_reader_that_goes_away_leaves_the_pool_usable() {
+    let h = Harness::new(16).await;
+    for i in 0..50 {
+        h.append(new_call(&format!("P{i}"), Direction::In, &[]), None, i)
+            .await;
+    }
+    // Readers dropped before, during and after their blocking read.
+    for delay_us in [0, 50, 200, 1_000, 5_000] {
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = h.store.clone();
+                tokio::spawn(async move { store.event_page(0, 4096, usize::MAX).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_micros(delay_us)).await;
+        for reader in readers {
+            reader.abort();
+        }
+    }
+    let page = h.store.event_page(0, 4096, usize::MAX).await.unwrap();
+    assert_eq!(page.events.len(), 50);
+    assert!(page.at_head);
+    h.append(new_call("after", Direction::In, &[]), None, 99).await;
+    let page = h.store.event_page(50, 10, usize::MAX).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [51]);
+    h.stop().await;
+}
+
 async fn answer_and_hangup_for_unknown_calls_create_rows(kind: Kind) {
     let Some(h) = Harness::of(kind, "answer_and_hangup_for_unknown_calls_create_rows", 16).await
     else {
