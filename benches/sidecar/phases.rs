@@ -15,7 +15,7 @@ use crate::{
     replicas,
     server::{cpu_time, rss_bytes, spawn_bare, spawn_sidecar},
     storm,
-    subscribers::{catch_up, idle_subscribers_rss, start_subscribers},
+    subscribers::{Reading, catch_up, idle_subscribers_rss, start_subscribers},
     workload::{Workload, configure_settings},
 };
 
@@ -83,8 +83,12 @@ pub struct Targets {
     pub bare_newcalls: Load,
     pub bare_newcalls_cpu: Cpu,
     pub populate_took: Duration,
+    /// Catch-up to a subscriber reading only each event's seq.
     pub caught_up: u64,
     pub catchup_took: Duration,
+    /// Catch-up to a subscriber decoding every event in full.
+    pub caught_up_decoded: u64,
+    pub catchup_decoded_took: Duration,
 }
 
 pub async fn run(args: &Args, exe: &Path) -> anyhow::Result<Results> {
@@ -240,7 +244,9 @@ async fn targets(
     eprintln!("[8/8] catch-up over {} stored events", args.catchup_events);
     let populate_took = populate(&database, args.catchup_events).await?;
     let sidecar = spawn_sidecar(exe, &database, work).await?;
-    let (caught_up, catchup_took) = catch_up(sidecar.grpc.as_deref().expect("grpc")).await?;
+    let grpc = sidecar.grpc.as_deref().expect("grpc");
+    let (caught_up, catchup_took) = catch_up(grpc, Reading::SeqOnly).await?;
+    let (caught_up_decoded, catchup_decoded_took) = catch_up(grpc, Reading::Decoded).await?;
     sidecar.stop().await;
 
     Ok(Targets {
@@ -265,5 +271,7 @@ async fn targets(
         populate_took,
         caught_up,
         catchup_took,
+        caught_up_decoded,
+        catchup_decoded_took,
     })
 }

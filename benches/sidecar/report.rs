@@ -65,10 +65,17 @@ fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow
         populate_took,
         caught_up,
         catchup_took,
+        caught_up_decoded,
+        catchup_decoded_took,
     } = targets;
     let ratio = saturated.throughput() / bare_sat.throughput();
     let newcall_ratio = newcalls.throughput() / bare_newcalls.throughput();
     let catchup_rate = caught_up as f64 / catchup_took.as_secs_f64();
+    let decoded_rate = caught_up_decoded as f64 / catchup_decoded_took.as_secs_f64();
+    let catchup_measured = format!(
+        "{catchup_rate:.0} events/s over {caught_up} events to a subscriber reading each \
+         event's seq; {decoded_rate:.0} events/s to one decoding every event in full"
+    );
     // Every subscriber saw the same number of events, at least one per
     // accepted webhook (a rejected call adds its synthetic end).
     let all_same = |counts: &[u64], at_least: u64| {
@@ -114,9 +121,7 @@ fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow
     );
     let _ = writeln!(
         report,
-        "| catch-up ≥ 100,000 events/s from seq 0 | {caught_up} events in {:.2} s = {:.0} events/s | {} |",
-        catchup_took.as_secs_f64(),
-        catchup_rate,
+        "| catch-up ≥ 100,000 events/s from seq 0 | {catchup_measured} | {} |",
         verdict(catchup_rate >= 100_000.0)
     );
     let _ = writeln!(
@@ -163,7 +168,7 @@ fn targets_section(report: &mut String, args: &Args, targets: Targets) -> anyhow
     );
     let _ = writeln!(
         report,
-        "| catch-up ≥ 500,000 events/s from seq 0 | {catchup_rate:.0} events/s over {caught_up} events | {} |",
+        "| catch-up ≥ 500,000 events/s from seq 0 | {catchup_measured} | {} |",
         verdict(catchup_rate >= 500_000.0)
     );
     let _ = writeln!(

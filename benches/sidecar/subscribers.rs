@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, stream::BoxStream};
 use sipgate_sidecar::proto::{self, call_events_client::CallEventsClient};
 use tonic::transport::Channel;
 
@@ -120,11 +120,30 @@ pub async fn idle_subscribers_rss(grpc: &str, pid: u32, count: usize) -> anyhow:
     Ok(rss_bytes(pid))
 }
 
-/// Subscribes from sequence 0 and reads up to the head: how many events, how long.
-pub async fn catch_up(grpc: &str) -> anyhow::Result<(u64, Duration)> {
+/// How the catching-up subscriber reads each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Decoded in full into the generated `CallEvent`, as a client would:
+    /// the subscriber's own decoding is part of the figure.
+    Decoded,
+    /// Only `seq` decoded (every other field skipped): what the server
+    /// sends, with as little of the subscriber's cost as a gRPC client has.
+    SeqOnly,
+}
+
+/// `CallEvent` with every field but `seq` left unread.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SeqOnly {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+}
+
+/// One subscriber resuming from sequence 0 until it has the head as it was
+/// when it started, checking that no event is missing: the events received
+/// and the time it took.
+pub async fn catch_up(grpc: &str, reading: Reading) -> anyhow::Result<(u64, Duration)> {
     let channel = Channel::from_shared(grpc.to_string())?.connect().await?;
-    let mut events = CallEventsClient::new(channel).max_decoding_message_size(64 << 20);
-    let head = events
+    let head = CallEventsClient::new(channel.clone())
         .list_events(proto::ListEventsRequest {
             after_seq: 0,
             limit: 1,
@@ -132,20 +151,40 @@ pub async fn catch_up(grpc: &str) -> anyhow::Result<(u64, Duration)> {
         .await?
         .into_inner()
         .head_seq;
+    let request = proto::SubscribeRequest {
+        after_seq: Some(0),
+        ..Default::default()
+    };
     let start = Instant::now();
-    let mut stream = events
-        .subscribe(proto::SubscribeRequest {
-            after_seq: Some(0),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let seqs: BoxStream<'static, Result<u64, tonic::Status>> = match reading {
+        Reading::Decoded => CallEventsClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .subscribe(request)
+            .await?
+            .into_inner()
+            .map(|e| e.map(|e| e.seq))
+            .boxed(),
+        Reading::SeqOnly => {
+            let mut raw = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+            raw.ready().await?;
+            raw.server_streaming(
+                tonic::Request::new(request),
+                "/sidecar.v1.CallEvents/Subscribe".parse()?,
+                tonic_prost::ProstCodec::<proto::SubscribeRequest, SeqOnly>::default(),
+            )
+            .await?
+            .into_inner()
+            .map(|e| e.map(|e| e.seq))
+            .boxed()
+        }
+    };
+    let mut seqs = seqs;
     let mut received = 0u64;
-    while let Some(event) = stream.next().await {
-        let event = event?;
+    while let Some(seq) = seqs.next().await {
+        let seq = seq?;
         received += 1;
-        anyhow::ensure!(event.seq == received, "gap in catch-up at {}", event.seq);
-        if event.seq >= head {
+        anyhow::ensure!(seq == received, "gap in catch-up at {seq}");
+        if seq >= head {
             break;
         }
     }

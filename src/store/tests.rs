@@ -335,7 +335,8 @@ async fn a_page_reader_that_goes_away_leaves_the_pool_usable() {
     let page = h.store.event_page(0, 4096, usize::MAX).await.unwrap();
     assert_eq!(page.events.len(), 50);
     assert!(page.at_head);
-    h.append(new_call("after", Direction::In, &[]), None, 99).await;
+    h.append(new_call("after", Direction::In, &[]), None, 99)
+        .await;
     let page = h.store.event_page(50, 10, usize::MAX).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [51]);
     h.stop().await;
