@@ -15,6 +15,8 @@
 //!
 //! - [`open`](Store::open): connections and migrations;
 //! - `log`: reads of the event log and the call log;
+//! - `pages`: catch-up pages, read straight from a pooled connection's
+//!   locked handle rather than row by row through sqlx;
 //! - `settings`: the settings snapshot and its audit trail;
 //! - `rows`: the SQL shared by the reads and the writer;
 //! - `backend`: [`Store`], which hands each call to the backend in use.
