@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use crate::calls::CallRecord;
 use crate::paging;
@@ -67,57 +67,98 @@ impl SqliteStore {
         &self,
         q: &CallQuery,
     ) -> Result<(Vec<CallRecord>, Option<String>), StoreError> {
-        let limit = paging::CALLS.clamp(q.limit);
-        let cursor = match q.page_token.as_deref() {
-            None | Some("") => None,
-            Some(token) => Some(decode_page_token(token)?),
-        };
-
-        let mut sql = QueryBuilder::<Sqlite>::new("SELECT record, wire FROM calls WHERE 1 = 1");
-        if let Some(direction) = q.direction {
-            sql.push(" AND direction = ").push_bind(direction.as_str());
-        }
-        if let Some(done) = q.done {
-            sql.push(" AND done = ").push_bind(done);
-        }
-        if let Some(state) = q.state {
-            sql.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(number) = q.number.as_deref().filter(|n| !n.is_empty()) {
-            sql.push(" AND (from_number = ")
-                .push_bind(number)
-                .push(" OR to_number = ")
-                .push_bind(number)
-                .push(")");
-        }
-        if let Some((at_ms, call_id)) = cursor {
-            sql.push(" AND (initialized_at_ms < ")
-                .push_bind(at_ms)
-                .push(" OR (initialized_at_ms = ")
-                .push_bind(at_ms)
-                .push(" AND call_id < ")
-                .push_bind(call_id)
-                .push("))");
-        }
-        sql.push(" ORDER BY initialized_at_ms DESC, call_id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-
-        let records: Vec<(String, Option<Vec<u8>>)> =
-            sql.build_query_as().fetch_all(&self.inner.pool).await?;
-        let mut calls = records
-            .into_iter()
-            .map(|(record, wire)| rows::call_of(&record, wire.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = if calls.len() > limit as usize {
-            calls.truncate(limit as usize);
-            calls
-                .last()
-                .map(|c| encode_page_token(c.initialized_at_ms, &c.call_id))
-        } else {
-            None
-        };
-        Ok((calls, next))
+        list_calls(&self.inner.pool, q).await
     }
+}
+
+/// A page of the call log, newest first (by initialized_at, ties by
+/// call_id), and the token for the next page (`None` on the last page).
+/// The same SQL on both backends.
+pub(super) async fn list_calls<DB>(
+    pool: &Pool<DB>,
+    q: &CallQuery,
+) -> Result<(Vec<CallRecord>, Option<String>), StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
+{
+    let limit = paging::CALLS.clamp(q.limit);
+    let cursor = match q.page_token.as_deref() {
+        None | Some("") => None,
+        Some(token) => Some(decode_page_token(token)?),
+    };
+
+    // Built by hand rather than with `QueryBuilder`, which cannot be
+    // executed from code generic over the database.
+    let mut sql = String::from("SELECT record, wire FROM calls WHERE 1 = 1");
+    let mut args = DB::Arguments::default();
+    if let Some(direction) = q.direction {
+        sql.push_str(" AND direction = ");
+        bind(&mut sql, &mut args, direction.as_str().to_owned())?;
+    }
+    if let Some(done) = q.done {
+        sql.push_str(" AND done = ");
+        bind(&mut sql, &mut args, done)?;
+    }
+    if let Some(state) = q.state {
+        sql.push_str(" AND state = ");
+        bind(&mut sql, &mut args, state.as_str().to_owned())?;
+    }
+    if let Some(number) = q.number.as_deref().filter(|n| !n.is_empty()) {
+        sql.push_str(" AND (from_number = ");
+        bind(&mut sql, &mut args, number.to_owned())?;
+        sql.push_str(" OR to_number = ");
+        bind(&mut sql, &mut args, number.to_owned())?;
+        sql.push(')');
+    }
+    if let Some((at_ms, call_id)) = cursor {
+        sql.push_str(" AND (initialized_at_ms < ");
+        bind(&mut sql, &mut args, at_ms)?;
+        sql.push_str(" OR (initialized_at_ms = ");
+        bind(&mut sql, &mut args, at_ms)?;
+        sql.push_str(" AND call_id < ");
+        bind(&mut sql, &mut args, call_id)?;
+        sql.push_str("))");
+    }
+    sql.push_str(" ORDER BY initialized_at_ms DESC, call_id DESC LIMIT ");
+    bind(&mut sql, &mut args, i64::from(limit) + 1)?;
+
+    let records: Vec<(String, Option<Vec<u8>>)> =
+        sqlx::query_as_with(&sql, args).fetch_all(pool).await?;
+    let mut calls = records
+        .into_iter()
+        .map(|(record, wire)| rows::call_of(&record, wire.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = if calls.len() > limit as usize {
+        calls.truncate(limit as usize);
+        calls
+            .last()
+            .map(|c| encode_page_token(c.initialized_at_ms, &c.call_id))
+    } else {
+        None
+    };
+    Ok((calls, next))
+}
+
+/// Adds `value` to `args` and its placeholder to `sql`.
+fn bind<'q, DB, T>(
+    sql: &mut String,
+    args: &mut DB::Arguments<'q>,
+    value: T,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    T: 'q + Encode<'q, DB> + Type<DB>,
+{
+    args.add(value).map_err(sqlx::Error::Encode)?;
+    args.format_placeholder(sql)
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    Ok(())
 }
 
 pub(super) fn encode_page_token(initialized_at_ms: i64, call_id: &str) -> String {

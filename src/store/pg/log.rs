@@ -1,13 +1,10 @@
 //! Reads of the event log and the call log on PostgreSQL.
 
-use sqlx::{Postgres, QueryBuilder};
-
 use super::{PgStore, rows};
 use crate::calls::CallRecord;
 use crate::paging;
 #[cfg(test)]
 use crate::store::StoredEvent;
-use crate::store::log::{decode_page_token, encode_page_token};
 use crate::store::{CallQuery, EventPage, StoreError};
 
 impl PgStore {
@@ -83,55 +80,6 @@ impl PgStore {
         &self,
         q: &CallQuery,
     ) -> Result<(Vec<CallRecord>, Option<String>), StoreError> {
-        let limit = paging::CALLS.clamp(q.limit);
-        let cursor = match q.page_token.as_deref() {
-            None | Some("") => None,
-            Some(token) => Some(decode_page_token(token)?),
-        };
-
-        let mut sql = QueryBuilder::<Postgres>::new("SELECT record, wire FROM calls WHERE 1 = 1");
-        if let Some(direction) = q.direction {
-            sql.push(" AND direction = ").push_bind(direction.as_str());
-        }
-        if let Some(done) = q.done {
-            sql.push(" AND done = ").push_bind(done);
-        }
-        if let Some(state) = q.state {
-            sql.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(number) = q.number.as_deref().filter(|n| !n.is_empty()) {
-            sql.push(" AND (from_number = ")
-                .push_bind(number)
-                .push(" OR to_number = ")
-                .push_bind(number)
-                .push(")");
-        }
-        if let Some((at_ms, call_id)) = cursor {
-            sql.push(" AND (initialized_at_ms < ")
-                .push_bind(at_ms)
-                .push(" OR (initialized_at_ms = ")
-                .push_bind(at_ms)
-                .push(" AND call_id < ")
-                .push_bind(call_id)
-                .push("))");
-        }
-        sql.push(" ORDER BY initialized_at_ms DESC, call_id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-
-        let records: Vec<(String, Option<Vec<u8>>)> =
-            sql.build_query_as().fetch_all(&self.inner.pool).await?;
-        let mut calls = records
-            .into_iter()
-            .map(|(record, wire)| crate::store::rows::call_of(&record, wire.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = if calls.len() > limit as usize {
-            calls.truncate(limit as usize);
-            calls
-                .last()
-                .map(|c| encode_page_token(c.initialized_at_ms, &c.call_id))
-        } else {
-            None
-        };
-        Ok((calls, next))
+        crate::store::log::list_calls(&self.inner.pool, q).await
     }
 }
