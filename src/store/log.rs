@@ -2,13 +2,14 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use crate::calls::CallRecord;
 use crate::paging;
 
 #[cfg(test)]
 use super::StoredEvent;
+use super::sql::bind;
 use super::{CallQuery, SqliteStore, StoreError, WireEvent, pages, rows};
 
 /// One page of the event log, bounded in events and in bytes.
@@ -93,8 +94,6 @@ where
         Some(token) => Some(decode_page_token(token)?),
     };
 
-    // Built by hand rather than with `QueryBuilder`, which cannot be
-    // executed from code generic over the database.
     let mut sql = String::from("SELECT record, wire FROM calls WHERE 1 = 1");
     let mut args = DB::Arguments::default();
     if let Some(direction) = q.direction {
@@ -143,22 +142,6 @@ where
         None
     };
     Ok((calls, next))
-}
-
-/// Adds `value` to `args` and its placeholder to `sql`.
-fn bind<'q, DB, T>(
-    sql: &mut String,
-    args: &mut DB::Arguments<'q>,
-    value: T,
-) -> Result<(), StoreError>
-where
-    DB: Database,
-    T: 'q + Encode<'q, DB> + Type<DB>,
-{
-    args.add(value).map_err(sqlx::Error::Encode)?;
-    args.format_placeholder(sql)
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    Ok(())
 }
 
 pub(super) fn encode_page_token(initialized_at_ms: i64, call_id: &str) -> String {

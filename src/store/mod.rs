@@ -19,6 +19,7 @@
 //!   locked handle rather than row by row through sqlx;
 //! - `settings`: the settings snapshot and its audit trail;
 //! - `rows`: the SQL shared by the reads and the writer;
+//! - `sql`: statements built at run time in code generic over the database;
 //! - `backend`: [`Store`], which hands each call to the backend in use.
 
 mod backend;
@@ -30,6 +31,7 @@ mod pages;
 mod pg;
 mod rows;
 mod settings;
+mod sql;
 pub mod writer;
 
 use std::sync::{Arc, Mutex};

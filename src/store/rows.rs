@@ -325,30 +325,3 @@ pub(super) async fn stale_open_calls(
         .map(|(record, wire)| call_of(&record, wire.as_deref()))
         .collect()
 }
-
-pub(super) async fn setting(
-    conn: &mut SqliteConnection,
-    key: &str,
-) -> Result<Option<String>, StoreError> {
-    let value: Option<(String,)> = sqlx::query_as("SELECT value FROM settings_kv WHERE key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    Ok(value.map(|(v,)| v))
-}
-
-pub(super) async fn set_setting(
-    conn: &mut SqliteConnection,
-    key: &str,
-    value: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO settings_kv (key, value) VALUES ($1, $2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(conn)
-    .await?;
-    Ok(())
-}

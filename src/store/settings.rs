@@ -1,6 +1,6 @@
 //! The settings snapshot and its audit trail.
 
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Sqlite, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Sqlite, Type};
 
 use crate::decide::{BlockEntry, RoutingRule, Settings};
 use crate::paging;
@@ -10,7 +10,8 @@ const INSERT_CHUNK: usize = 500;
 /// The `settings_kv` key of Zammad's kept keys (`user_remote_map`, `view_limit`).
 pub(super) const ZAMMAD_EXTRAS: &str = "zammad_extras";
 
-use super::{AuditEntry, AuditRecord, SqliteStore, StoreError, rows};
+use super::sql::bind;
+use super::{AuditEntry, AuditRecord, SqliteStore, StoreError};
 
 impl SqliteStore {
     pub(crate) async fn load_settings(&self) -> Result<Settings, StoreError> {
@@ -22,14 +23,12 @@ impl SqliteStore {
     }
 
     /// Replaces the block list, routing table and default caller ID, bumps
-    /// the version and appends `audit`, all in one transaction, for a
-    /// change: tables equal to
-    /// `previous` are not rewritten, `zammad_extras` (JSON) is stored when
-    /// given, and the audit entry keeps the whole settings before and after
-    /// (`content`, JSON) for an undo. Everything is prepared before the
-    /// transaction starts, and rows go in as multi-row inserts, so the
-    /// database's write lock (which the event writer also needs) is held
-    /// for as short a time as possible.
+    /// the version and appends `audit`, all in one transaction
+    /// ([`write_change`]): tables equal to `previous` are not rewritten,
+    /// `zammad_extras` (JSON) is stored when given, and the audit entry
+    /// keeps the whole settings before and after (`content`, JSON) for an
+    /// undo. The database's write lock, which the event writer also needs,
+    /// is held for those few statements only.
     pub(crate) async fn save_settings_change(
         &self,
         settings: &Settings,
@@ -38,75 +37,13 @@ impl SqliteStore {
         audit: &AuditRecord,
         content: Option<(&str, &str)>,
     ) -> Result<Settings, StoreError> {
-        let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
-        let routes_from = rows_to_write(
-            previous.map(|p| &p.routing_table[..]),
-            &settings.routing_table,
-        );
         let started = std::time::Instant::now();
         // IMMEDIATE takes the write lock up front, so this waits (busy_timeout)
         // for the event writer instead of failing with SQLITE_BUSY on upgrade.
         let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(from) = blocks_from {
-            if from == 0 {
-                sqlx::query("DELETE FROM block_list")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (n, chunk) in settings.block_list[from..].chunks(INSERT_CHUNK).enumerate() {
-                let mut insert = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO block_list (position, pattern, note) ",
-                );
-                insert.push_values(chunk.iter().enumerate(), |mut row, (i, entry)| {
-                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
-                        .push_bind(&entry.pattern)
-                        .push_bind(&entry.note);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-        }
-        if let Some(from) = routes_from {
-            if from == 0 {
-                sqlx::query("DELETE FROM routing_table")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (n, chunk) in settings.routing_table[from..]
-                .chunks(INSERT_CHUNK)
-                .enumerate()
-            {
-                let mut insert = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO routing_table (position, dest, caller_id, note) ",
-                );
-                insert.push_values(chunk.iter().enumerate(), |mut row, (i, rule)| {
-                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
-                        .push_bind(&rule.dest)
-                        .push_bind(&rule.caller_id)
-                        .push_bind(&rule.note);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-        }
-        let default_caller_id = settings.default_caller_id.clone().unwrap_or_default();
-        rows::set_setting(&mut tx, "default_caller_id", &default_caller_id).await?;
-        if let Some(extras) = zammad_extras {
-            rows::set_setting(&mut tx, ZAMMAD_EXTRAS, extras).await?;
-        }
-        let version = parse_version(rows::setting(&mut tx, "version").await?)? + 1;
-        rows::set_setting(&mut tx, "version", &version.to_string()).await?;
-        let (before, after) = content.unzip();
-        sqlx::query(
-            "INSERT INTO audit_log (at_ms, client, action, detail, settings_before, settings_after) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(audit.at_ms)
-        .bind(&audit.client)
-        .bind(&audit.action)
-        .bind(&audit.detail)
-        .bind(before)
-        .bind(after)
-        .execute(&mut *tx)
-        .await?;
+        let version =
+            write_change::<Sqlite>(&mut tx, settings, previous, zammad_extras, audit, content)
+                .await?;
         tx.commit().await?;
         tracing::debug!(
             version,
@@ -124,7 +61,7 @@ impl SqliteStore {
     /// Zammad's keys kept with the settings (JSON), if any were stored.
     pub(crate) async fn load_zammad_extras(&self) -> Result<Option<String>, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;
-        rows::setting(&mut conn, ZAMMAD_EXTRAS).await
+        setting::<Sqlite>(&mut conn, ZAMMAD_EXTRAS).await
     }
 
     /// The settings before audit entry `id`: see [`audit_settings_before`].
@@ -143,6 +80,164 @@ impl SqliteStore {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         list_audit(&self.inner.pool, limit, before_id).await
     }
+}
+
+/// One settings change, in the caller's transaction (which holds the
+/// backend's write lock): the tables rewritten from the first row that
+/// differs from `previous` (whole when `previous` is not the version
+/// stored), the settings keys, the version bumped, and the audit entry
+/// with the whole settings before and after (`content`). Rows go in as
+/// multi-row inserts. The same SQL on both backends. Returns the new
+/// version.
+pub(super) async fn write_change<DB>(
+    conn: &mut DB::Connection,
+    settings: &Settings,
+    previous: Option<&Settings>,
+    zammad_extras: Option<&str>,
+    audit: &AuditRecord,
+    content: Option<(&str, &str)>,
+) -> Result<u64, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let stored_version = parse_version(setting::<DB>(conn, "version").await?)?;
+    // `previous` is what this process last saw; when another replica
+    // stored a change since, the tables are rewritten whole.
+    let previous = previous.filter(|p| p.version == stored_version);
+    let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
+    if let Some(from) = blocks_from {
+        insert_from::<DB, _, 2>(
+            conn,
+            "block_list (position, pattern, note)",
+            &settings.block_list,
+            from,
+            |entry| [&entry.pattern, &entry.note],
+        )
+        .await?;
+    }
+    let routes_from = rows_to_write(
+        previous.map(|p| &p.routing_table[..]),
+        &settings.routing_table,
+    );
+    if let Some(from) = routes_from {
+        insert_from::<DB, _, 3>(
+            conn,
+            "routing_table (position, dest, caller_id, note)",
+            &settings.routing_table,
+            from,
+            |rule| [&rule.dest, &rule.caller_id, &rule.note],
+        )
+        .await?;
+    }
+    let default_caller_id = settings.default_caller_id.clone().unwrap_or_default();
+    set_setting::<DB>(conn, "default_caller_id", &default_caller_id).await?;
+    if let Some(extras) = zammad_extras {
+        set_setting::<DB>(conn, ZAMMAD_EXTRAS, extras).await?;
+    }
+    let version = stored_version + 1;
+    set_setting::<DB>(conn, "version", &version.to_string()).await?;
+    let (before, after) = content.unzip();
+    sqlx::query(
+        "INSERT INTO audit_log (at_ms, client, action, detail, settings_before, settings_after) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(audit.at_ms)
+    .bind(audit.client.clone())
+    .bind(audit.action.clone())
+    .bind(audit.detail.clone())
+    .bind(before.map(str::to_owned))
+    .bind(after.map(str::to_owned))
+    .execute(&mut *conn)
+    .await?;
+    Ok(version)
+}
+
+/// Writes `items[from..]` into `table` (name and columns, `position`
+/// first), each row its position and the `N` text fields `fields` gives;
+/// from 0, the table is emptied first (otherwise the rows are appended
+/// after the stored ones, see [`rows_to_write`]).
+async fn insert_from<DB, T, const N: usize>(
+    conn: &mut DB::Connection,
+    table: &str,
+    items: &[T],
+    from: usize,
+    fields: impl Fn(&T) -> [&String; N],
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    if from == 0 {
+        let name = table.split_whitespace().next().unwrap_or(table);
+        sqlx::query::<DB>(&format!("DELETE FROM {name}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (n, chunk) in items[from..].chunks(INSERT_CHUNK).enumerate() {
+        let mut sql = format!("INSERT INTO {table} VALUES ");
+        let mut args = DB::Arguments::default();
+        for (i, item) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            bind(&mut sql, &mut args, (from + n * INSERT_CHUNK + i) as i64)?;
+            for field in fields(item) {
+                sql.push_str(", ");
+                bind(&mut sql, &mut args, field.clone())?;
+            }
+            sql.push(')');
+        }
+        sqlx::query_with(&sql, args).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A value of `settings_kv`.
+pub(super) async fn setting<DB>(
+    conn: &mut DB::Connection,
+    key: &str,
+) -> Result<Option<String>, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let value: Option<(String,)> = sqlx::query_as("SELECT value FROM settings_kv WHERE key = $1")
+        .bind(key.to_owned())
+        .fetch_optional(conn)
+        .await?;
+    Ok(value.map(|(v,)| v))
+}
+
+async fn set_setting<DB>(
+    conn: &mut DB::Connection,
+    key: &str,
+    value: &str,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    sqlx::query(
+        "INSERT INTO settings_kv (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key.to_owned())
+    .bind(value.to_owned())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Which rows of a list to write: `None` when it equals what is stored,

@@ -263,33 +263,6 @@ pub(crate) async fn stale_open_calls(
         .collect()
 }
 
-pub(crate) async fn setting(
-    conn: &mut PgConnection,
-    key: &str,
-) -> Result<Option<String>, StoreError> {
-    let value: Option<(String,)> = sqlx::query_as("SELECT value FROM settings_kv WHERE key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    Ok(value.map(|(v,)| v))
-}
-
-pub(crate) async fn set_setting(
-    conn: &mut PgConnection,
-    key: &str,
-    value: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO settings_kv (key, value) VALUES ($1, $2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Deletes events received before `cutoff_ms` (below `head`, so the newest
 /// stays and the sequence continues) and calls last updated before it.
 pub(crate) async fn purge(

@@ -1,15 +1,12 @@
 //! The settings snapshot and its audit trail on PostgreSQL; every change
 //! notifies the other replicas in its transaction.
 
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::Postgres;
 
-use super::{PgStore, SETTINGS_CHANNEL, rows};
+use super::{PgStore, SETTINGS_CHANNEL};
 use crate::decide::Settings;
-use crate::store::settings::{self, ZAMMAD_EXTRAS, parse_version, rows_to_write};
+use crate::store::settings::{self, ZAMMAD_EXTRAS};
 use crate::store::{AuditEntry, AuditRecord, StoreError};
-
-/// Rows per INSERT statement.
-const INSERT_CHUNK: usize = 500;
 
 /// Serialises settings changes across replicas (transaction-scoped), so the
 /// version read and bumped by one change is never read by another.
@@ -49,74 +46,14 @@ impl PgStore {
             .bind(SETTINGS_LOCK)
             .execute(&mut *tx)
             .await?;
-        // `previous` is what this replica last saw; when another replica
-        // stored a change since, the tables are rewritten whole.
-        let stored_version = parse_version(rows::setting(&mut tx, "version").await?)?;
-        let previous = previous.filter(|p| p.version == stored_version);
-        let blocks_from = rows_to_write(previous.map(|p| &p.block_list[..]), &settings.block_list);
-        let routes_from = rows_to_write(
-            previous.map(|p| &p.routing_table[..]),
-            &settings.routing_table,
-        );
-        if let Some(from) = blocks_from {
-            if from == 0 {
-                sqlx::query("DELETE FROM block_list")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (n, chunk) in settings.block_list[from..].chunks(INSERT_CHUNK).enumerate() {
-                let mut insert = QueryBuilder::<Postgres>::new(
-                    "INSERT INTO block_list (position, pattern, note) ",
-                );
-                insert.push_values(chunk.iter().enumerate(), |mut row, (i, entry)| {
-                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
-                        .push_bind(&entry.pattern)
-                        .push_bind(&entry.note);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-        }
-        if let Some(from) = routes_from {
-            if from == 0 {
-                sqlx::query("DELETE FROM routing_table")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (n, chunk) in settings.routing_table[from..]
-                .chunks(INSERT_CHUNK)
-                .enumerate()
-            {
-                let mut insert = QueryBuilder::<Postgres>::new(
-                    "INSERT INTO routing_table (position, dest, caller_id, note) ",
-                );
-                insert.push_values(chunk.iter().enumerate(), |mut row, (i, rule)| {
-                    row.push_bind((from + n * INSERT_CHUNK + i) as i64)
-                        .push_bind(&rule.dest)
-                        .push_bind(&rule.caller_id)
-                        .push_bind(&rule.note);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-        }
-        let default_caller_id = settings.default_caller_id.clone().unwrap_or_default();
-        rows::set_setting(&mut tx, "default_caller_id", &default_caller_id).await?;
-        if let Some(extras) = zammad_extras {
-            rows::set_setting(&mut tx, ZAMMAD_EXTRAS, extras).await?;
-        }
-        let version = stored_version + 1;
-        rows::set_setting(&mut tx, "version", &version.to_string()).await?;
-        let (before, after) = content.unzip();
-        sqlx::query(
-            "INSERT INTO audit_log (at_ms, client, action, detail, settings_before, settings_after) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+        let version = settings::write_change::<Postgres>(
+            &mut tx,
+            settings,
+            previous,
+            zammad_extras,
+            audit,
+            content,
         )
-        .bind(audit.at_ms)
-        .bind(&audit.client)
-        .bind(&audit.action)
-        .bind(&audit.detail)
-        .bind(before)
-        .bind(after)
-        .execute(&mut *tx)
         .await?;
         // Delivered to every replica when the change commits.
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -141,7 +78,7 @@ impl PgStore {
     /// Zammad's keys kept with the settings (JSON), if any were stored.
     pub(crate) async fn load_zammad_extras(&self) -> Result<Option<String>, StoreError> {
         let mut conn = self.inner.pool.acquire().await?;
-        rows::setting(&mut conn, ZAMMAD_EXTRAS).await
+        settings::setting::<Postgres>(&mut conn, ZAMMAD_EXTRAS).await
     }
 
     /// The settings before audit entry `id`: see
