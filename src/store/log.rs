@@ -9,7 +9,7 @@ use crate::paging;
 
 #[cfg(test)]
 use super::StoredEvent;
-use super::sql::bind;
+use super::sql::{self, bind};
 use super::{CallQuery, SqliteStore, StoreError, WireEvent, pages, rows};
 
 /// One page of the event log, bounded in events and in bytes.
@@ -55,11 +55,11 @@ impl SqliteStore {
 
     /// The highest stored sequence number, 0 when the log is empty.
     pub(crate) async fn head_seq(&self) -> Result<u64, StoreError> {
-        rows::head_seq(&self.inner.pool).await
+        sql::head_seq(&self.inner.pool).await
     }
 
     pub(crate) async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        rows::load_call(&self.inner.pool, call_id).await
+        sql::load_call(&self.inner.pool, call_id).await
     }
 
     /// Calls newest first (by initialized_at, ties by call_id) and the token

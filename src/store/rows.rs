@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sqlx::sqlite::SqliteConnection;
 
-use sqlx::{Executor, QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::{StoreError, StoredEvent};
 use crate::calls::CallRecord;
@@ -90,7 +90,7 @@ pub(super) async fn events_after<'e, E>(
     limit: u32,
 ) -> Result<Vec<StoredEvent>, StoreError>
 where
-    E: Executor<'e, Database = Sqlite>,
+    E: sqlx::Executor<'e, Database = Sqlite>,
 {
     let rows = sqlx::query_as::<_, (i64, i64, bool, String, Option<Vec<u8>>)>(
         "SELECT seq, received_at_ms, synthetic, payload, wire FROM events \
@@ -148,16 +148,6 @@ pub(super) fn legacy_wire(
     .encode())
 }
 
-pub(super) async fn head_seq<'e, E>(ex: E) -> Result<u64, StoreError>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let (head,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
-        .fetch_one(ex)
-        .await?;
-    Ok(head as u64)
-}
-
 /// The stored (dedupe key, seq) pairs among `keys`.
 pub(super) async fn seqs_by_dedupe_keys(
     conn: &mut SqliteConnection,
@@ -176,19 +166,6 @@ pub(super) async fn seqs_by_dedupe_keys(
         found.extend(rows.into_iter().map(|(k, s)| (k, s as u64)));
     }
     Ok(found)
-}
-
-pub(super) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<CallRecord>, StoreError>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let row: Option<(String, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT record, wire FROM calls WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_optional(ex)
-            .await?;
-    row.map(|(record, wire)| call_of(&record, wire.as_deref()))
-        .transpose()
 }
 
 /// A call row's content: its protobuf form (`wire`), or the JSON `record` of
@@ -304,24 +281,4 @@ fn push_upsert_calls(
         );
     }
     Ok(())
-}
-
-/// Calls not ended whose last sign of life is older than `cutoff_ms`, oldest
-/// first: the rows [`crate::calls::is_stale`] holds for, found by index.
-pub(super) async fn stale_open_calls(
-    conn: &mut SqliteConnection,
-    cutoff_ms: i64,
-) -> Result<Vec<CallRecord>, StoreError> {
-    let records: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT record, wire FROM calls \
-         WHERE state <> 'hangup' AND initialized_at_ms < $1 AND updated_at_ms < $1 \
-         ORDER BY initialized_at_ms, call_id",
-    )
-    .bind(cutoff_ms)
-    .fetch_all(conn)
-    .await?;
-    records
-        .into_iter()
-        .map(|(record, wire)| call_of(&record, wire.as_deref()))
-        .collect()
 }

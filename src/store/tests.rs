@@ -1048,5 +1048,5 @@ async fn a_removed_wal_is_copied_into_the_database_and_writes_are_held() {
         .connect()
         .await
         .unwrap();
-    assert_eq!(rows::head_seq(&mut conn).await.unwrap(), 1);
+    assert_eq!(sql::head_seq(&mut conn).await.unwrap(), 1);
 }

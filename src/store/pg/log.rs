@@ -5,7 +5,7 @@ use crate::calls::CallRecord;
 use crate::paging;
 #[cfg(test)]
 use crate::store::StoredEvent;
-use crate::store::{CallQuery, EventPage, StoreError};
+use crate::store::{CallQuery, EventPage, StoreError, sql};
 
 impl PgStore {
     /// Events with seq > `after_seq`, ascending, a page of at most `limit`
@@ -67,11 +67,11 @@ impl PgStore {
 
     /// The highest stored sequence number, 0 when the log is empty.
     pub(crate) async fn head_seq(&self) -> Result<u64, StoreError> {
-        rows::head_seq(&self.inner.pool).await
+        sql::head_seq(&self.inner.pool).await
     }
 
     pub(crate) async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        rows::load_call(&self.inner.pool, call_id).await
+        sql::load_call(&self.inner.pool, call_id).await
     }
 
     /// Calls newest first (by initialized_at, ties by call_id) and the token

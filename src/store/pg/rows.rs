@@ -138,16 +138,6 @@ where
         .collect()
 }
 
-pub(crate) async fn head_seq<'e, E>(ex: E) -> Result<u64, StoreError>
-where
-    E: Executor<'e, Database = Postgres>,
-{
-    let (head,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
-        .fetch_one(ex)
-        .await?;
-    Ok(head as u64)
-}
-
 /// The stored (dedupe key, seq) pairs among `keys`.
 pub(crate) async fn seqs_by_dedupe_keys(
     conn: &mut PgConnection,
@@ -162,19 +152,6 @@ pub(crate) async fn seqs_by_dedupe_keys(
             .fetch_all(&mut *conn)
             .await?;
     Ok(rows.into_iter().map(|(k, s)| (k, s as u64)).collect())
-}
-
-pub(crate) async fn load_call<'e, E>(ex: E, call_id: &str) -> Result<Option<CallRecord>, StoreError>
-where
-    E: Executor<'e, Database = Postgres>,
-{
-    let row: Option<(String, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT record, wire FROM calls WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_optional(ex)
-            .await?;
-    row.map(|(record, wire)| call_of(&record, wire.as_deref()))
-        .transpose()
 }
 
 /// The stored calls among `call_ids`, in no particular order.
@@ -241,26 +218,6 @@ pub(crate) async fn upsert_calls(
         upsert.build().execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-/// Calls not ended whose last sign of life is older than `cutoff_ms`, oldest
-/// first: the rows [`crate::calls::is_stale`] holds for, found by index.
-pub(crate) async fn stale_open_calls(
-    conn: &mut PgConnection,
-    cutoff_ms: i64,
-) -> Result<Vec<CallRecord>, StoreError> {
-    let records: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT record, wire FROM calls \
-         WHERE state <> 'hangup' AND initialized_at_ms < $1 AND updated_at_ms < $1 \
-         ORDER BY initialized_at_ms, call_id",
-    )
-    .bind(cutoff_ms)
-    .fetch_all(conn)
-    .await?;
-    records
-        .into_iter()
-        .map(|(record, wire)| call_of(&record, wire.as_deref()))
-        .collect()
 }
 
 /// Deletes events received before `cutoff_ms` (below `head`, so the newest

@@ -12,7 +12,7 @@ use super::cache::CallCache;
 use super::conn::{BatchConn, SqliteBatch};
 use super::{Command, Committed, Intake, Outcome, Publish};
 use crate::calls::{self, CallRecord, SyntheticEnd};
-use crate::store::{SqliteStore, StoreError, StoredEvent, WireEvent, rows};
+use crate::store::{SqliteStore, StoreError, StoredEvent, WireEvent, sql};
 use crate::telemetry::names;
 
 /// The database and WAL files as they were when the writer started: SQLite
@@ -182,7 +182,7 @@ impl Writer {
         publisher: Box<dyn Publish>,
     ) -> Result<Writer, StoreError> {
         let mut connection = store.writer_connection().await?;
-        let head = rows::head_seq(&mut connection).await?;
+        let head = sql::head_seq(&mut connection).await?;
         publisher.set_head(head);
         let files = Files::new(store.file());
         Ok(Writer {
@@ -215,7 +215,7 @@ impl Writer {
             // The new connection is open before the old one closes, so the
             // WAL is never released (and recreated) in between.
             let mut connection = self.store.reconnect_writer().await?;
-            let head = rows::head_seq(&mut connection).await?;
+            let head = sql::head_seq(&mut connection).await?;
             self.connection = connection;
             self.next_seq = head + 1;
             self.cache.clear();

@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 use crate::calls::CallRecord;
-use crate::store::{StoreError, StoredEvent, pg, rows};
+use crate::store::{StoreError, StoredEvent, pg, rows, sql};
 
 /// What a batch reads before it applies its commands: the stored calls and
 /// the stored (dedupe key, seq) pairs it asked for.
@@ -75,7 +75,7 @@ pub(super) struct SqliteBatch<'c>(pub &'c mut SqliteConnection);
 
 impl BatchConn for SqliteBatch<'_> {
     async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        rows::load_call(&mut *self.0, call_id).await
+        sql::load_call(&mut *self.0, call_id).await
     }
     async fn load_batch(
         &mut self,
@@ -103,7 +103,7 @@ impl BatchConn for SqliteBatch<'_> {
         rows::write_and_commit(self.0, calls, events, wires, dedupe_keys).await
     }
     async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
-        rows::stale_open_calls(self.0, cutoff_ms).await
+        sql::stale_open_calls(&mut *self.0, cutoff_ms).await
     }
     async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
         purge(self.0, head, cutoff_ms).await
@@ -112,7 +112,7 @@ impl BatchConn for SqliteBatch<'_> {
 
 impl BatchConn for PgConnection {
     async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        pg::rows::load_call(self, call_id).await
+        sql::load_call(self, call_id).await
     }
     async fn load_batch(
         &mut self,
@@ -146,7 +146,7 @@ impl BatchConn for PgConnection {
         pg::rows::insert_events(self, events, wires, dedupe_keys).await
     }
     async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
-        pg::rows::stale_open_calls(self, cutoff_ms).await
+        sql::stale_open_calls(self, cutoff_ms).await
     }
     async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
         pg::rows::purge(self, head, cutoff_ms).await

@@ -25,8 +25,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::batch::{BatchEffects, apply};
 use super::cache::CallCache;
 use super::{Command, Publish};
-use crate::store::pg::{EVENTS_CHANNEL, PgStore, WRITE_LOCK, rows};
-use crate::store::{StoreError, WireEvent};
+use crate::store::pg::{EVENTS_CHANNEL, PgStore, WRITE_LOCK};
+use crate::store::{StoreError, WireEvent, sql};
 
 /// The longest a committed event waits for the tail when a notification
 /// was lost (the listener reconnecting).
@@ -59,7 +59,7 @@ impl PgWriter {
         publisher: Box<dyn Publish>,
     ) -> Result<PgWriter, StoreError> {
         let mut connection = store.options().connect().await?;
-        let head = rows::head_seq(&mut connection).await?;
+        let head = sql::head_seq(&mut connection).await?;
         let wake = store.events_notify();
         let stop = CancellationToken::new();
         tokio::spawn(tail(
@@ -175,7 +175,7 @@ async fn run_batch(
         .bind(WRITE_LOCK)
         .execute(&mut *tx)
         .await?;
-    let head = rows::head_seq(&mut *tx).await?;
+    let head = sql::head_seq(&mut *tx).await?;
     if let Some(effects) = unanswered
         && let Some((seq, wire)) = effects.last_event()
     {
