@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 
 use sqlx::{QueryBuilder, Sqlite};
 
+use super::sql::{self, INSERT_CHUNK};
 use super::{StoreError, StoredEvent};
 use crate::calls::CallRecord;
 use crate::decide::Decision;
@@ -21,50 +22,6 @@ struct Payload {
     call: CallRecord,
 }
 
-/// Rows per INSERT: 11 parameters each stays far below SQLite's limit.
-const INSERT_CHUNK: usize = 500;
-
-/// Appends to `sql` the statements inserting `events` (with their wire
-/// forms and dedupe keys), a few hundred rows per statement.
-fn push_insert_events(
-    sql: &mut QueryBuilder<'_, Sqlite>,
-    events: &[StoredEvent],
-    wires: &[Bytes],
-    dedupe_keys: &[Option<String>],
-) -> Result<(), StoreError> {
-    debug_assert_eq!(events.len(), dedupe_keys.len());
-    debug_assert_eq!(events.len(), wires.len());
-    for ((chunk, keys), wires) in events
-        .chunks(INSERT_CHUNK)
-        .zip(dedupe_keys.chunks(INSERT_CHUNK))
-        .zip(wires.chunks(INSERT_CHUNK))
-    {
-        sql.push(
-            "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
-             received_at_ms, synthetic, dedupe_key, payload, wire) ",
-        );
-        sql.push_values(
-            chunk.iter().zip(keys).zip(wires),
-            |mut row, ((e, key), wire)| {
-                row.push_bind(e.seq as i64)
-                    .push_bind(e.event.kind.as_str())
-                    .push_bind(e.event.call_id.clone())
-                    .push_bind(e.event.direction.map(|d| d.as_str()))
-                    .push_bind(e.event.from.clone())
-                    .push_bind(e.event.to.clone())
-                    .push_bind(e.received_at_ms)
-                    .push_bind(e.synthetic)
-                    .push_bind(key.clone())
-                    // The content is the wire form; JSON only in older rows.
-                    .push_bind("")
-                    .push_bind(wire.to_vec());
-            },
-        );
-        sql.push("; ");
-    }
-    Ok(())
-}
-
 /// Writes what a batch produced and commits its transaction, in one round
 /// trip to the connection: the calls it changed, its events, `COMMIT`.
 /// On an error the transaction is still open: the caller rolls it back.
@@ -75,11 +32,19 @@ pub(super) async fn write_and_commit(
     wires: &[Bytes],
     dedupe_keys: &[Option<String>],
 ) -> Result<(), StoreError> {
-    let mut sql = QueryBuilder::<Sqlite>::new("");
-    push_upsert_calls(&mut sql, calls)?;
-    push_insert_events(&mut sql, events, wires, dedupe_keys)?;
-    sql.push("COMMIT");
-    sql.build().execute(&mut *conn).await?;
+    let mut sql = String::new();
+    let mut args = SqliteArguments::default();
+    push_upsert_calls(&mut sql, &mut args, calls)?;
+    for ((events, wires), keys) in events
+        .chunks(INSERT_CHUNK)
+        .zip(wires.chunks(INSERT_CHUNK))
+        .zip(dedupe_keys.chunks(INSERT_CHUNK))
+    {
+        sql::push_insert_events::<Sqlite>(&mut sql, &mut args, events, wires, keys)?;
+        sql.push_str("; ");
+    }
+    sql.push_str("COMMIT");
+    sqlx::query_with(&sql, args).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -231,54 +196,23 @@ pub(super) async fn upsert_calls(
     if calls.is_empty() {
         return Ok(());
     }
-    let mut sql = QueryBuilder::<Sqlite>::new("");
-    push_upsert_calls(&mut sql, calls)?;
-    sql.build().execute(&mut *conn).await?;
+    let mut sql = String::new();
+    let mut args = SqliteArguments::default();
+    push_upsert_calls(&mut sql, &mut args, calls)?;
+    sqlx::query_with(&sql, args).execute(&mut *conn).await?;
     Ok(())
 }
 
-/// Appends to `sql` the statements inserting or replacing `calls`.
-fn push_upsert_calls(
-    sql: &mut QueryBuilder<'_, Sqlite>,
-    calls: &[CallRecord],
+/// Appends to `sql` the statements inserting or replacing `calls`, a few
+/// hundred rows per statement, each ended by `; `.
+fn push_upsert_calls<'q>(
+    sql: &mut String,
+    args: &mut SqliteArguments<'q>,
+    calls: &'q [CallRecord],
 ) -> Result<(), StoreError> {
     for chunk in calls.chunks(INSERT_CHUNK) {
-        sql.push(
-            "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
-             initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
-             first_leg_call_id, xcid, ended_synthetically, record, wire) ",
-        );
-        sql.push_values(chunk, |mut row, call| {
-            row.push_bind(call.call_id.clone())
-                .push_bind(call.direction.map(|d| d.as_str()))
-                .push_bind(call.from.clone())
-                .push_bind(call.to.clone())
-                .push_bind(call.state.as_str())
-                .push_bind(call.done)
-                .push_bind(call.cause.clone())
-                .push_bind(call.initialized_at_ms)
-                .push_bind(call.start_at_ms)
-                .push_bind(call.end_at_ms)
-                .push_bind(call.updated_at_ms)
-                .push_bind(call.orig_call_id.clone())
-                .push_bind(call.first_leg_call_id.clone())
-                .push_bind(call.xcid.clone())
-                .push_bind(call.ended_synthetically)
-                // The content is the wire form; JSON only in older rows.
-                .push_bind("")
-                .push_bind(prost::Message::encode_to_vec(&crate::encode::call(call)));
-        });
-        sql.push(
-            " ON CONFLICT (call_id) DO UPDATE SET \
-             direction = excluded.direction, from_number = excluded.from_number, \
-             to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
-             cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
-             start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
-             updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
-             first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
-             ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
-             wire = excluded.wire; ",
-        );
+        sql::push_upsert_calls::<Sqlite>(sql, args, chunk)?;
+        sql.push_str("; ");
     }
     Ok(())
 }

@@ -9,7 +9,9 @@
 
 use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
-use super::{StoreError, rows::call_of};
+use bytes::Bytes;
+
+use super::{StoreError, StoredEvent, rows::call_of};
 use crate::calls::CallRecord;
 
 /// The highest stored sequence number, 0 when the log is empty.
@@ -87,5 +89,136 @@ where
     args.add(value).map_err(sqlx::Error::Encode)?;
     args.format_placeholder(sql)
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    Ok(())
+}
+
+/// Rows per INSERT: at most 16 parameters each stays far below SQLite's
+/// and PostgreSQL's limits.
+pub(super) const INSERT_CHUNK: usize = 500;
+
+/// Appends to `sql` (and their values to `args`) the statement inserting
+/// `events` (at most [`INSERT_CHUNK`]) with their wire forms and dedupe keys.
+pub(super) fn push_insert_events<'q, DB>(
+    sql: &mut String,
+    args: &mut DB::Arguments<'q>,
+    events: &'q [StoredEvent],
+    wires: &'q [Bytes],
+    dedupe_keys: &'q [Option<String>],
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+{
+    debug_assert_eq!(events.len(), dedupe_keys.len());
+    debug_assert_eq!(events.len(), wires.len());
+    debug_assert!(events.len() <= INSERT_CHUNK);
+    sql.push_str(
+        "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
+         received_at_ms, synthetic, dedupe_key, payload, wire) VALUES ",
+    );
+    for (i, ((e, key), wire)) in events.iter().zip(dedupe_keys).zip(wires).enumerate() {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        bind::<DB, _>(sql, args, e.seq as i64)?;
+        sql.push_str(", ");
+        bind::<DB, &str>(sql, args, e.event.kind.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, e.event.call_id.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, Option<&str>>(sql, args, e.event.direction.map(|d| d.as_str()))?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, e.event.from.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, e.event.to.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, e.received_at_ms)?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, e.synthetic)?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, key.as_deref())?;
+        // The content is the wire form; JSON only in older rows.
+        sql.push_str(", '', ");
+        bind::<DB, _>(sql, args, wire.as_ref())?;
+        sql.push(')');
+    }
+    Ok(())
+}
+
+/// Appends to `sql` (and their values to `args`) the statement inserting or
+/// replacing `calls` (distinct call ids, at most [`INSERT_CHUNK`]).
+pub(super) fn push_upsert_calls<'q, DB>(
+    sql: &mut String,
+    args: &mut DB::Arguments<'q>,
+    calls: &'q [CallRecord],
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Vec<u8>: Encode<'q, DB> + Type<DB>,
+{
+    debug_assert!(calls.len() <= INSERT_CHUNK);
+    sql.push_str(
+        "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
+         initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
+         first_leg_call_id, xcid, ended_synthetically, record, wire) VALUES ",
+    );
+    for (i, call) in calls.iter().enumerate() {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        bind::<DB, _>(sql, args, call.call_id.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, Option<&str>>(sql, args, call.direction.map(|d| d.as_str()))?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.from.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.to.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, &str>(sql, args, call.state.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.done)?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.cause.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.initialized_at_ms)?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.start_at_ms)?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.end_at_ms)?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.updated_at_ms)?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.orig_call_id.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.first_leg_call_id.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.xcid.as_str())?;
+        sql.push_str(", ");
+        bind::<DB, _>(sql, args, call.ended_synthetically)?;
+        // The content is the wire form; JSON only in older rows.
+        sql.push_str(", '', ");
+        bind(
+            sql,
+            args,
+            prost::Message::encode_to_vec(&crate::encode::call(call)),
+        )?;
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (call_id) DO UPDATE SET \
+         direction = excluded.direction, from_number = excluded.from_number, \
+         to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
+         cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
+         start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
+         updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
+         first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
+         ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
+         wire = excluded.wire",
+    );
     Ok(())
 }

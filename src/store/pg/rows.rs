@@ -4,9 +4,9 @@
 use bytes::Bytes;
 #[cfg(test)]
 use serde::Deserialize;
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgArguments, PgConnection};
 
-use sqlx::{Executor, Postgres, QueryBuilder};
+use sqlx::{Executor, Postgres};
 
 use crate::calls::CallRecord;
 #[cfg(test)]
@@ -14,6 +14,7 @@ use crate::decide::Decision;
 #[cfg(test)]
 use crate::sipgate::event::Event;
 use crate::store::rows::call_of;
+use crate::store::sql::{self, INSERT_CHUNK};
 use crate::store::{StoreError, StoredEvent, WireEvent};
 
 /// The `events.payload` JSON of rows stored before the wire form was kept;
@@ -26,9 +27,6 @@ struct Payload {
     call: CallRecord,
 }
 
-/// Rows per INSERT: 16 parameters each stays far below PostgreSQL's 65,535.
-const INSERT_CHUNK: usize = 500;
-
 /// Inserts `events` (with their dedupe keys) in a few multi-row statements.
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
@@ -38,33 +36,15 @@ pub(crate) async fn insert_events(
 ) -> Result<(), StoreError> {
     debug_assert_eq!(events.len(), dedupe_keys.len());
     debug_assert_eq!(events.len(), wires.len());
-    for ((chunk, keys), wires) in events
+    for ((events, wires), keys) in events
         .chunks(INSERT_CHUNK)
-        .zip(dedupe_keys.chunks(INSERT_CHUNK))
         .zip(wires.chunks(INSERT_CHUNK))
+        .zip(dedupe_keys.chunks(INSERT_CHUNK))
     {
-        let mut insert = QueryBuilder::<Postgres>::new(
-            "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
-             received_at_ms, synthetic, dedupe_key, payload, wire) ",
-        );
-        insert.push_values(
-            chunk.iter().zip(keys).zip(wires),
-            |mut row, ((e, key), wire)| {
-                row.push_bind(e.seq as i64)
-                    .push_bind(e.event.kind.as_str())
-                    .push_bind(e.event.call_id.clone())
-                    .push_bind(e.event.direction.map(|d| d.as_str()))
-                    .push_bind(e.event.from.clone())
-                    .push_bind(e.event.to.clone())
-                    .push_bind(e.received_at_ms)
-                    .push_bind(e.synthetic)
-                    .push_bind(key.clone())
-                    // The content is the wire form; JSON only in older rows.
-                    .push_bind("")
-                    .push_bind(wire.as_ref());
-            },
-        );
-        insert.build().execute(&mut *conn).await?;
+        let mut insert = String::new();
+        let mut args = PgArguments::default();
+        sql::push_insert_events::<Postgres>(&mut insert, &mut args, events, wires, keys)?;
+        sqlx::query_with(&insert, args).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -179,43 +159,10 @@ pub(crate) async fn upsert_calls(
     calls: &[CallRecord],
 ) -> Result<(), StoreError> {
     for chunk in calls.chunks(INSERT_CHUNK) {
-        let mut upsert = QueryBuilder::<Postgres>::new(
-            "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
-             initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
-             first_leg_call_id, xcid, ended_synthetically, record, wire) ",
-        );
-        upsert.push_values(chunk, |mut row, call| {
-            row.push_bind(call.call_id.clone())
-                .push_bind(call.direction.map(|d| d.as_str()))
-                .push_bind(call.from.clone())
-                .push_bind(call.to.clone())
-                .push_bind(call.state.as_str())
-                .push_bind(call.done)
-                .push_bind(call.cause.clone())
-                .push_bind(call.initialized_at_ms)
-                .push_bind(call.start_at_ms)
-                .push_bind(call.end_at_ms)
-                .push_bind(call.updated_at_ms)
-                .push_bind(call.orig_call_id.clone())
-                .push_bind(call.first_leg_call_id.clone())
-                .push_bind(call.xcid.clone())
-                .push_bind(call.ended_synthetically)
-                // The content is the wire form; JSON only in older rows.
-                .push_bind("")
-                .push_bind(prost::Message::encode_to_vec(&crate::encode::call(call)));
-        });
-        upsert.push(
-            " ON CONFLICT (call_id) DO UPDATE SET \
-             direction = excluded.direction, from_number = excluded.from_number, \
-             to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
-             cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
-             start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
-             updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
-             first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
-             ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
-             wire = excluded.wire",
-        );
-        upsert.build().execute(&mut *conn).await?;
+        let mut upsert = String::new();
+        let mut args = PgArguments::default();
+        sql::push_upsert_calls::<Postgres>(&mut upsert, &mut args, chunk)?;
+        sqlx::query_with(&upsert, args).execute(&mut *conn).await?;
     }
     Ok(())
 }
