@@ -17,6 +17,8 @@ use crate::store::rows::call_of;
 use crate::store::sql::{self, INSERT_CHUNK};
 use crate::store::{StoreError, StoredEvent, WireEvent};
 
+use super::EVENTS_CHANNEL;
+
 /// The `events.payload` JSON of rows stored before the wire form was kept;
 /// newer rows leave it empty.
 #[cfg(test)]
@@ -134,23 +136,90 @@ pub(crate) async fn seqs_by_dedupe_keys(
     Ok(rows.into_iter().map(|(k, s)| (k, s as u64)).collect())
 }
 
-/// The stored calls among `call_ids`, in no particular order.
-pub(crate) async fn load_calls(
+/// What a batch reads, in one statement: the stored calls among `call_ids`
+/// (in no particular order) and the stored (dedupe key, seq) pairs among
+/// `keys`.
+pub(crate) async fn load_batch(
     conn: &mut PgConnection,
     call_ids: &[&str],
-) -> Result<Vec<CallRecord>, StoreError> {
-    if call_ids.is_empty() {
-        return Ok(Vec::new());
+    keys: &[String],
+) -> Result<(Vec<CallRecord>, Vec<(String, u64)>), StoreError> {
+    if call_ids.is_empty() && keys.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
-    let records: Vec<(String, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT record, wire FROM calls WHERE call_id = ANY($1)")
-            .bind(call_ids)
-            .fetch_all(&mut *conn)
-            .await?;
-    records
-        .into_iter()
-        .map(|(record, wire)| call_of(&record, wire.as_deref()))
-        .collect()
+    type Row = (i32, String, Option<String>, Option<i64>, Option<Vec<u8>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT 0, call_id, record, NULL::BIGINT, wire FROM calls WHERE call_id = ANY($1) \
+         UNION ALL \
+         SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key = ANY($2)",
+    )
+    .bind(call_ids)
+    .bind(keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut calls = Vec::new();
+    let mut seqs = Vec::new();
+    for (what, key, record, seq, wire) in rows {
+        match (what, record, seq) {
+            (0, Some(record), _) => calls.push(call_of(&record, wire.as_deref())?),
+            (1, _, Some(seq)) => seqs.push((key, seq as u64)),
+            _ => return Err(StoreError::Corrupt(format!("unexpected row for {key}"))),
+        }
+    }
+    Ok((calls, seqs))
+}
+
+/// Writes what a batch produced and tells the other replicas (`NOTIFY`,
+/// delivered when the transaction commits): the calls it changed and its
+/// events. A batch of up to [`INSERT_CHUNK`] of each, the usual case, goes
+/// in one statement (the upsert and the insert as `WITH` clauses, the
+/// notification as its query); a larger one in a statement per chunk.
+pub(crate) async fn write_batch(
+    conn: &mut PgConnection,
+    calls: &[CallRecord],
+    events: &[StoredEvent],
+    wires: &[Bytes],
+    dedupe_keys: &[Option<String>],
+) -> Result<(), StoreError> {
+    if calls.len() > INSERT_CHUNK || events.len() > INSERT_CHUNK {
+        upsert_calls(conn, calls).await?;
+        insert_events(conn, events, wires, dedupe_keys).await?;
+        if let Some(last) = events.last() {
+            notify(conn, last.seq).await?;
+        }
+        return Ok(());
+    }
+    let Some(last) = events.last() else {
+        return upsert_calls(conn, calls).await;
+    };
+    let mut statement = String::from("WITH ");
+    let mut args = PgArguments::default();
+    if !calls.is_empty() {
+        statement.push_str("calls_written AS (");
+        sql::push_upsert_calls::<Postgres>(&mut statement, &mut args, calls)?;
+        statement.push_str("), ");
+    }
+    statement.push_str("events_written AS (");
+    sql::push_insert_events::<Postgres>(&mut statement, &mut args, events, wires, dedupe_keys)?;
+    statement.push_str(") SELECT pg_notify(");
+    sql::bind::<Postgres, _>(&mut statement, &mut args, EVENTS_CHANNEL)?;
+    statement.push_str(", ");
+    sql::bind::<Postgres, _>(&mut statement, &mut args, last.seq.to_string())?;
+    statement.push(')');
+    sqlx::query_with(&statement, args)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Tells the other replicas that events up to `head` are stored.
+async fn notify(conn: &mut PgConnection, head: u64) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(EVENTS_CHANNEL)
+        .bind(head.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Inserts or replaces `calls` (distinct call ids) in multi-row statements.

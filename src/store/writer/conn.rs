@@ -119,12 +119,7 @@ impl BatchConn for PgConnection {
         call_ids: &[&str],
         keys: &[String],
     ) -> Result<Loaded, StoreError> {
-        if call_ids.is_empty() && keys.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let calls = pg::rows::load_calls(self, call_ids).await?;
-        let seqs = pg::rows::seqs_by_dedupe_keys(self, keys).await?;
-        Ok((calls, seqs))
+        pg::rows::load_batch(self, call_ids, keys).await
     }
     async fn seqs_by_dedupe_keys(
         &mut self,
@@ -142,8 +137,7 @@ impl BatchConn for PgConnection {
         wires: &[Bytes],
         dedupe_keys: &[Option<String>],
     ) -> Result<(), StoreError> {
-        pg::rows::upsert_calls(self, calls).await?;
-        pg::rows::insert_events(self, events, wires, dedupe_keys).await
+        pg::rows::write_batch(self, calls, events, wires, dedupe_keys).await
     }
     async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
         sql::stale_open_calls(self, cutoff_ms).await

@@ -2,7 +2,10 @@
 //! nothing this process remembers can be trusted between batches: every
 //! transaction takes the advisory lock [`WRITE_LOCK`], reads the stored
 //! head (the next seq) and every call of the batch under it, and notifies
-//! [`EVENTS_CHANNEL`] when it appended events.
+//! [`EVENTS_CHANNEL`](crate::store::pg::EVENTS_CHANNEL) when it appended
+//! events. A batch takes five round trips to the database: `BEGIN` with
+//! the lock, the head, the reads of its calls and dedupe keys, its writes
+//! with the notification, `COMMIT`.
 //!
 //! When the answer to a COMMIT is lost with the connection, the batch may
 //! or may not be stored. The retry looks under the lock for the last event
@@ -25,7 +28,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::batch::{BatchEffects, apply};
 use super::cache::CallCache;
 use super::{Command, Publish};
-use crate::store::pg::{EVENTS_CHANNEL, PgStore, WRITE_LOCK};
+use crate::store::pg::{PgStore, WRITE_LOCK};
 use crate::store::{StoreError, WireEvent, sql};
 
 /// The longest a committed event waits for the tail when a notification
@@ -168,12 +171,11 @@ async fn run_batch(
 ) -> Result<(BatchEffects, u64), Failure> {
     // READ COMMITTED: every statement after the lock sees every commit
     // made before it was granted.
+    // The lock is taken in the same round trip as BEGIN.
     let mut tx = connection
-        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
-        .await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(WRITE_LOCK)
-        .execute(&mut *tx)
+        .begin_with(format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ))
         .await?;
     let head = sql::head_seq(&mut *tx).await?;
     if let Some(effects) = unanswered
@@ -191,14 +193,8 @@ async fn run_batch(
         }
     }
     let mut next_seq = head + 1;
+    // `apply` also notifies the other replicas of the new head.
     let effects = apply(&mut *tx, &mut next_seq, cache, batch).await?;
-    if effects.appended() > 0 {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind((next_seq - 1).to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
     // The lock goes with the commit; a dropped transaction rolls back.
     match tx.commit().await {
         Ok(()) => Ok((effects, next_seq)),
