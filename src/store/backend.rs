@@ -166,6 +166,24 @@ impl Store {
         }
     }
 
+    /// The PostgreSQL read pool, for tests that reach into the database.
+    #[cfg(test)]
+    pub(crate) fn pg_pool(&self) -> &sqlx::PgPool {
+        match &self.backend {
+            Backend::Postgres(s) => s.pool(),
+            Backend::Sqlite(_) => unreachable!("not a PostgreSQL store"),
+        }
+    }
+
+    /// The options the PostgreSQL writer connects with.
+    #[cfg(test)]
+    pub(crate) fn pg_options(&self) -> &sqlx::postgres::PgConnectOptions {
+        match &self.backend {
+            Backend::Postgres(s) => s.options(),
+            Backend::Sqlite(_) => unreachable!("not a PostgreSQL store"),
+        }
+    }
+
     /// Test hook (SQLite): makes the writer's connection refuse writes.
     #[cfg(test)]
     pub(crate) fn set_fault(&self, on: bool) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::future::join_all;
+use sqlx::ConnectOptions as _;
 
 use super::{Leadership, MAINTENANCE_LOCK};
 use crate::calls::CallState;
@@ -47,6 +48,27 @@ async fn next_seqs(
         seqs.push(next.seq());
     }
     seqs
+}
+
+#[tokio::test]
+async fn every_connection_plans_each_statement_for_its_values() {
+    // A generic plan made while the tables were small scans them whole
+    // until the next ANALYZE (see `open::SESSION_SETTINGS`).
+    let Some(h) = Harness::of(Kind::Postgres, "every_connection_plans_each_statement", 16).await
+    else {
+        return;
+    };
+    let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+        .fetch_one(h.store.pg_pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan");
+    let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+        .fetch_one(&mut h.store.pg_options().connect().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan", "the writer's connections too");
+    h.stop().await;
 }
 
 #[tokio::test]
