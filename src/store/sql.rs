@@ -1,5 +1,6 @@
-//! Reads written once for both backends, generic over the database, and
-//! the helper for statements built at run time in such code.
+//! SQL written once for both backends, generic over the database: reads,
+//! the writer's event insert and call upsert, and the helper for statements
+//! built at run time in such code.
 //!
 //! sqlx's `QueryBuilder` cannot be executed from generic code (its
 //! arguments would have to borrow the builder for their own lifetime), so
@@ -7,9 +8,8 @@
 //! values in the database's own argument list, each placeholder written by
 //! it ([`bind`]).
 
-use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Type};
-
 use bytes::Bytes;
+use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{StoreError, StoredEvent, rows::call_of};
 use crate::calls::CallRecord;
