@@ -31,7 +31,7 @@ impl SqliteStore {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        rows::events_after(&self.inner.pool, after_seq, paging::EVENTS.clamp(limit)).await
+        sql::events_after(&self.inner.pool, after_seq, paging::EVENTS.clamp(limit)).await
     }
 
     /// Events with seq > `after_seq`, ascending, in their wire form: at

@@ -16,10 +16,10 @@ use crate::sipgate::event::Event;
 /// The `events.payload` JSON of rows stored before the wire form was kept
 /// (migration 0003); newer rows leave it empty.
 #[derive(Deserialize)]
-struct Payload {
-    event: Event,
-    decision: Option<Decision>,
-    call: CallRecord,
+pub(super) struct Payload {
+    pub event: Event,
+    pub decision: Option<Decision>,
+    pub call: CallRecord,
 }
 
 /// Writes what a batch produced and commits its transaction, in one round
@@ -46,47 +46,6 @@ pub(super) async fn write_and_commit(
     sql.push_str("COMMIT");
     sqlx::query_with(&sql, args).execute(&mut *conn).await?;
     Ok(())
-}
-
-#[cfg(test)]
-pub(super) async fn events_after<'e, E>(
-    ex: E,
-    after_seq: u64,
-    limit: u32,
-) -> Result<Vec<StoredEvent>, StoreError>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    let rows = sqlx::query_as::<_, (i64, i64, bool, String, Option<Vec<u8>>)>(
-        "SELECT seq, received_at_ms, synthetic, payload, wire FROM events \
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
-    )
-    .bind(after_seq.min(i64::MAX as u64) as i64)
-    .bind(i64::from(limit))
-    .fetch_all(ex)
-    .await?;
-    rows.into_iter()
-        .map(|(seq, received_at_ms, synthetic, payload, wire)| {
-            if let Some(wire) = wire {
-                let mut event = StoredEvent::decode(&wire)?;
-                event.seq = seq as u64;
-                return Ok(event);
-            }
-            let Payload {
-                event,
-                decision,
-                call,
-            } = serde_json::from_str(&payload)?;
-            Ok(StoredEvent {
-                seq: seq as u64,
-                event,
-                received_at_ms,
-                synthetic,
-                decision,
-                call,
-            })
-        })
-        .collect()
 }
 
 /// The wire form of an event stored before the wire form was kept

@@ -28,6 +28,53 @@ where
     Ok(head as u64)
 }
 
+/// Events with seq > `after_seq`, ascending, at most `limit`, decoded
+/// (tests; readers for clients send the stored wire form).
+#[cfg(test)]
+pub(super) async fn events_after<'e, E, DB>(
+    ex: E,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError>
+where
+    E: Executor<'e, Database = DB>,
+    DB: Database,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (i64, i64, bool, String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
+{
+    let rows = sqlx::query_as::<_, (i64, i64, bool, String, Option<Vec<u8>>)>(
+        "SELECT seq, received_at_ms, synthetic, payload, wire FROM events \
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after_seq.min(i64::MAX as u64) as i64)
+    .bind(i64::from(limit))
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(seq, received_at_ms, synthetic, payload, wire)| {
+            if let Some(wire) = wire {
+                let mut event = StoredEvent::decode(&wire)?;
+                event.seq = seq as u64;
+                return Ok(event);
+            }
+            let super::rows::Payload {
+                event,
+                decision,
+                call,
+            } = serde_json::from_str(&payload)?;
+            Ok(StoredEvent {
+                seq: seq as u64,
+                event,
+                received_at_ms,
+                synthetic,
+                decision,
+                call,
+            })
+        })
+        .collect()
+}
+
 /// The stored call `call_id`, if any.
 pub(super) async fn load_call<'e, E, DB>(
     ex: E,

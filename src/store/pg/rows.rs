@@ -2,32 +2,16 @@
 //! `store::rows` with PostgreSQL's types (and arrays for lists of keys).
 
 use bytes::Bytes;
-#[cfg(test)]
-use serde::Deserialize;
 use sqlx::postgres::{PgArguments, PgConnection};
 
 use sqlx::{Executor, Postgres};
 
 use crate::calls::CallRecord;
-#[cfg(test)]
-use crate::decide::Decision;
-#[cfg(test)]
-use crate::sipgate::event::Event;
 use crate::store::rows::call_of;
 use crate::store::sql::{self, INSERT_CHUNK};
 use crate::store::{StoreError, StoredEvent, WireEvent};
 
 use super::EVENTS_CHANNEL;
-
-/// The `events.payload` JSON of rows stored before the wire form was kept;
-/// newer rows leave it empty.
-#[cfg(test)]
-#[derive(Deserialize)]
-struct Payload {
-    event: Event,
-    decision: Option<Decision>,
-    call: CallRecord,
-}
 
 /// Inserts `events` (with their dedupe keys) in a few multi-row statements.
 pub(crate) async fn insert_events(
@@ -49,47 +33,6 @@ pub(crate) async fn insert_events(
         sqlx::query_with(&insert, args).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-pub(crate) async fn events_after<'e, E>(
-    ex: E,
-    after_seq: u64,
-    limit: u32,
-) -> Result<Vec<StoredEvent>, StoreError>
-where
-    E: Executor<'e, Database = Postgres>,
-{
-    let rows = sqlx::query_as::<_, (i64, i64, bool, String, Option<Vec<u8>>)>(
-        "SELECT seq, received_at_ms, synthetic, payload, wire FROM events \
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
-    )
-    .bind(after_seq.min(i64::MAX as u64) as i64)
-    .bind(i64::from(limit))
-    .fetch_all(ex)
-    .await?;
-    rows.into_iter()
-        .map(|(seq, received_at_ms, synthetic, payload, wire)| {
-            if let Some(wire) = wire {
-                let mut event = StoredEvent::decode(&wire)?;
-                event.seq = seq as u64;
-                return Ok(event);
-            }
-            let Payload {
-                event,
-                decision,
-                call,
-            } = serde_json::from_str(&payload)?;
-            Ok(StoredEvent {
-                seq: seq as u64,
-                event,
-                received_at_ms,
-                synthetic,
-                decision,
-                call,
-            })
-        })
-        .collect()
 }
 
 /// Events with seq in `after_seq + 1 ..= last_seq`, ascending, in their
