@@ -10,7 +10,7 @@ use crate::paging;
 #[cfg(test)]
 use super::StoredEvent;
 use super::sql::{self, bind};
-use super::{CallQuery, SqliteStore, StoreError, WireEvent, pages, rows};
+use super::{CallQuery, SqliteStore, StoreError, WireEvent, pages};
 
 /// One page of the event log, bounded in events and in bytes.
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ where
         sqlx::query_as_with(&sql, args).fetch_all(pool).await?;
     let mut calls = records
         .into_iter()
-        .map(|(record, wire)| rows::call_of(&record, wire.as_deref()))
+        .map(|(record, wire)| sql::call_of(&record, wire.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let next = if calls.len() > limit as usize {
         calls.truncate(limit as usize);

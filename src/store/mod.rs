@@ -149,7 +149,8 @@ pub enum StoreError {
     BadPageToken,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A read failed below sqlx (see [`pages`]).
+    /// A read failed below sqlx (catch-up pages read through the
+    /// connection's handle).
     #[error("reading the database failed: {0}")]
     Read(String),
     /// A stored row that no longer decodes (hand-edited, or a newer schema).

@@ -1,26 +1,15 @@
-//! The SQL shared by the read side ([`super::Store`]) and the writer task:
-//! how an event and a call map to rows and back.
+//! SQLite's own SQL of the read side ([`super::Store`]) and the writer
+//! task: the batch's reads sent with `BEGIN IMMEDIATE`, its writes with
+//! `COMMIT`. What both backends run is in [`super::sql`].
 
 use bytes::Bytes;
-use serde::Deserialize;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::sql::{self, INSERT_CHUNK};
+use super::sql::{self, INSERT_CHUNK, Payload, call_of};
 use super::{StoreError, StoredEvent};
 use crate::calls::CallRecord;
-use crate::decide::Decision;
-use crate::sipgate::event::Event;
-
-/// The `events.payload` JSON of rows stored before the wire form was kept
-/// (migration 0003); newer rows leave it empty.
-#[derive(Deserialize)]
-pub(super) struct Payload {
-    pub event: Event,
-    pub decision: Option<Decision>,
-    pub call: CallRecord,
-}
 
 /// Writes what a batch produced and commits its transaction, in one round
 /// trip to the connection: the calls it changed, its events, `COMMIT`.
@@ -90,19 +79,6 @@ pub(super) async fn seqs_by_dedupe_keys(
         found.extend(rows.into_iter().map(|(k, s)| (k, s as u64)));
     }
     Ok(found)
-}
-
-/// A call row's content: its protobuf form (`wire`), or the JSON `record` of
-/// rows stored before it was kept.
-pub(super) fn call_of(record: &str, wire: Option<&[u8]>) -> Result<CallRecord, StoreError> {
-    match wire {
-        Some(wire) => {
-            let message: crate::proto::Call =
-                prost::Message::decode(wire).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            crate::encode::call_from(message).map_err(StoreError::Corrupt)
-        }
-        None => Ok(serde_json::from_str(record)?),
-    }
 }
 
 /// Parameters per `IN (...)` list: far below SQLite's and PostgreSQL's limits.

@@ -1,6 +1,6 @@
 //! SQL written once for both backends, generic over the database: reads,
-//! the writer's event insert and call upsert, and the helper for statements
-//! built at run time in such code.
+//! the writer's event insert and call upsert, how a row's content decodes,
+//! and the helper for statements built at run time in such code.
 //!
 //! sqlx's `QueryBuilder` cannot be executed from generic code (its
 //! arguments would have to borrow the builder for their own lifetime), so
@@ -11,8 +11,34 @@
 use bytes::Bytes;
 use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
-use super::{StoreError, StoredEvent, rows::call_of};
+use serde::Deserialize;
+
+use super::{StoreError, StoredEvent};
 use crate::calls::CallRecord;
+use crate::decide::Decision;
+use crate::sipgate::event::Event;
+
+/// The `events.payload` JSON of rows stored before the wire form was kept
+/// (migration 0003); newer rows leave it empty.
+#[derive(Deserialize)]
+pub(super) struct Payload {
+    pub event: Event,
+    pub decision: Option<Decision>,
+    pub call: CallRecord,
+}
+
+/// A call row's content: its protobuf form (`wire`), or the JSON `record` of
+/// rows stored before it was kept.
+pub(super) fn call_of(record: &str, wire: Option<&[u8]>) -> Result<CallRecord, StoreError> {
+    match wire {
+        Some(wire) => {
+            let message: crate::proto::Call =
+                prost::Message::decode(wire).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            crate::encode::call_from(message).map_err(StoreError::Corrupt)
+        }
+        None => Ok(serde_json::from_str(record)?),
+    }
+}
 
 /// The highest stored sequence number, 0 when the log is empty.
 pub(super) async fn head_seq<'e, E, DB>(ex: E) -> Result<u64, StoreError>
@@ -58,7 +84,7 @@ where
                 event.seq = seq as u64;
                 return Ok(event);
             }
-            let super::rows::Payload {
+            let Payload {
                 event,
                 decision,
                 call,

@@ -7,7 +7,7 @@ use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::{Executor, Postgres};
 
 use crate::calls::CallRecord;
-use crate::store::rows::call_of;
+use crate::store::sql::call_of;
 use crate::store::sql::{self, INSERT_CHUNK};
 use crate::store::{StoreError, StoredEvent, WireEvent};
 
