@@ -89,6 +89,12 @@ impl Store {
         limit: u32,
         max_bytes: usize,
     ) -> Result<EventPage, StoreError> {
+        // 0 asks for the default page; a transport clamps what a client asks for.
+        let limit = if limit == 0 {
+            crate::paging::EVENTS.default
+        } else {
+            limit
+        };
         each!(self, s => s.event_page(after_seq, limit, max_bytes).await)
     }
 

@@ -35,21 +35,16 @@ impl SqliteStore {
     }
 
     /// Events with seq > `after_seq`, ascending, in their wire form: at
-    /// most `limit` of them (0 = [`paging::EVENTS`]' default; a transport
-    /// clamps what a client asks for) and at most `max_bytes` of them, but
-    /// always the first one, however large. Only the rows of the page are
-    /// loaded, so a large page costs what it holds.
+    /// most `limit` of them (not 0: [`super::Store::event_page`] resolves that)
+    /// and at most `max_bytes` of them, but always the first one, however
+    /// large. Only the rows of the page are loaded, so a large page costs
+    /// what it holds.
     pub(crate) async fn event_page(
         &self,
         after_seq: u64,
         limit: u32,
         max_bytes: usize,
     ) -> Result<EventPage, StoreError> {
-        let limit = if limit == 0 {
-            paging::EVENTS.default
-        } else {
-            limit
-        };
         pages::read(&self.inner.pool, after_seq, limit, max_bytes).await
     }
 

@@ -65,22 +65,24 @@ fn read_rows(
     let mut cut_for_size = false;
     while let Some(row) = rows.next().map_err(read_error)? {
         let seq = row.get::<_, i64>(0).map_err(read_error)? as u64;
-        let size = match row.get_ref(1).map_err(read_error)? {
-            ValueRef::Blob(wire) => wire.len(),
+        // The wire form, or for rows stored before it was kept, the JSON.
+        let (wire, payload) = match row.get_ref(1).map_err(read_error)? {
+            ValueRef::Blob(wire) => (Some(wire), None),
             _ => match row.get_ref(4).map_err(read_error)? {
-                ValueRef::Text(payload) => payload.len(),
+                ValueRef::Text(payload) => (None, Some(payload)),
                 _ => return Err(StoreError::Corrupt(format!("event {seq} has no content"))),
             },
         };
+        let size = wire.or(payload).map_or(0, <[u8]>::len);
         if !ends.is_empty() && stored_bytes + size > max_bytes {
             cut_for_size = true;
             break;
         }
         stored_bytes += size;
-        match row.get_ref(1).map_err(read_error)? {
-            ValueRef::Blob(wire) => buffer.extend_from_slice(wire),
-            _ => {
-                let payload = row.get_ref(4).map_err(read_error)?.as_str().map_err(|e| {
+        match (wire, payload) {
+            (Some(wire), _) => buffer.extend_from_slice(wire),
+            (None, payload) => {
+                let payload = std::str::from_utf8(payload.unwrap_or_default()).map_err(|e| {
                     StoreError::Corrupt(format!("event {seq}'s payload is not text: {e}"))
                 })?;
                 let received_at_ms = row.get::<_, i64>(2).map_err(read_error)?;

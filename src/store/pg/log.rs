@@ -2,6 +2,7 @@
 
 use super::{PgStore, rows};
 use crate::calls::CallRecord;
+#[cfg(test)]
 use crate::paging;
 #[cfg(test)]
 use crate::store::StoredEvent;
@@ -20,21 +21,16 @@ impl PgStore {
     }
 
     /// Events with seq > `after_seq`, ascending, in their wire form: at
-    /// most `limit` of them (0 = [`paging::EVENTS`]' default; a transport
-    /// clamps what a client asks for) and at most `max_bytes` of them, but
-    /// always the first one, however large. Only the rows of the page are
-    /// loaded, so a large page costs what it holds.
+    /// most `limit` of them (not 0: [`crate::store::Store::event_page`] resolves that)
+    /// and at most `max_bytes` of them, but always the first one, however
+    /// large. Only the rows of the page are loaded, so a large page costs
+    /// what it holds.
     pub(crate) async fn event_page(
         &self,
         after_seq: u64,
         limit: u32,
         max_bytes: usize,
     ) -> Result<EventPage, StoreError> {
-        let limit = if limit == 0 {
-            paging::EVENTS.default
-        } else {
-            limit
-        };
         // Sizes first: octet_length() reads a row's length, not its content.
         let sizes: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT seq, octet_length(wire)::BIGINT FROM events \
