@@ -501,35 +501,18 @@ pub fn recent_request_json(q: &proto::RecentRequest) -> Value {
 
 /// `YYYY-MM-DDTHH:MM:SSZ`: RFC 3339 in UTC, to the second (for text).
 pub fn rfc3339(ms: i64) -> String {
-    let (date, time) = civil(ms);
-    format!("{date}T{time}Z")
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(at) => format!("{}Z", at.strftime("%Y-%m-%dT%H:%M:%S")),
+        Err(_) => format!("{ms} ms"),
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`: RFC 3339 in UTC, to the millisecond (for JSON).
 pub fn rfc3339_ms(ms: i64) -> String {
-    let (date, time) = civil(ms);
-    format!("{date}T{time}.{:03}Z", ms.rem_euclid(1000))
-}
-
-/// The UTC date and time of day of `ms`, without a date crate.
-fn civil(ms: i64) -> (String, String) {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    (
-        format!("{year:04}-{month:02}-{day:02}"),
-        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
-    )
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(at) => format!("{}Z", at.strftime("%Y-%m-%dT%H:%M:%S%.3f")),
+        Err(_) => format!("{ms} ms"),
+    }
 }
 
 #[cfg(test)]
