@@ -67,6 +67,10 @@ pub struct CallRecord {
     pub diversion: String,
     /// The decision sent to sipgate for this call's newCall.
     pub decision: Option<Decision>,
+    /// The decision of the last dtmf push that answered a call-flow menu:
+    /// the menu, the option taken, what followed.
+    #[serde(default)]
+    pub menu_decision: Option<Decision>,
     /// True when the call was ended by the sidecar (reject, sweep), not by sipgate.
     pub ended_synthetically: bool,
     pub updated_at_ms: i64,
@@ -92,6 +96,11 @@ pub fn apply(
 
     if event.kind == EventKind::NewCall {
         fill_missing(&mut call, event, decision);
+    }
+    if event.kind == EventKind::Dtmf
+        && let Some(decision) = decision.filter(|d| d.flow.is_some())
+    {
+        call.menu_decision = Some(decision.clone());
     }
     // An ended call stays ended: Zammad ignores answer-after-hangup, and a
     // second hangup must not flip `done` (Zammad's bug, reference §4.4).
@@ -140,6 +149,7 @@ fn created(event: &Event, at_ms: i64) -> CallRecord {
         first_leg_call_id: first_leg(&event.call_id, &event.orig_call_id),
         diversion: event.diversion.clone(),
         decision: None,
+        menu_decision: None,
         ended_synthetically: false,
         updated_at_ms: at_ms,
     }
@@ -267,6 +277,21 @@ pub fn end_if_rejected(
         .then(|| end_synthetically(call, "rejected", at_ms))
 }
 
+/// Whether `event`, a dtmf push with `decision`, answers a menu prompt the
+/// call `prev` has answered already: a replayed push, which is answered
+/// `invalid` and not stored again.
+pub fn answers_a_prompt_again(
+    prev: Option<&CallRecord>,
+    event: &Event,
+    decision: Option<&Decision>,
+) -> bool {
+    let step = |d: Option<&Decision>| d.and_then(|d| d.flow.as_ref()).map_or(0, |f| f.answered_step);
+    let answers = step(decision);
+    event.kind == EventKind::Dtmf
+        && answers > 0
+        && step(prev.and_then(|c| c.menu_decision.as_ref())) >= answers
+}
+
 /// A call is stale when it has not ended and nothing has happened to it
 /// since `cutoff_ms`: sipgate lost its hangup.
 pub fn is_stale(call: &CallRecord, cutoff_ms: i64) -> bool {
@@ -334,6 +359,7 @@ pub(crate) mod tests {
                 pattern: "4930*".into(),
                 note: "spam".into(),
             },
+            flow: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use crate::{
     calls::{CallRecord, CallState},
-    decide::{Action, Decision, Rule},
+    decide::{Action, Decision, FlowDetail, Gather, Play, Rule},
     proto,
     sipgate::event::{Direction, Event, EventKind},
 };
@@ -42,6 +42,10 @@ pub fn decision(d: &Decision) -> proto::Decision {
         Action::Accept => proto::Action::Accept,
         Action::Reject => proto::Action::Reject,
         Action::SetCallerId => proto::Action::SetCallerId,
+        Action::Forward => proto::Action::Forward,
+        Action::Voicemail => proto::Action::Voicemail,
+        Action::Hangup => proto::Action::Hangup,
+        Action::Menu => proto::Action::Menu,
     };
     let (rule_kind, rule_pattern, rule_index, rule_note) = match &d.rule {
         Rule::None => (proto::RuleKind::None, String::new(), -1, String::new()),
@@ -67,6 +71,12 @@ pub fn decision(d: &Decision) -> proto::Decision {
             -1,
             String::new(),
         ),
+        Rule::Flow { index, name } => (
+            proto::RuleKind::Flow,
+            name.clone(),
+            index.map_or(-1, |i| i as i32),
+            String::new(),
+        ),
     };
     proto::Decision {
         action: action.into(),
@@ -76,6 +86,50 @@ pub fn decision(d: &Decision) -> proto::Decision {
         rule_index,
         rule_note,
         explanation: d.explain(),
+        flow: d.flow.as_ref().map(|f| flow(d, f)),
+    }
+}
+
+fn flow(d: &Decision, f: &FlowDetail) -> proto::FlowDecision {
+    proto::FlowDecision {
+        rule: d.flow_rule().unwrap_or_default().to_string(),
+        numbers: f.numbers.clone(),
+        reject_reason: f.reason.clone(),
+        play: f.play.as_ref().map(|p| proto::Announcement {
+            name: p.announcement.clone(),
+            url: p.url.clone(),
+            sha256: p.sha256.clone(),
+        }),
+        menu: f.menu.clone(),
+        option: f.option.clone(),
+        answered_step: f.answered_step,
+        gather: f.gather.as_ref().map(|g| proto::MenuPrompt {
+            menu: g.menu.clone(),
+            max_digits: g.max_digits,
+            timeout_ms: g.timeout_ms,
+            step: g.step,
+        }),
+    }
+}
+
+fn flow_from(f: &proto::FlowDecision) -> FlowDetail {
+    FlowDetail {
+        numbers: f.numbers.clone(),
+        reason: f.reject_reason.clone(),
+        play: f.play.as_ref().map(|p| Play {
+            announcement: p.name.clone(),
+            url: p.url.clone(),
+            sha256: p.sha256.clone(),
+        }),
+        menu: f.menu.clone(),
+        option: f.option.clone(),
+        answered_step: f.answered_step,
+        gather: f.gather.as_ref().map(|g| Gather {
+            menu: g.menu.clone(),
+            max_digits: g.max_digits,
+            timeout_ms: g.timeout_ms,
+            step: g.step,
+        }),
     }
 }
 
@@ -99,6 +153,7 @@ pub fn call(c: &CallRecord) -> proto::Call {
         xcid: c.xcid.clone(),
         first_leg_call_id: c.first_leg_call_id.clone(),
         decision: c.decision.as_ref().map(decision),
+        menu_decision: c.menu_decision.as_ref().map(decision),
         ended_synthetically: c.ended_synthetically,
         diversion: c.diversion.clone(),
         updated_at_ms: c.updated_at_ms,
@@ -180,6 +235,10 @@ pub fn decision_from(d: &proto::Decision) -> Result<Decision, String> {
         Ok(proto::Action::Accept) => Action::Accept,
         Ok(proto::Action::Reject) => Action::Reject,
         Ok(proto::Action::SetCallerId) => Action::SetCallerId,
+        Ok(proto::Action::Forward) => Action::Forward,
+        Ok(proto::Action::Voicemail) => Action::Voicemail,
+        Ok(proto::Action::Hangup) => Action::Hangup,
+        Ok(proto::Action::Menu) => Action::Menu,
         _ => return Err(format!("unknown decision action {}", d.action)),
     };
     let index = || usize::try_from(d.rule_index).map_err(|_| "negative rule index".to_string());
@@ -196,12 +255,17 @@ pub fn decision_from(d: &proto::Decision) -> Result<Decision, String> {
             note: d.rule_note.clone(),
         },
         Ok(proto::RuleKind::DefaultCallerId) => Rule::DefaultCallerId,
+        Ok(proto::RuleKind::Flow) => Rule::Flow {
+            index: usize::try_from(d.rule_index).ok(),
+            name: d.rule_pattern.clone(),
+        },
         _ => return Err(format!("unknown rule kind {}", d.rule_kind)),
     };
     Ok(Decision {
         action,
         caller_id: (!d.caller_id.is_empty()).then(|| d.caller_id.clone()),
         rule,
+        flow: d.flow.as_ref().map(flow_from),
     })
 }
 
@@ -211,6 +275,7 @@ pub fn call_from(c: proto::Call) -> Result<CallRecord, String> {
     Ok(CallRecord {
         state: call_state_from(c.state).ok_or_else(|| format!("unknown call state {}", c.state))?,
         decision: c.decision.as_ref().map(decision_from).transpose()?,
+        menu_decision: c.menu_decision.as_ref().map(decision_from).transpose()?,
         direction: direction_from(c.direction),
         start_at_ms: nonzero(c.start_at_ms),
         end_at_ms: nonzero(c.end_at_ms),
@@ -274,6 +339,7 @@ mod tests {
                     pattern: "4930*".into(),
                     note: "spam".into(),
                 },
+                flow: None,
             },
             Decision {
                 action: Action::SetCallerId,
@@ -283,11 +349,50 @@ mod tests {
                     dest: "49*".into(),
                     note: String::new(),
                 },
+                flow: None,
             },
             Decision {
                 action: Action::SetCallerId,
                 caller_id: Some("4930999".into()),
                 rule: Rule::DefaultCallerId,
+                flow: None,
+            },
+            Decision {
+                action: Action::Menu,
+                caller_id: None,
+                rule: Rule::Flow {
+                    index: Some(2),
+                    name: "hotline".into(),
+                },
+                flow: Some(crate::decide::FlowDetail {
+                    play: Some(crate::decide::Play {
+                        announcement: "menu".into(),
+                        url: String::new(),
+                        sha256: "ab".repeat(32),
+                    }),
+                    menu: "main".into(),
+                    option: "9".into(),
+                    answered_step: 1,
+                    gather: Some(crate::decide::Gather {
+                        menu: "main".into(),
+                        max_digits: 1,
+                        timeout_ms: 5000,
+                        step: 2,
+                    }),
+                    ..Default::default()
+                }),
+            },
+            Decision {
+                action: Action::Forward,
+                caller_id: None,
+                rule: Rule::Flow {
+                    index: None,
+                    name: "gone".into(),
+                },
+                flow: Some(crate::decide::FlowDetail {
+                    numbers: vec!["491701234567".into(), "4930123".into()],
+                    ..Default::default()
+                }),
             },
         ];
         for d in decisions {
@@ -312,6 +417,7 @@ mod tests {
                 first_leg_call_id: "c0".into(),
                 diversion: "4930555".into(),
                 decision: Some(d.clone()),
+                menu_decision: Some(d.clone()),
                 ended_synthetically: true,
                 updated_at_ms: 3_000,
             };

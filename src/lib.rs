@@ -36,8 +36,9 @@ mod calls;
 pub mod cli;
 pub mod client;
 pub mod config;
-mod decide;
+pub mod decide;
 mod encode;
+pub mod flows;
 pub mod fanout;
 mod grpc;
 mod http;
@@ -202,7 +203,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let bridges = bridge::prepare(&config.bridges)?;
     let store = Store::open(&config.database).await?;
     let settings =
-        Arc::new(SettingsManager::load(store.clone(), config.country_code.clone()).await?);
+        Arc::new(
+            SettingsManager::load(
+                Arc::new(store.clone()),
+                config.country_code.clone(),
+                config.announcements_dir.clone(),
+            )
+            .await?,
+        );
 
     let http_listener = Listener::webhook(
         bind(config.http_addr, "webhook listener, --http-addr").await?,

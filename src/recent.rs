@@ -43,8 +43,9 @@ pub struct RecentRequest {
     pub from: String,
     pub to: String,
     pub status: u16,
-    /// As counted in `sidecar_webhook_requests_total{outcome}`.
-    pub outcome: &'static str,
+    /// As counted in `sidecar_webhook_requests_total{outcome}`; `None`
+    /// until the request has one.
+    pub outcome: Option<crate::telemetry::WebhookOutcome>,
     /// Why it was refused, the text of the XML error; empty when answered.
     pub reason: String,
     pub decision: Option<Decision>,

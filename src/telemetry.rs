@@ -17,7 +17,7 @@ use crate::config::LogFormat;
 mod families;
 mod process;
 
-pub use families::{FAMILIES, Family, Kind, WEBHOOK_OUTCOMES};
+pub use families::{FAMILIES, Family, Kind, WEBHOOK_OUTCOMES, WebhookOutcome};
 
 /// Metric names. Labels are documented where the metric is recorded.
 pub mod names {

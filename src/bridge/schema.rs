@@ -279,6 +279,7 @@ mod tests {
                 rule_index: -1,
                 rule_note: "n".into(),
                 explanation: "e".into(),
+                flow: None,
             }),
             call: Some(proto::Call {
                 call_id: "c\"1".into(),
@@ -298,6 +299,7 @@ mod tests {
                 orig_call_id: "oc".into(),
                 xcid: "xc".into(),
                 first_leg_call_id: "fl".into(),
+                menu_decision: None,
                 decision: None,
                 ended_synthetically: true,
                 diversion: "dv".into(),

@@ -231,6 +231,8 @@ pub struct Config {
     pub grpc_token: Option<Secret>,
     /// Country code that replaces a single leading 0 when normalising numbers.
     pub country_code: String,
+    /// Where the call flows' announcement and iCalendar files are.
+    pub announcements_dir: Option<PathBuf>,
     /// The longest a webhook reply waits for its event's commit.
     pub reply_deadline: Duration,
     pub body_limit: usize,
@@ -280,6 +282,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             grpc_token: None,
             country_code: DEFAULT_COUNTRY_CODE.into(),
+            announcements_dir: None,
             reply_deadline: Duration::from_millis(DEFAULT_REPLY_DEADLINE_MS),
             body_limit: DEFAULT_BODY_LIMIT,
             stale_call_after: Duration::from_secs(DEFAULT_STALE_CALL_SECS),

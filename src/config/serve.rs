@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// Country code for numbers typed with a leading 0 (030 1234 -> 49301234).
     #[arg(long, env = "SIDECAR_COUNTRY_CODE", default_value = DEFAULT_COUNTRY_CODE)]
     pub country_code: String,
+    /// Directory of the call flows' announcement WAV files and iCalendar
+    /// files (`file = "closed.wav"`, `ical = "holidays.ics"`); served under
+    /// /announcements/ on the webhook listener.
+    #[arg(long, env = "SIDECAR_ANNOUNCEMENTS_DIR")]
+    pub announcements_dir: Option<PathBuf>,
     /// Longest wait for the event's commit before the reply goes out anyway.
     #[arg(long, env = "SIDECAR_REPLY_DEADLINE_MS", default_value_t = DEFAULT_REPLY_DEADLINE_MS)]
     pub reply_deadline_ms: u64,
@@ -265,6 +270,7 @@ impl ServeArgs {
             allow_sources: self.allow_sources,
             trusted_proxies: self.trusted_proxies,
             country_code: self.country_code,
+            announcements_dir: self.announcements_dir,
             reply_deadline: Duration::from_millis(self.reply_deadline_ms),
             body_limit: self.body_limit,
             stale_call_after: Duration::from_secs(self.stale_call_secs),

@@ -4,7 +4,7 @@ pub use crate::encode::{
     call, call_state_from, decision, direction, direction_from, event_kind, event_kind_from,
 };
 use crate::{
-    decide::{BlockEntry, RoutingRule, Settings},
+    settings::{BlockEntry, RoutingRule, Settings},
     proto,
     settings::{SettingsDiff, zammad::ZammadExtras},
 };

@@ -32,7 +32,7 @@ fn recent_request(r: RecentRequest) -> proto::RecentRequest {
         from: r.from,
         to: r.to,
         status: u32::from(r.status),
-        outcome: r.outcome.to_owned(),
+        outcome: r.outcome.map_or("", |o| o.as_str()).to_owned(),
         reason: r.reason,
         decision: r.decision.as_ref().map(convert::decision),
         reply: r.reply,

@@ -197,7 +197,14 @@ impl settings_server::Settings for SettingsService {
         })?;
         let cc = self.cc();
         let normalized = |n: &str| numbers::normalize_number(n, cc).unwrap_or_else(|_| clip(n, 64));
-        let decision = decide::decide(&self.settings.snapshot(), direction, &r.from, &r.to, cc);
+        let live = self.settings.live();
+        let inputs = decide::Inputs {
+            settings: &live.settings,
+            flows: live.flows.as_deref(),
+            now: jiff::Timestamp::now(),
+            country_code: cc,
+        };
+        let decision = decide::new_call(&inputs, direction, &r.from, &r.to);
         Ok(Response::new(proto::EvaluateResponse {
             decision: Some(convert::decision(&decision)),
             normalized_from: normalized(&r.from),

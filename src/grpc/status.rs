@@ -19,11 +19,16 @@ use crate::{fanout::SubscribeError, settings::SettingsError, store::StoreError};
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
+        store_status(&e)
+    }
+}
+
+fn store_status(e: &StoreError) -> Status {
         match e {
             StoreError::BadPageToken => {
                 Status::invalid_argument("page_token is not one this server handed out")
             }
-            StoreError::Database(error) => database(&error),
+            StoreError::Database(error) => database(error),
             StoreError::Write(reason) => {
                 tracing::error!(%reason, "database write failed");
                 Status::unavailable(format!(
@@ -52,7 +57,6 @@ impl From<StoreError> for Status {
                 Status::unavailable(format!("the database {path} cannot be opened: {reason}"))
             }
         }
-    }
 }
 
 /// sqlx errors: the database being busy, gone or full is worth a retry;
@@ -89,6 +93,15 @@ impl From<SettingsError> for Status {
                     format!("settings not changed: {}", status.message()),
                 )
             }
+        }
+    }
+}
+
+impl From<crate::settings::RepositoryError> for Status {
+    fn from(e: crate::settings::RepositoryError) -> Status {
+        match e.inner::<StoreError>() {
+            Some(store) => store_status(store),
+            None => Status::internal(bounded(e.to_string())),
         }
     }
 }
@@ -171,7 +184,7 @@ mod tests {
         let status = Status::from(StoreError::Corrupt("bad json".into()));
         assert_eq!(status.code(), Code::DataLoss);
         assert!(status.message().contains("bad json"));
-        let status = Status::from(SettingsError::Store(StoreError::Corrupt("x".into())));
+        let status = Status::from(SettingsError::Store(crate::settings::RepositoryError::new(StoreError::Corrupt("x".into()))));
         assert_eq!(status.code(), Code::DataLoss);
         assert!(status.message().starts_with("settings not changed"));
     }

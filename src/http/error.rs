@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{recent::RecentRequest, sipgate::xml};
+use crate::{recent::RecentRequest, sipgate::xml, telemetry::WebhookOutcome};
 
 /// Why a push was refused. Each maps to a 4xx with an XML body saying why.
 #[derive(Debug)]
@@ -21,14 +21,14 @@ pub enum WebhookError {
 }
 
 impl WebhookError {
-    pub(super) fn outcome(&self) -> &'static str {
+    pub(super) fn outcome(&self) -> WebhookOutcome {
         match self {
-            WebhookError::Forbidden(_) => "forbidden_source",
-            WebhookError::Unauthorized(_) => "unauthorized",
-            WebhookError::BasicAuthRequired => "basic_auth_required",
-            WebhookError::NotFound(_) => "not_found",
-            WebhookError::PayloadTooLarge(_) => "too_large",
-            WebhookError::BadRequest(_) => "bad_request",
+            WebhookError::Forbidden(_) => WebhookOutcome::ForbiddenSource,
+            WebhookError::Unauthorized(_) => WebhookOutcome::Unauthorized,
+            WebhookError::BasicAuthRequired => WebhookOutcome::BasicAuthRequired,
+            WebhookError::NotFound(_) => WebhookOutcome::NotFound,
+            WebhookError::PayloadTooLarge(_) => WebhookOutcome::TooLarge,
+            WebhookError::BadRequest(_) => WebhookOutcome::BadRequest,
         }
     }
 }
@@ -64,7 +64,7 @@ impl WebhookError {
         let reason = self.reason();
         let body = xml::render_error(&reason);
         if let Some(entry) = recording {
-            entry.outcome = self.outcome();
+            entry.outcome = Some(self.outcome());
             entry.set_reply(&body);
             entry.reason = reason;
         }
@@ -143,10 +143,7 @@ mod tests {
         ];
         for refusal in refusals {
             let outcome = refusal.outcome();
-            assert!(
-                crate::telemetry::WEBHOOK_OUTCOMES.contains(&outcome),
-                "{outcome}"
-            );
+            assert!(WebhookOutcome::ALL.contains(&outcome), "{outcome:?}");
             let (status, reason) = (refusal.status(), refusal.reason());
             let mut entry = RecentRequest::default();
             let response = refusal.respond(Some(&mut entry));
@@ -154,7 +151,7 @@ mod tests {
             assert!(status.is_client_error());
             assert_eq!(
                 (entry.outcome, entry.reason.as_str()),
-                (outcome, reason.as_str())
+                (Some(outcome), reason.as_str())
             );
             assert_eq!(entry.reply, xml::render_error(&reason));
         }

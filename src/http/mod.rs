@@ -28,7 +28,7 @@ use crate::{
     bridge::BridgeStatuses,
     recent::RecentRequests,
     store::{StorageState, Store, WriterHandle},
-    telemetry::names,
+    telemetry::WebhookOutcome,
 };
 
 /// Longest a request may take before it is answered 408; graceful shutdown
@@ -148,7 +148,7 @@ async fn too_large_as_xml(State(limit): State<usize>, request: Request, next: Ne
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/xml"));
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_xml {
-        metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => "too_large").increment(1);
+        WebhookOutcome::TooLarge.count();
         tracing::warn!(limit, "webhook refused: declared body too large");
         let mut refusal = WebhookError::PayloadTooLarge(limit).respond(entry.as_mut());
         recording::attach(&mut refusal, entry);

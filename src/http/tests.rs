@@ -25,7 +25,7 @@ struct Fixture {
 async fn fixture(guards: Guards) -> Fixture {
     let harness = Harness::new(16).await;
     let settings = Arc::new(
-        SettingsManager::load(harness.store.clone(), "49".into())
+        SettingsManager::load(Arc::new(harness.store.clone()), "49".into(), None)
             .await
             .expect("settings load"),
     );

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     config::{BasicAuth, Secret, SignatureMode},
-    decide::{self, Decision},
+    decide::{self, Decision, Gather, Inputs, ReplyUrls},
     recent::{self, RecentRequest},
     settings::SettingsManager,
     sipgate::{
@@ -39,7 +39,7 @@ use crate::{
         xml::{self, Reply},
     },
     store::{Committed, Intake, StoreError, WriterHandle},
-    telemetry::names,
+    telemetry::{WebhookOutcome, names},
     tls::OverTls,
 };
 
@@ -88,8 +88,8 @@ pub async fn with_token(
     answer(&guards, &webhook, path.map_err(path_error), request).await
 }
 
-/// Answers one push and counts it by outcome; with recent requests on, notes
-/// what happened for the recording middleware.
+/// Answers one push and counts it by outcome; with recent requests on, the
+/// entry is filled here, from the typed result, and nowhere else.
 async fn answer(
     guards: &Guards,
     webhook: &Webhook,
@@ -104,37 +104,33 @@ async fn answer(
     let mut entry = recording::entry_for(request.extensions());
     let result = match path {
         Ok((token, direction)) => {
-            let peer_ip = peer.map(|p| p.ip());
             let target = Target {
-                peer: peer_ip,
+                peer: peer.map(|p| p.ip()),
                 token: token.as_deref(),
                 direction: &direction,
             };
-            handle(guards, webhook, target, request, started, entry.as_mut()).await
+            handle(guards, webhook, target, request, started, entry.is_some()).await
         }
-        Err(e) => Err(e),
+        Err(error) => Err(Refusal { error, body: None }),
     };
-    let outcome = match &result {
-        Ok((outcome, _)) => *outcome,
-        Err(e) => {
-            refusal_log::warn(peer, e);
-            e.outcome()
-        }
-    };
-    debug_assert!(
-        crate::telemetry::WEBHOOK_OUTCOMES.contains(&outcome),
-        "{outcome} is not in WEBHOOK_OUTCOMES"
-    );
-    metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
     let mut response = match result {
-        Ok((_, body)) => {
+        Ok(answered) => {
+            answered.outcome.count();
             metrics::histogram!(names::DECISION_LATENCY).record(started.elapsed().as_secs_f64());
             if let Some(entry) = entry.as_mut() {
-                entry.outcome = outcome;
+                answered.note(entry);
             }
-            (StatusCode::OK, xml_headers(), body).into_response()
+            (StatusCode::OK, xml_headers(), answered.body).into_response()
         }
-        Err(e) => e.respond(entry.as_mut()),
+        Err(Refusal { error, body }) => {
+            refusal_log::warn(peer, &error);
+            error.outcome().count();
+            if let (Some(entry), Some(body)) = (entry.as_mut(), body) {
+                // Refused after its body was read: the entry shows which call it was.
+                recording::note_form(entry, &body);
+            }
+            error.respond(entry.as_mut())
+        }
     };
     recording::attach(&mut response, entry);
     response
@@ -147,14 +143,59 @@ struct Target<'a> {
     direction: &'a str,
 }
 
+/// A push refused: why, and its body when it was read.
+struct Refusal {
+    error: WebhookError,
+    body: Option<Vec<u8>>,
+}
+
+impl From<WebhookError> for Refusal {
+    fn from(error: WebhookError) -> Self {
+        Refusal { error, body: None }
+    }
+}
+
+/// A push answered 200: how it fared and what was sent.
+struct Answered {
+    outcome: WebhookOutcome,
+    kind: EventKind,
+    call_id: String,
+    direction: Option<Direction>,
+    from: String,
+    to: String,
+    decision: Option<Decision>,
+    seq: Option<u64>,
+    /// The XML sent.
+    body: String,
+    /// The XML as the entry shows it (secrets redacted), when it differs.
+    shown: Option<String>,
+}
+
+impl Answered {
+    /// Fills the recent-requests entry.
+    fn note(&self, entry: &mut RecentRequest) {
+        entry.outcome = Some(self.outcome);
+        entry.kind = Some(self.kind);
+        entry.call_id = recent::field(&self.call_id);
+        entry.direction = self.direction;
+        entry.from = recent::field(&self.from);
+        entry.to = recent::field(&self.to);
+        entry.decision = self.decision.clone();
+        entry.seq = self.seq;
+        entry.duplicate = self.outcome == WebhookOutcome::Duplicate;
+        entry.set_reply(self.shown.as_deref().unwrap_or(&self.body));
+    }
+}
+
+/// Guard → parse → decide → commit → render.
 async fn handle(
     guards: &Guards,
     webhook: &Webhook,
     target: Target<'_>,
     request: Request,
     started: Instant,
-    mut entry: Option<&mut RecentRequest>,
-) -> Result<(&'static str, String), WebhookError> {
+    recording: bool,
+) -> Result<Answered, Refusal> {
     let Target {
         peer,
         token,
@@ -169,14 +210,9 @@ async fn handle(
     guards.check(peer, token, request.headers())?;
 
     let over_tls = request.extensions().get::<OverTls>().is_some();
+    let query = request.uri().query().map(str::to_owned);
     let headers = request.headers().clone();
     let body = read_body(request.into_body(), webhook.body_limit).await?;
-    // Refused from here on, the entry still shows which call it was.
-    let note_fields = |entry: Option<&mut RecentRequest>| {
-        if let Some(entry) = entry {
-            recording::note_form(entry, &body);
-        }
-    };
 
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
@@ -184,7 +220,8 @@ async fn handle(
         if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             return Err(WebhookError::BadRequest(format!(
                 "content type '{ct}' is not application/x-www-form-urlencoded"
-            )));
+            ))
+            .into());
         }
     }
 
@@ -194,8 +231,10 @@ async fn handle(
             .map(|v| v.to_str().unwrap_or("\u{0}"));
         if let Err(e) = webhook.verifier.verify(&body, signature) {
             metrics::counter!(names::SIGNATURE_FAILURES).increment(1);
-            note_fields(entry);
-            return Err(WebhookError::Unauthorized(e.to_string()));
+            return Err(Refusal {
+                error: WebhookError::Unauthorized(e.to_string()),
+                body: Some(body),
+            });
         }
     }
 
@@ -203,77 +242,88 @@ async fn handle(
     let event = match Event::from_form(fields) {
         Ok(event) => event,
         Err(e) => {
-            note_fields(entry);
-            return Err(WebhookError::BadRequest(e.to_string()));
+            return Err(Refusal {
+                error: WebhookError::BadRequest(e.to_string()),
+                body: Some(body),
+            });
         }
     };
-    if let Some(entry) = entry.as_deref_mut() {
-        entry.kind = Some(event.kind);
-        entry.call_id = recent::field(&event.call_id);
-        entry.direction = event.direction;
-        entry.from = recent::field(&event.from);
-        entry.to = recent::field(&event.to);
-    }
 
-    let decision = match (event.kind, event.direction) {
-        (EventKind::NewCall, Some(direction)) => Some(decide::decide(
-            &webhook.settings.snapshot(),
-            direction,
-            &event.from,
-            &event.to,
-            webhook.settings.country_code(),
-        )),
-        _ => None,
+    // Decide, from memory only.
+    let live = webhook.settings.live();
+    let inputs = Inputs {
+        settings: &live.settings,
+        flows: live.flows.as_deref(),
+        now: jiff::Timestamp::now(),
+        country_code: webhook.settings.country_code(),
     };
+    let menu = (event.kind == EventKind::Dtmf)
+        .then(|| webhook.settings.menu_key().verify(&event.call_id, query.as_deref()))
+        .flatten();
+    let decision = decide::decide(&event, &inputs, menu.as_ref());
 
-    let kind = event.kind;
-    let callback_direction = event.direction.unwrap_or(path_direction);
-    let to = event.to.clone();
-    let call_id = event.call_id.clone();
+    let mut answered = Answered {
+        outcome: WebhookOutcome::Accepted,
+        kind: event.kind,
+        call_id: event.call_id.clone(),
+        direction: event.direction,
+        from: event.from.clone(),
+        to: event.to.clone(),
+        decision: None,
+        seq: None,
+        body: String::new(),
+        shown: None,
+    };
+    let digits = event.dtmf.clone();
     let committed = commit(webhook, event, decision, started).await;
-    let (outcome, decision) = (committed.outcome, committed.decision);
-    tracing::debug!(%call_id, event = kind.as_str(), ?decision, outcome, "webhook answered");
-    if let Some(entry) = entry.as_deref_mut() {
-        entry.decision = decision.clone();
-        entry.seq = committed.seq;
-        entry.duplicate = outcome == "duplicate";
-    }
-
-    let callback = |secrets: Secrets| {
-        xml::callback_url(
-            &base_url(webhook, &headers, guards.trusts(peer), over_tls, secrets),
-            match secrets {
-                Secrets::Shown => webhook.webhook_token.as_ref().map(|t| t.expose()),
-                Secrets::Redacted => webhook.webhook_token.as_ref().map(|_| recent::REDACTED),
-            },
-            callback_direction.as_str(),
-        )
+    answered.outcome = committed.outcome;
+    answered.seq = committed.seq;
+    answered.decision = match (committed.replayed, &menu) {
+        // A replayed dtmf push: the prompt was answered already.
+        (true, Some(state)) => Some(decide::dtmf(&inputs, state, &digits, true)),
+        _ => committed.decision,
     };
-    let body = match kind {
+    tracing::debug!(
+        call_id = %answered.call_id,
+        event = answered.kind.as_str(),
+        decision = ?answered.decision,
+        outcome = answered.outcome.as_str(),
+        "webhook answered"
+    );
+
+    // Render.
+    answered.body = match answered.kind {
         EventKind::Answer | EventKind::Hangup => xml::render(&Reply::Empty),
         EventKind::NewCall | EventKind::Dtmf => {
-            let shown = callback(Secrets::Shown);
-            // The callback URLs carry the path token and credentials; the
-            // entry shows them redacted.
-            let redacted = entry
-                .as_ref()
-                .map(|_| callback(Secrets::Redacted))
-                .filter(|redacted| *redacted != shown);
-            let reply = decide::reply_for(decision.as_ref(), shown, to.clone());
-            let body = xml::render(&reply);
-            if let (Some(entry), Some(redacted)) = (entry.as_deref_mut(), redacted) {
-                let reply = decide::reply_for(decision.as_ref(), redacted, to);
-                entry.set_reply(&xml::render(&reply));
+            let direction = answered.direction.unwrap_or(path_direction);
+            let render = |secrets: Secrets| {
+                let base = base_url(webhook, &headers, guards.trusts(peer), over_tls, secrets);
+                let token = match secrets {
+                    Secrets::Shown => webhook.webhook_token.as_ref().map(|t| t.expose()),
+                    Secrets::Redacted => webhook.webhook_token.as_ref().map(|_| recent::REDACTED),
+                };
+                let callback = xml::callback_url(&base, token, direction.as_str());
+                let key = webhook.settings.menu_key();
+                let call_id = answered.call_id.as_str();
+                let menu_query =
+                    |g: &Gather, rule: &str| key.query(call_id, &g.menu, g.step, rule);
+                let urls = ReplyUrls {
+                    callback: &callback,
+                    base: &base,
+                    menu_query: &menu_query,
+                };
+                xml::render(&decide::reply(answered.decision.as_ref(), &urls, &answered.to))
+            };
+            let body = render(Secrets::Shown);
+            if recording {
+                // The callback URLs carry the path token and credentials; the
+                // entry shows them redacted.
+                answered.shown = Some(render(Secrets::Redacted)).filter(|shown| *shown != body);
             }
             body
         }
     };
-    if let Some(entry) = entry
-        && entry.reply.is_empty()
-    {
-        entry.set_reply(&body);
-    }
-    Ok((outcome, body))
+    Ok(answered)
 }
 
 /// Whether a callback URL carries the real path token and credentials, or
@@ -286,12 +336,13 @@ enum Secrets {
 
 /// How a push's event fared with the writer.
 struct CommitOutcome {
-    /// As counted in `sidecar_webhook_requests_total`.
-    outcome: &'static str,
+    outcome: WebhookOutcome,
     /// The decision to answer with (a duplicate's is the stored one).
     decision: Option<Decision>,
     /// Where it is in the log, when known before the reply.
     seq: Option<u64>,
+    /// A dtmf push for a prompt already answered: not stored.
+    replayed: bool,
 }
 
 /// Hands the event to the writer and waits for the commit, at most the reply
@@ -318,43 +369,52 @@ async fn commit(
         outcome,
         decision,
         seq: None,
+        replayed: false,
     };
     match tokio::time::timeout(remaining, task).await {
         Ok(Ok(Ok(Committed::Appended { seq, .. }))) => CommitOutcome {
-            outcome: "accepted",
+            outcome: WebhookOutcome::Accepted,
             decision,
             seq: Some(seq),
+            replayed: false,
         },
         // A replayed push gets the answer the original got.
         Ok(Ok(Ok(Committed::Duplicate {
             seq,
             decision: stored,
         }))) => CommitOutcome {
-            outcome: "duplicate",
+            outcome: WebhookOutcome::Duplicate,
             decision: stored.or(decision),
             seq: Some(seq),
+            replayed: false,
+        },
+        Ok(Ok(Ok(Committed::Replayed))) => CommitOutcome {
+            outcome: WebhookOutcome::Duplicate,
+            decision,
+            seq: None,
+            replayed: true,
         },
         // Counted and logged (rate-limited) by the writer's handle.
-        Ok(Ok(Err(StoreError::QueueFull))) => unstored("queue_full", decision),
+        Ok(Ok(Err(StoreError::QueueFull))) => unstored(WebhookOutcome::QueueFull, decision),
         Ok(Ok(Err(e))) => {
             tracing::error!(error = %e, "event not stored; replying with the decision anyway");
-            unstored("store_error", decision)
+            unstored(WebhookOutcome::StoreError, decision)
         }
         Ok(Err(join)) => {
             tracing::error!(error = %join, "event submission failed");
-            unstored("store_error", decision)
+            unstored(WebhookOutcome::StoreError, decision)
         }
         Err(_) => {
             metrics::counter!(names::REPLY_DEADLINE_MISSED).increment(1);
             // While storage fails every reply misses it; the writer logs that once.
             if !webhook.writer.storage_health().is_healthy() {
-                return unstored("storage_failing", decision);
+                return unstored(WebhookOutcome::StorageFailing, decision);
             }
             tracing::warn!(
                 deadline_ms = webhook.reply_deadline.as_millis() as u64,
                 "commit slower than the reply deadline; replying now, the event still commits"
             );
-            unstored("deadline_missed", decision)
+            unstored(WebhookOutcome::DeadlineMissed, decision)
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
 use super::{Conn, Listener, Throttle, WARN_EVERY};
-use crate::{config::HttpListenerConfig, sipgate::xml, telemetry::names, tls};
+use crate::{config::HttpListenerConfig, sipgate::xml, tls};
 
 /// Serves `router` on the webhook listener until `shutdown`; connections
 /// still open when `deadline` fires are dropped.
@@ -128,8 +128,7 @@ fn limit_webhooks(router: Router, max: usize) -> Router {
                     return next.run(request).await;
                 }
                 let Ok(_slot) = slots.try_acquire_owned() else {
-                    metrics::counter!(names::WEBHOOK_REQUESTS, "outcome" => "overloaded")
-                        .increment(1);
+                    crate::telemetry::WebhookOutcome::Overloaded.count();
                     if let Some(held) = warnings.ready() {
                         tracing::warn!(
                             limit = max,

@@ -12,7 +12,7 @@ use super::{
     zammad::ImportedSettings,
 };
 use crate::{
-    decide::{BlockEntry, RoutingRule},
+    settings::{BlockEntry, RoutingRule},
     numbers,
 };
 
@@ -40,6 +40,9 @@ pub enum Change {
     ReorderRoutingTable(Vec<String>),
     SetDefaultCallerId(Option<String>),
     ImportZammad(Box<ImportedSettings>),
+    /// Sets the call-flows document (checked by the manager, which has
+    /// the announcements directory), or clears it with `None`.
+    SetFlows(Option<String>),
     /// Puts back the settings from before audit entry `audit_id`.
     Restore {
         audit_id: u64,
@@ -147,6 +150,8 @@ impl Change {
             Change::ReorderRoutingTable(_) => "route.reorder",
             Change::SetDefaultCallerId(_) => "default_caller_id.set",
             Change::ImportZammad(_) => "import.zammad",
+            Change::SetFlows(Some(_)) => "flows.set",
+            Change::SetFlows(None) => "flows.clear",
             Change::Restore { .. } => "audit.restore",
         }
     }
@@ -170,6 +175,10 @@ impl Change {
                 "block_entries": imported.content.block_list.len(),
                 "routing_rules": imported.content.routing_table.len(),
                 "default_caller_id": imported.content.default_caller_id,
+            }),
+            Change::SetFlows(text) => json!({
+                "bytes": text.as_ref().map(String::len),
+                "sha256": text.as_ref().map(|t| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t))),
             }),
             Change::Restore { audit_id, content } => json!({
                 "restored_before_audit_id": audit_id,
@@ -269,7 +278,24 @@ impl Change {
                 )?;
             }
             Change::SetDefaultCallerId(value) => settings.default_caller_id = value,
-            Change::ImportZammad(imported) => *settings = imported.content,
+            Change::ImportZammad(imported) => {
+                // Zammad's configuration has no call flows: they stay.
+                let flows = settings.flows.take();
+                *settings = imported.content;
+                settings.flows = flows;
+            }
+            Change::SetFlows(text) => {
+                if let Some(text) = &text
+                    && text.len() > crate::flows::MAX_DOCUMENT_BYTES
+                {
+                    return Err(SettingsError::Invalid(format!(
+                        "the call flows document has {} bytes; at most {} (1 MiB) are accepted",
+                        text.len(),
+                        crate::flows::MAX_DOCUMENT_BYTES
+                    )));
+                }
+                settings.flows = text;
+            }
             Change::Restore { content, .. } => *settings = *content,
         }
         Ok(())

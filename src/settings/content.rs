@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::zammad::ZammadExtras;
-use crate::decide::{BlockEntry, RoutingRule, Settings};
+use crate::settings::{BlockEntry, RoutingRule, Settings};
 
 /// Everything an admin can set, without the version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +18,9 @@ pub struct Content {
     /// Zammad's keys the sidecar does not use, kept for export.
     #[serde(default)]
     pub zammad: ZammadExtras,
+    /// The call-flows document, as set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<String>,
 }
 
 impl Content {
@@ -27,6 +30,7 @@ impl Content {
             routing_table: settings.routing_table.clone(),
             default_caller_id: settings.default_caller_id.clone(),
             zammad,
+            flows: settings.flows.clone(),
         }
     }
 
@@ -35,6 +39,7 @@ impl Content {
             block_list: self.block_list.clone(),
             routing_table: self.routing_table.clone(),
             default_caller_id: self.default_caller_id.clone().filter(|v| !v.is_empty()),
+            flows: self.flows.clone(),
             version,
         }
     }
@@ -67,6 +72,7 @@ impl Content {
             routing_order_changed,
             default_caller_id,
             user_remote_map_changed: self.zammad.user_remote_map != next.zammad.user_remote_map,
+            flows_changed: self.flows != next.flows,
         }
     }
 }
@@ -118,6 +124,8 @@ pub struct SettingsDiff {
     /// (before, after) when the default caller ID changes.
     pub default_caller_id: Option<(Option<String>, Option<String>)>,
     pub user_remote_map_changed: bool,
+    /// The call-flows document is set, replaced or cleared.
+    pub flows_changed: bool,
 }
 
 impl SettingsDiff {
@@ -152,12 +160,14 @@ mod tests {
             routing_table: vec![route("4930*", "4930777"), route("49*", "4930888")],
             default_caller_id: Some("4930777000".into()),
             zammad: ZammadExtras::default(),
+            flows: None,
         };
         let after = Content {
             block_list: vec![block("4930*", "spam range"), block("4940123", "")],
             routing_table: vec![route("49*", "4930888"), route("4930*", "4930777")],
             default_caller_id: None,
             zammad: ZammadExtras::default(),
+            flows: None,
         };
         let d = before.diff(&after);
         assert_eq!(d.blocks_added, [block("4940123", "")]);

@@ -3,18 +3,22 @@
 //! serialised, checked against the version they were based on, validated
 //! before anything is written, stored with an audit entry (which keeps the
 //! whole settings before and after) in one short transaction, and only then
-//! published. The copying, checking and JSON encoding run on a blocking
-//! thread, so a large import does not stall the async workers that answer
-//! webhooks.
+//! published. The copying, checking, flows compiling and JSON encoding run
+//! on a blocking thread, so a large import does not stall the async workers
+//! that answer webhooks. Storage is a [`SettingsRepository`]: the manager
+//! never names a backend.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, path::PathBuf, sync::Arc};
 
 use arc_swap::ArcSwap;
 
-use super::{Change, Content, SettingsDiff, SettingsError, validate, zammad::ZammadExtras};
+use super::{
+    AuditEntry, AuditRecord, Change, Content, RepositoryError, SavedChange, Settings,
+    SettingsDiff, SettingsError, SettingsRepository, validate, zammad::ZammadExtras,
+};
 use crate::{
-    decide::Settings,
-    store::{AuditEntry, AuditRecord, Store, StoreError},
+    decide::MenuKey,
+    flows::{self, Compiled, Files, Flows},
 };
 
 /// What a mutating request asks to hold before it is applied.
@@ -38,18 +42,23 @@ pub struct Preview {
 }
 
 /// The published state: what webhooks decide from, plus what export shows.
-struct Current {
-    settings: Arc<Settings>,
+pub struct Live {
+    pub settings: Arc<Settings>,
+    /// The compiled call flows of `settings.flows`.
+    pub flows: Option<Arc<Flows>>,
     zammad: ZammadExtras,
     /// `Content` of this state as JSON: the next change's "before".
     json: Arc<str>,
 }
 
 pub struct SettingsManager {
-    store: Store,
-    current: ArcSwap<Current>,
+    repo: Arc<dyn SettingsRepository>,
+    current: ArcSwap<Live>,
     write_lock: tokio::sync::Mutex<()>,
     country_code: String,
+    /// Where call-flow announcement and iCalendar files are read from.
+    announcements_dir: Option<PathBuf>,
+    menu_key: MenuKey,
 }
 
 fn encode(content: &Content) -> Arc<str> {
@@ -84,50 +93,130 @@ fn force_error(reasons: &[String]) -> SettingsError {
     ))
 }
 
+/// The flows of `next` compiled, when they differ from `base`'s: an
+/// invalid document refuses the change.
+fn next_flows(
+    country_code: &str,
+    dir: Option<&std::path::Path>,
+    base: &Live,
+    next: &Content,
+) -> Result<(Option<Arc<Flows>>, Vec<String>), SettingsError> {
+    if next.flows == base.settings.flows {
+        return Ok((base.flows.clone(), Vec::new()));
+    }
+    let Some(text) = &next.flows else {
+        return Ok((None, Vec::new()));
+    };
+    let files = dir.map_or(Files::None, Files::Dir);
+    let compiled = flows::compile(text, country_code, files)
+        .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+    Ok((Some(Arc::new(compiled.flows)), compiled.warnings))
+}
+
 impl SettingsManager {
-    pub async fn load(store: Store, country_code: String) -> Result<Self, StoreError> {
-        let settings = store.load_settings().await?;
-        let zammad: ZammadExtras = match store.load_zammad_extras().await? {
+    pub async fn load(
+        repo: Arc<dyn SettingsRepository>,
+        country_code: String,
+        announcements_dir: Option<PathBuf>,
+    ) -> Result<Self, RepositoryError> {
+        let settings = repo.load_settings().await?;
+        let zammad: ZammadExtras = match repo.load_zammad_extras().await? {
             Some(json) => serde_json::from_str(&json)?,
             None => ZammadExtras::default(),
         };
-        let json = encode(&Content::new(&settings, zammad.clone()));
-        Ok(SettingsManager {
-            store,
-            current: ArcSwap::from_pointee(Current {
-                settings: Arc::new(settings),
-                zammad,
-                json,
+        let menu_key = MenuKey::new(repo.menu_key().await?);
+        let manager = SettingsManager {
+            repo,
+            current: ArcSwap::from_pointee(Live {
+                settings: Arc::new(Settings::default()),
+                flows: None,
+                zammad: ZammadExtras::default(),
+                json: encode(&Content::default()),
             }),
             write_lock: tokio::sync::Mutex::new(()),
             country_code,
+            announcements_dir,
+            menu_key,
+        };
+        let flows = manager.compile_stored(settings.flows.as_deref()).await;
+        let json = encode(&Content::new(&settings, zammad.clone()));
+        manager.current.store(Arc::new(Live {
+            settings: Arc::new(settings),
+            flows,
+            zammad,
+            json,
+        }));
+        Ok(manager)
+    }
+
+    /// Compiles `text` as a change would: every file read and checked.
+    pub async fn check_flows(&self, text: String) -> Result<Compiled, SettingsError> {
+        let country_code = self.country_code.clone();
+        let dir = self.announcements_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let files = dir.as_deref().map_or(Files::None, Files::Dir);
+            flows::compile(&text, &country_code, files)
         })
+        .await
+        .map_err(|e| SettingsError::Invalid(format!("the call flows could not be checked: {e}")))?
+        .map_err(|e| SettingsError::Invalid(e.to_string()))
+    }
+
+    /// Compiles the stored flows at start or after another replica's
+    /// change. They were valid when set; a file that has gone since is
+    /// logged loudly and its announcement left out, and the rules still
+    /// apply.
+    async fn compile_stored(&self, text: Option<&str>) -> Option<Arc<Flows>> {
+        let text = text?.to_string();
+        match self.check_flows(text.clone()).await {
+            Ok(compiled) => Some(Arc::new(compiled.flows)),
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "the stored call flows do not compile with the files here; \
+                     their rules apply without the announcements that fail"
+                );
+                let cc = self.country_code.clone();
+                tokio::task::spawn_blocking(move || flows::compile(&text, &cc, Files::Unchecked))
+                    .await
+                    .ok()?
+                    .ok()
+                    .map(|c| Arc::new(c.flows))
+            }
+        }
     }
 
     /// Re-reads the stored settings and publishes them when their version
     /// differs from the snapshot's: a change another process stored on the
     /// same database (PostgreSQL replicas). Returns whether it changed.
-    pub async fn reload(&self) -> Result<bool, StoreError> {
+    pub async fn reload(&self) -> Result<bool, RepositoryError> {
         let _guard = self.write_lock.lock().await;
         self.reload_locked().await
     }
 
-    async fn reload_locked(&self) -> Result<bool, StoreError> {
-        let settings = self.store.load_settings().await?;
-        if settings.version == self.current.load().settings.version {
+    async fn reload_locked(&self) -> Result<bool, RepositoryError> {
+        let settings = self.repo.load_settings().await?;
+        let current = self.current.load_full();
+        if settings.version == current.settings.version {
             return Ok(false);
         }
-        let zammad: ZammadExtras = match self.store.load_zammad_extras().await? {
+        let zammad: ZammadExtras = match self.repo.load_zammad_extras().await? {
             Some(json) => serde_json::from_str(&json)?,
             None => ZammadExtras::default(),
+        };
+        let flows = if settings.flows == current.settings.flows {
+            current.flows.clone()
+        } else {
+            self.compile_stored(settings.flows.as_deref()).await
         };
         let json = encode(&Content::new(&settings, zammad.clone()));
         tracing::info!(
             version = settings.version,
             "settings changed by another replica"
         );
-        self.current.store(Arc::new(Current {
+        self.current.store(Arc::new(Live {
             settings: Arc::new(settings),
+            flows,
             zammad,
             json,
         }));
@@ -141,7 +230,7 @@ impl SettingsManager {
         self: &Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let mut changes = self.store.settings_changes()?;
+        let mut changes = self.repo.settings_changes()?;
         let manager = self.clone();
         Some(tokio::spawn(async move {
             loop {
@@ -171,6 +260,16 @@ impl SettingsManager {
         self.current.load().settings.clone()
     }
 
+    /// Settings and compiled flows in effect now, as one consistent state.
+    pub fn live(&self) -> Arc<Live> {
+        self.current.load_full()
+    }
+
+    /// The key menu state in callback URLs is signed with.
+    pub fn menu_key(&self) -> &MenuKey {
+        &self.menu_key
+    }
+
     /// Everything an admin set, with the version, as one consistent state.
     pub fn content(&self) -> (Content, u64) {
         let current = self.current.load();
@@ -185,8 +284,8 @@ impl SettingsManager {
         &self,
         limit: u32,
         before_id: Option<u64>,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.list_audit(limit, before_id).await
+    ) -> Result<Vec<AuditEntry>, RepositoryError> {
+        self.repo.list_audit(limit, before_id).await
     }
 
     pub fn country_code(&self) -> &str {
@@ -206,14 +305,17 @@ impl SettingsManager {
     /// What `change` would do to the current settings; stores nothing.
     pub async fn preview(&self, change: Change) -> Result<Preview, SettingsError> {
         let current = self.current.load_full();
-        let warnings = match &change {
+        let mut warnings = match &change {
             Change::ImportZammad(imported) => imported.warnings.clone(),
             _ => Vec::new(),
         };
+        let (country_code, dir) = (self.country_code.clone(), self.announcements_dir.clone());
         tokio::task::spawn_blocking(move || {
             let before = Content::new(&current.settings, current.zammad.clone());
             let mut next = before.clone();
             change.apply(&mut next)?;
+            let (_, flow_warnings) = next_flows(&country_code, dir.as_deref(), &current, &next)?;
+            warnings.extend(flow_warnings);
             Ok(Preview {
                 base_version: current.settings.version,
                 diff: before.diff(&next),
@@ -236,7 +338,7 @@ impl SettingsManager {
         precondition: Precondition,
     ) -> Result<Arc<Settings>, SettingsError> {
         let _guard = self.write_lock.lock().await;
-        if self.store.settings_changes().is_some() {
+        if self.repo.settings_changes().is_some() {
             // Other processes change the same settings: start from what is stored.
             self.reload_locked().await?;
         }
@@ -257,34 +359,37 @@ impl SettingsManager {
             detail: change.detail().to_string(),
         };
         let base = current.clone();
-        let (next, next_json, extras_json) = tokio::task::spawn_blocking(move || {
+        let (country_code, dir) = (self.country_code.clone(), self.announcements_dir.clone());
+        let (next, next_json, extras_json, flows) = tokio::task::spawn_blocking(move || {
             let mut next = Content::new(&base.settings, base.zammad.clone());
             change.apply(&mut next)?;
             let reasons = needs_force(&base.settings, &next);
             if !precondition.force && !reasons.is_empty() {
                 return Err(force_error(&reasons));
             }
+            let (flows, _) = next_flows(&country_code, dir.as_deref(), &base, &next)?;
             let extras_json = (next.zammad != base.zammad)
                 .then(|| serde_json::to_string(&next.zammad).expect("extras serialise"));
             let next_json = encode(&next);
-            Ok((next, next_json, extras_json))
+            Ok::<_, SettingsError>((next, next_json, extras_json, flows))
         })
         .await
         .map_err(|e| SettingsError::Invalid(format!("the change could not be applied: {e}")))??;
         let settings = next.settings(current.settings.version);
         let stored = Arc::new(
-            self.store
-                .save_settings_change(
-                    &settings,
-                    Some(&current.settings),
-                    extras_json.as_deref(),
-                    &audit,
-                    Some((&current.json, &next_json)),
-                )
+            self.repo
+                .save_settings_change(SavedChange {
+                    settings: &settings,
+                    previous: Some(&current.settings),
+                    zammad_extras: extras_json.as_deref(),
+                    audit: &audit,
+                    content: Some((&current.json, &next_json)),
+                })
                 .await?,
         );
-        self.current.store(Arc::new(Current {
+        self.current.store(Arc::new(Live {
             settings: stored.clone(),
+            flows,
             zammad: next.zammad,
             json: next_json,
         }));
@@ -295,7 +400,7 @@ impl SettingsManager {
     /// The change that puts back the settings from before audit entry `id`
     /// (the newest entry when `None`).
     pub async fn restore_change(&self, id: Option<u64>) -> Result<Change, SettingsError> {
-        let Some((audit_id, before)) = self.store.audit_settings_before(id).await? else {
+        let Some((audit_id, before)) = self.repo.audit_settings_before(id).await? else {
             return Err(SettingsError::NotFound(match id {
                 Some(id) => format!("there is no audit entry {id}"),
                 None => "there is no settings change to undo".to_string(),
@@ -310,7 +415,7 @@ impl SettingsManager {
         let content: Content = tokio::task::spawn_blocking(move || serde_json::from_str(&before))
             .await
             .map_err(|e| SettingsError::Invalid(format!("audit entry could not be read: {e}")))?
-            .map_err(StoreError::from)?;
+            .map_err(RepositoryError::from)?;
         Ok(Change::Restore {
             audit_id,
             content: Box::new(content),
@@ -325,7 +430,7 @@ mod tests {
 
     async fn manager() -> (Harness, SettingsManager) {
         let harness = Harness::new(16).await;
-        let manager = SettingsManager::load(harness.store.clone(), "49".into())
+        let manager = SettingsManager::load(Arc::new(harness.store.clone()), "49".into(), None)
             .await
             .unwrap();
         (harness, manager)

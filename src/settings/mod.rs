@@ -4,6 +4,8 @@
 pub mod change;
 pub mod content;
 pub mod manager;
+mod model;
+mod repository;
 pub mod ruby;
 pub mod validate;
 pub mod zammad;
@@ -11,8 +13,10 @@ pub mod zammad;
 pub use change::Change;
 pub use content::{Content, SettingsDiff};
 pub use manager::{Precondition, SettingsManager};
-
-use crate::store::StoreError;
+pub use model::{BlockEntry, RoutingRule, Settings};
+pub use repository::{
+    AuditEntry, AuditRecord, RepositoryError, SavedChange, SettingsRepository,
+};
 
 /// At most this many block-list entries, so validation, storage and the
 /// per-call match stay bounded.
@@ -57,7 +61,7 @@ pub enum SettingsError {
     )]
     Stale { expected: u64, current: u64 },
     #[error("settings could not be stored: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] RepositoryError),
 }
 
 #[cfg(test)]

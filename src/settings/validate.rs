@@ -2,7 +2,7 @@
 
 use super::{ECHO_CHARS, shown};
 use crate::{
-    decide::{BlockEntry, RoutingRule},
+    settings::{BlockEntry, RoutingRule},
     numbers::{normalize_number, normalize_pattern},
 };
 

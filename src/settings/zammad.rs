@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Number, Value, json};
 
 use super::{Content, MAX_BLOCK_ENTRIES, MAX_ROUTING_RULES, clip, ruby, shown, validate};
-use crate::decide::{BlockEntry, RoutingRule};
+use crate::settings::{BlockEntry, RoutingRule};
 
 /// A string or a number, as Zammad stores ids and the view limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +293,7 @@ fn import_value(root: Value, cc: &str) -> Result<ImportedSettings, ImportError> 
                 user_remote_map,
                 view_limit,
             },
+            flows: None,
         },
         warnings,
     })

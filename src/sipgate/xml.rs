@@ -22,6 +22,85 @@ pub enum Reply {
         caller_id: String,
         number: String,
     },
+    /// A call flow's answer: its elements in order.
+    Flow {
+        callback: String,
+        elements: Vec<Element>,
+    },
+}
+
+/// One instruction of a call flow's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Element {
+    /// `<Play><Url>…</Url></Play>`.
+    Play(String),
+    /// `<Dial><Number>…</Number>…</Dial>`: ring these numbers at once.
+    Dial(Vec<String>),
+    /// `<Dial><Voicemail/></Dial>`.
+    Voicemail,
+    /// `<Reject reason="…"/>`.
+    Reject(String),
+    /// `<Hangup/>`.
+    Hangup,
+    /// `<Gather onData="…" maxDigits="n" timeout="ms">` with the prompt.
+    Gather {
+        on_data: String,
+        max_digits: u32,
+        timeout_ms: u32,
+        prompt: Option<String>,
+    },
+}
+
+impl Element {
+    fn render(&self, out: &mut String, indent: &str) {
+        use std::fmt::Write;
+        match self {
+            Element::Play(url) => {
+                let _ = write!(
+                    out,
+                    "{indent}<Play>\n{indent}  <Url>{}</Url>\n{indent}</Play>\n",
+                    text(url)
+                );
+            }
+            Element::Dial(numbers) => {
+                let _ = writeln!(out, "{indent}<Dial>");
+                for n in numbers {
+                    let _ = writeln!(out, "{indent}  <Number>{}</Number>", text(n));
+                }
+                let _ = writeln!(out, "{indent}</Dial>");
+            }
+            Element::Voicemail => {
+                let _ = write!(out, "{indent}<Dial>\n{indent}  <Voicemail/>\n{indent}</Dial>\n");
+            }
+            Element::Reject(reason) => {
+                let _ = writeln!(out, "{indent}<Reject reason=\"{}\"/>", attribute(reason));
+            }
+            Element::Hangup => {
+                let _ = writeln!(out, "{indent}<Hangup/>");
+            }
+            Element::Gather {
+                on_data,
+                max_digits,
+                timeout_ms,
+                prompt,
+            } => {
+                let open = format!(
+                    "{indent}<Gather onData=\"{}\" maxDigits=\"{max_digits}\" timeout=\"{timeout_ms}\"",
+                    attribute(on_data)
+                );
+                match prompt {
+                    Some(url) => {
+                        let _ = writeln!(out, "{open}>");
+                        Element::Play(url.clone()).render(out, &format!("{indent}  "));
+                        let _ = writeln!(out, "{indent}</Gather>");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{open}/>");
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn is_xml_char(c: char) -> bool {
@@ -81,6 +160,14 @@ pub fn render(reply: &Reply) -> String {
             attribute(caller_id),
             text(number)
         ),
+        Reply::Flow { callback, elements } => {
+            let mut out = format!("{}>\n", open(callback));
+            for element in elements {
+                element.render(&mut out, "  ");
+            }
+            out.push_str("</Response>\n");
+            out
+        }
     }
 }
 
@@ -145,6 +232,44 @@ mod tests {
             render_error("Invalid token, please contact your admin!"),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response>\n  <Error>Invalid token, please contact your admin!</Error>\n</Response>\n"
         );
+    }
+
+    #[test]
+    fn call_flow_replies() {
+        let flow = |elements| {
+            render(&Reply::Flow {
+                callback: URL.into(),
+                elements,
+            })
+        };
+        let head = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n"
+        );
+        assert_eq!(
+            flow(vec![Element::Dial(vec!["491701234567".into(), "491707654321".into()])]),
+            format!("{head}  <Dial>\n    <Number>491701234567</Number>\n    <Number>491707654321</Number>\n  </Dial>\n</Response>\n")
+        );
+        assert_eq!(
+            flow(vec![Element::Play("https://a.example/x.wav".into()), Element::Voicemail]),
+            format!("{head}  <Play>\n    <Url>https://a.example/x.wav</Url>\n  </Play>\n  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n")
+        );
+        assert_eq!(
+            flow(vec![Element::Reject("rejected".into())]),
+            format!("{head}  <Reject reason=\"rejected\"/>\n</Response>\n")
+        );
+        assert_eq!(flow(vec![Element::Hangup]), format!("{head}  <Hangup/>\n</Response>\n"));
+        let gather = flow(vec![Element::Gather {
+            on_data: format!("{URL}?menu=main&step=1"),
+            max_digits: 1,
+            timeout_ms: 5000,
+            prompt: Some("https://a.example/menu.wav".into()),
+        }]);
+        assert_eq!(
+            gather,
+            format!("{head}  <Gather onData=\"{URL}?menu=main&amp;step=1\" maxDigits=\"1\" timeout=\"5000\">\n    <Play>\n      <Url>https://a.example/menu.wav</Url>\n    </Play>\n  </Gather>\n</Response>\n")
+        );
+        let values = well_formed(&gather);
+        assert!(values.contains(&format!("{URL}?menu=main&step=1")), "{values:?}");
     }
 
     #[test]

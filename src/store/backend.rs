@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use super::pg::PgStore;
 use super::{AuditEntry, AuditRecord, CallQuery, EventPage, SqliteStore, StoreError};
 use crate::calls::CallRecord;
-use crate::decide::Settings;
+use crate::settings::{RepositoryError, SavedChange, Settings, SettingsRepository};
 
 /// The database: SQLite (a file path or `sqlite://` URL) or PostgreSQL (a
 /// `postgres://` or `postgresql://` URL). Cheap to clone.
@@ -197,5 +197,78 @@ impl Store {
             Backend::Sqlite(s) => s.set_fault(on),
             Backend::Postgres(_) => unreachable!("the write fault hook is SQLite's"),
         }
+    }
+}
+
+impl Store {
+    /// The menu-state signing key, made on first use.
+    pub(crate) async fn menu_key(&self) -> Result<Vec<u8>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let mut conn = s.inner.pool.acquire().await?;
+                super::settings::menu_key::<sqlx::Sqlite>(&mut conn).await
+            }
+            Backend::Postgres(s) => {
+                let mut conn = s.pool().acquire().await?;
+                super::settings::menu_key::<sqlx::Postgres>(&mut conn).await
+            }
+        }
+    }
+}
+
+/// The settings manager's view of the store.
+#[async_trait::async_trait]
+impl SettingsRepository for Store {
+    async fn load_settings(&self) -> Result<Settings, RepositoryError> {
+        Store::load_settings(self).await.map_err(RepositoryError::new)
+    }
+
+    async fn load_zammad_extras(&self) -> Result<Option<String>, RepositoryError> {
+        Store::load_zammad_extras(self)
+            .await
+            .map_err(RepositoryError::new)
+    }
+
+    async fn save_settings_change(
+        &self,
+        change: SavedChange<'_>,
+    ) -> Result<Settings, RepositoryError> {
+        Store::save_settings_change(
+            self,
+            change.settings,
+            change.previous,
+            change.zammad_extras,
+            change.audit,
+            change.content,
+        )
+        .await
+        .map_err(RepositoryError::new)
+    }
+
+    async fn audit_settings_before(
+        &self,
+        id: Option<u64>,
+    ) -> Result<Option<(u64, Option<String>)>, RepositoryError> {
+        Store::audit_settings_before(self, id)
+            .await
+            .map_err(RepositoryError::new)
+    }
+
+    async fn list_audit(
+        &self,
+        limit: u32,
+        before_id: Option<u64>,
+    ) -> Result<Vec<AuditEntry>, RepositoryError> {
+        Store::list_audit(self, limit, before_id)
+            .await
+            .map_err(RepositoryError::new)
+    }
+
+    fn settings_changes(&self) -> Option<watch::Receiver<u64>> {
+        Store::settings_changes(self)
+    }
+
+    async fn menu_key(&self) -> Result<Vec<u8>, RepositoryError> {
+        Store::menu_key(self).await.map_err(RepositoryError::new)
     }
 }

@@ -109,23 +109,7 @@ pub struct WireEvent {
     pub wire: Bytes,
 }
 
-/// A settings change to record: what, when, by which client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    pub at_ms: i64,
-    pub client: String,
-    pub action: String,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEntry {
-    pub id: u64,
-    pub at_ms: i64,
-    pub client: String,
-    pub action: String,
-    pub detail: String,
-}
+pub use crate::settings::{AuditEntry, AuditRecord};
 
 /// Filters and paging for `Store::list_calls`; results are newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

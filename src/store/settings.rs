@@ -2,13 +2,17 @@
 
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Sqlite, Type};
 
-use crate::decide::{BlockEntry, RoutingRule, Settings};
+use crate::settings::{BlockEntry, RoutingRule, Settings};
 use crate::paging;
 
 /// Rows per INSERT statement (4 bound values each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
 /// The `settings_kv` key of Zammad's kept keys (`user_remote_map`, `view_limit`).
 pub(super) const ZAMMAD_EXTRAS: &str = "zammad_extras";
+/// The `settings_kv` key of the call-flows document (the text as set; empty = none).
+const FLOWS: &str = "flows";
+/// The `settings_kv` key of the menu-state signing key (hex).
+const MENU_KEY: &str = "menu_key";
 
 use super::sql::bind;
 use super::{AuditEntry, AuditRecord, SqliteStore, StoreError};
@@ -50,12 +54,7 @@ impl SqliteStore {
             held_ms = started.elapsed().as_millis() as u64,
             "settings stored"
         );
-        Ok(Settings {
-            block_list: settings.block_list.clone(),
-            routing_table: settings.routing_table.clone(),
-            default_caller_id: settings.default_caller_id.clone().filter(|v| !v.is_empty()),
-            version,
-        })
+        Ok(stored(settings, version))
     }
 
     /// Zammad's keys kept with the settings (JSON), if any were stored.
@@ -137,6 +136,10 @@ where
     }
     let default_caller_id = settings.default_caller_id.clone().unwrap_or_default();
     set_setting::<DB>(conn, "default_caller_id", &default_caller_id).await?;
+    if previous.is_none_or(|p| p.flows != settings.flows) {
+        let flows = settings.flows.as_deref().unwrap_or_default();
+        set_setting::<DB>(conn, FLOWS, flows).await?;
+    }
     if let Some(extras) = zammad_extras {
         set_setting::<DB>(conn, ZAMMAD_EXTRAS, extras).await?;
     }
@@ -305,12 +308,54 @@ where
         .await?
         .filter(|v| !v.is_empty());
     let version = parse_version(setting(conn, "version").await?)?;
+    let flows = setting(conn, FLOWS).await?.filter(|v| !v.is_empty());
     Ok(Settings {
         block_list,
         routing_table,
         default_caller_id,
+        flows,
         version,
     })
+}
+
+/// `settings` as stored at `version`.
+pub(super) fn stored(settings: &Settings, version: u64) -> Settings {
+    Settings {
+        block_list: settings.block_list.clone(),
+        routing_table: settings.routing_table.clone(),
+        default_caller_id: settings.default_caller_id.clone().filter(|v| !v.is_empty()),
+        flows: settings.flows.clone().filter(|v| !v.is_empty()),
+        version,
+    }
+}
+
+/// The menu-state signing key: 32 random bytes stored once in
+/// `settings_kv` (the first process to get here wins; everyone reads the
+/// same). The same SQL on both backends.
+pub(super) async fn menu_key<DB>(conn: &mut DB::Connection) -> Result<Vec<u8>, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|e| StoreError::Write(format!("no random bytes: {e}")))?;
+    sqlx::query(
+        "INSERT INTO settings_kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(MENU_KEY.to_owned())
+    .bind(hex::encode(fresh))
+    .execute(&mut *conn)
+    .await?;
+    let stored = setting::<DB>(conn, MENU_KEY)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the menu key was not stored".into()))?;
+    hex::decode(&stored)
+        .ok()
+        .filter(|k| k.len() >= 16)
+        .ok_or_else(|| StoreError::Corrupt("the stored menu key is not hex".into()))
 }
 
 /// The settings before audit entry `id` (the newest entry when `None`): its

@@ -9,7 +9,7 @@ use prost::Message as _;
 use super::testing::{Harness, Kind};
 use super::*;
 use crate::calls::tests::{dtmf, event, new_call, reject};
-use crate::decide::{BlockEntry, RoutingRule, Settings};
+use crate::settings::{BlockEntry, RoutingRule, Settings};
 use crate::now_ms;
 use crate::sipgate::event::EventKind;
 
@@ -62,6 +62,7 @@ fn hangup(call_id: &str, cause: &str) -> Event {
 fn seq_of(c: &Committed) -> u64 {
     match c {
         Committed::Appended { seq, .. } | Committed::Duplicate { seq, .. } => *seq,
+        Committed::Replayed => unreachable!("no dtmf pushes here"),
     }
 }
 
@@ -168,6 +169,7 @@ async fn duplicates_within_one_batch_are_caught(kind: Kind) {
                 assert_eq!(seq, 1);
                 assert_eq!(decision, Some(Decision::accept()));
             }
+            Committed::Replayed => panic!("a newCall is never a replayed prompt"),
         }
     }
     assert_eq!(appended, 1);
@@ -623,6 +625,7 @@ async fn settings_round_trip_with_version_and_audit(kind: Kind) {
             note: "DE".into(),
         }],
         default_caller_id: Some("4930999".into()),
+        flows: Some("time_zone = \"UTC\"\n".into()),
         version: 0,
     };
     let audit = |action: &str| AuditRecord {

@@ -43,22 +43,83 @@ pub const LAG_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0, 10000.0, 100000.0,
 ];
 
-/// Every outcome a webhook request is counted under.
-pub const WEBHOOK_OUTCOMES: &[&str] = &[
-    "accepted",
-    "duplicate",
-    "queue_full",
-    "store_error",
-    "storage_failing",
-    "deadline_missed",
-    "forbidden_source",
-    "unauthorized",
-    "basic_auth_required",
-    "not_found",
-    "too_large",
-    "bad_request",
-    "overloaded",
-];
+/// How a webhook request ended, as counted in
+/// `sidecar_webhook_requests_total{outcome}` and shown in recent requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookOutcome {
+    /// Answered and committed.
+    Accepted,
+    /// A replayed push, answered from the log (a replayed dtmf push: `invalid`).
+    Duplicate,
+    /// Answered, not stored: the writer's queue was full.
+    QueueFull,
+    StoreError,
+    StorageFailing,
+    /// Answered before the commit, which still happens.
+    DeadlineMissed,
+    ForbiddenSource,
+    Unauthorized,
+    BasicAuthRequired,
+    NotFound,
+    TooLarge,
+    BadRequest,
+    /// Refused by the listener's load shedding.
+    Overloaded,
+}
+
+impl WebhookOutcome {
+    pub const ALL: [WebhookOutcome; 13] = [
+        WebhookOutcome::Accepted,
+        WebhookOutcome::Duplicate,
+        WebhookOutcome::QueueFull,
+        WebhookOutcome::StoreError,
+        WebhookOutcome::StorageFailing,
+        WebhookOutcome::DeadlineMissed,
+        WebhookOutcome::ForbiddenSource,
+        WebhookOutcome::Unauthorized,
+        WebhookOutcome::BasicAuthRequired,
+        WebhookOutcome::NotFound,
+        WebhookOutcome::TooLarge,
+        WebhookOutcome::BadRequest,
+        WebhookOutcome::Overloaded,
+    ];
+
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Accepted => "accepted",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::QueueFull => "queue_full",
+            WebhookOutcome::StoreError => "store_error",
+            WebhookOutcome::StorageFailing => "storage_failing",
+            WebhookOutcome::DeadlineMissed => "deadline_missed",
+            WebhookOutcome::ForbiddenSource => "forbidden_source",
+            WebhookOutcome::Unauthorized => "unauthorized",
+            WebhookOutcome::BasicAuthRequired => "basic_auth_required",
+            WebhookOutcome::NotFound => "not_found",
+            WebhookOutcome::TooLarge => "too_large",
+            WebhookOutcome::BadRequest => "bad_request",
+            WebhookOutcome::Overloaded => "overloaded",
+        }
+    }
+
+    /// Counts one request with this outcome.
+    pub fn count(self) {
+        metrics::counter!(crate::telemetry::names::WEBHOOK_REQUESTS, "outcome" => self.as_str())
+            .increment(1);
+    }
+}
+
+/// Every outcome a webhook request is counted under, as labels.
+pub const WEBHOOK_OUTCOMES: &[&str] = &{
+    let mut out = [""; WebhookOutcome::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = WebhookOutcome::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
 const LISTENERS: &[&str] = &["webhook", "grpc"];
 const BRIDGE: (&str, &[&str]) = ("bridge", &[]);
 

@@ -4,7 +4,7 @@
 use sqlx::Postgres;
 
 use super::{PgStore, SETTINGS_CHANNEL};
-use crate::decide::Settings;
+use crate::settings::Settings;
 use crate::store::settings::{self, ZAMMAD_EXTRAS};
 use crate::store::{AuditEntry, AuditRecord, StoreError};
 
@@ -67,12 +67,7 @@ impl PgStore {
             held_ms = started.elapsed().as_millis() as u64,
             "settings stored"
         );
-        Ok(Settings {
-            block_list: settings.block_list.clone(),
-            routing_table: settings.routing_table.clone(),
-            default_caller_id: settings.default_caller_id.clone().filter(|v| !v.is_empty()),
-            version,
-        })
+        Ok(settings::stored(settings, version))
     }
 
     /// Zammad's keys kept with the settings (JSON), if any were stored.

@@ -10,7 +10,8 @@ use sqlx::ConnectOptions as _;
 use super::{Leadership, MAINTENANCE_LOCK};
 use crate::calls::CallState;
 use crate::calls::tests::{event, new_call, reject};
-use crate::decide::{BlockEntry, Decision, Settings};
+use crate::decide::Decision;
+use crate::settings::{BlockEntry, Settings};
 use crate::fanout::EventFilter;
 use crate::sipgate::event::{Direction, EventKind};
 use crate::store::backend::Backend;
@@ -26,6 +27,7 @@ async fn two_replicas(test: &str) -> Option<(Harness, Harness)> {
 fn seq_of(c: &Committed) -> u64 {
     match c {
         Committed::Appended { seq, .. } | Committed::Duplicate { seq, .. } => *seq,
+        Committed::Replayed => unreachable!("no dtmf pushes here"),
     }
 }
 

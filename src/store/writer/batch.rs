@@ -374,6 +374,9 @@ async fn append(
             decision: entry.record.as_ref().and_then(|c| c.decision.clone()),
         });
     }
+    if calls::answers_a_prompt_again(entry.record.as_ref(), event, intake.decision.as_ref()) {
+        return Ok(Committed::Replayed);
+    }
 
     let call = calls::apply(
         entry.record.as_ref(),

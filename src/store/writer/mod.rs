@@ -53,7 +53,7 @@ pub trait Publish: Send + 'static {
 #[derive(Debug, Clone)]
 pub struct Intake {
     pub event: Event,
-    /// The decision sent back to sipgate (newCall only).
+    /// The decision sent back to sipgate (newCall, and dtmf answering a menu).
     pub decision: Option<Decision>,
     pub received_at_ms: i64,
 }
@@ -75,6 +75,9 @@ pub enum Committed {
         seq: u64,
         decision: Option<Decision>,
     },
+    /// A dtmf push that answers a menu prompt the call has answered
+    /// already (a replayed push); nothing written.
+    Replayed,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
