@@ -622,4 +622,185 @@ mod tests {
         );
         assert!(Decision::accept().explain().contains("no rule"));
     }
+
+    mod flows {
+        use super::*;
+        use crate::flows::{Files, compile, tests::example_dir};
+
+        const KEY: &[u8] = b"a key of thirty-two bytes, exact";
+
+        fn flows_of(text: &str) -> Flows {
+            compile(text, "49", Files::Dir(&example_dir())).unwrap().flows
+        }
+
+        fn example() -> Flows {
+            flows_of(&crate::flows::tests::example())
+        }
+
+        fn at(rfc3339: &str) -> Timestamp {
+            rfc3339.parse().unwrap()
+        }
+
+        fn inputs<'a>(settings: &'a Settings, flows: &'a Flows, now: Timestamp) -> Inputs<'a> {
+            Inputs {
+                settings,
+                flows: Some(flows),
+                now,
+                country_code: "49",
+            }
+        }
+
+        fn render(d: &Decision, call_id: &str) -> String {
+            let key = MenuKey::new(KEY.to_vec());
+            let q = |g: &Gather, rule: &str| key.query(call_id, &g.menu, g.step, rule);
+            let urls = ReplyUrls {
+                callback: "https://sc.example/api/v1/sipgate/in",
+                base: "https://sc.example",
+                menu_query: &q,
+            };
+            crate::sipgate::xml::render(&reply(Some(d), &urls, "49306000000"))
+        }
+
+        /// The state the reply's onData URL carries, as the next dtmf push sees it.
+        fn state_of(d: &Decision, call_id: &str) -> MenuState {
+            let key = MenuKey::new(KEY.to_vec());
+            let g = d.gather().expect("a menu");
+            let query = key.query(call_id, &g.menu, g.step, d.flow_rule().unwrap());
+            key.verify(call_id, Some(&query)).unwrap()
+        }
+
+        const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"https://sc.example/api/v1/sipgate/in\" onAnswer=\"https://sc.example/api/v1/sipgate/in\">\n";
+
+        #[test]
+        fn the_block_list_comes_first_then_the_first_matching_rule() {
+            let f = example();
+            let mut s = Settings::default();
+            let monday_9 = at("2026-12-07T08:00:00Z");
+            let i = inputs(&s, &f, monday_9);
+            let vip = new_call(&i, Direction::In, "+49 30 1234 99", "4930600000");
+            assert_eq!(vip.action, Action::Forward);
+            assert_eq!(vip.flow_rule(), Some("vip"));
+            assert_eq!(
+                render(&vip, "c1"),
+                format!("{HEAD}  <Dial>\n    <Number>491701234567</Number>\n    <Number>491707654321</Number>\n  </Dial>\n</Response>\n")
+            );
+            s.block_list.push(crate::settings::BlockEntry {
+                pattern: "49301234*".into(),
+                note: String::new(),
+            });
+            let i = inputs(&s, &f, monday_9);
+            let blocked = new_call(&i, Direction::In, "4930123499", "49306000000");
+            assert_eq!(blocked.action, Action::Reject);
+            assert!(matches!(blocked.rule, Rule::Block { .. }));
+            // Outbound calls keep the routing table; flows are inbound only.
+            let out = new_call(&i, Direction::Out, "49306000000", "4930123499");
+            assert_eq!(out, Decision::accept());
+        }
+
+        #[test]
+        fn after_hours_plays_the_served_file_then_voicemail() {
+            let f = example();
+            let s = Settings::default();
+            // Christmas Eve, 10:00 in Berlin: a closed date.
+            let d = new_call(&inputs(&s, &f, at("2026-12-24T09:00:00Z")), Direction::In, "4921199", "+49 30 6000000");
+            assert_eq!(d.flow_rule(), Some("after-hours"));
+            let sha = &d.flow.as_ref().unwrap().play.as_ref().unwrap().sha256;
+            assert_eq!(sha.len(), 64);
+            assert_eq!(
+                render(&d, "c2"),
+                format!("{HEAD}  <Play>\n    <Url>https://sc.example/announcements/{sha}.wav</Url>\n  </Play>\n  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n")
+            );
+            assert!(d.explain().contains("sent to the voicemail after announcement closed: call flow rule after-hours (#2)"), "{}", d.explain());
+        }
+
+        #[test]
+        fn a_menu_walk_its_options_timeout_invalid_digits_and_replays() {
+            let f = example();
+            let s = Settings::default();
+            let i = inputs(&s, &f, at("2026-12-07T09:00:00Z"));
+            let menu = new_call(&i, Direction::In, "4921199", "49306000000");
+            assert_eq!(menu.action, Action::Menu);
+            let xml = render(&menu, "c3");
+            let key = MenuKey::new(KEY.to_vec());
+            let query = key.query("c3", "main", 1, "hotline").replace('&', "&amp;");
+            assert_eq!(
+                xml,
+                format!("{HEAD}  <Gather onData=\"https://sc.example/api/v1/sipgate/in?{query}\" maxDigits=\"1\" timeout=\"5000\">\n    <Play>\n      <Url>https://cdn.example.com/menu.wav</Url>\n    </Play>\n  </Gather>\n</Response>\n")
+            );
+            let state = state_of(&menu, "c3");
+            let one = dtmf(&i, &state, "1", false);
+            assert_eq!(one.action, Action::Forward);
+            assert_eq!(one.flow.as_ref().unwrap().numbers, vec!["492115550100"]);
+            assert_eq!((one.flow.as_ref().unwrap().menu.as_str(), one.flow.as_ref().unwrap().option.as_str()), ("main", "1"));
+            assert_eq!(one.flow_rule(), Some("hotline"));
+            // Timeout: the dtmf push came without digits.
+            let none = dtmf(&i, &state, "", false);
+            assert_eq!(none.action, Action::Voicemail);
+            assert_eq!(none.flow.as_ref().unwrap().option, "no_input");
+            // A digit no option has.
+            let bad = dtmf(&i, &state, "7", false);
+            assert_eq!((bad.action, bad.flow.as_ref().unwrap().option.as_str()), (Action::Hangup, "invalid"));
+            assert_eq!(render(&bad, "c3"), format!("{HEAD}  <Hangup/>\n</Response>\n"));
+            // A replayed push gets invalid, even for a valid option.
+            let replay = dtmf(&i, &state, "1", true);
+            assert_eq!((replay.action, replay.flow.as_ref().unwrap().option.as_str()), (Action::Hangup, "invalid"));
+            // A state from another call's URL does not verify: invalid.
+            let forged = key.verify("c4", Some(&key.query("c3", "main", 1, "hotline"))).unwrap();
+            assert_eq!(forged, MenuState::NotOffered { menu: "main".into() });
+            assert_eq!(dtmf(&i, &forged, "1", false).action, Action::Hangup);
+        }
+
+        #[test]
+        fn a_menu_loop_stops_at_five_prompts() {
+            let f = example();
+            let s = Settings::default();
+            let i = inputs(&s, &f, at("2026-12-07T09:00:00Z"));
+            let mut d = new_call(&i, Direction::In, "4921199", "49306000000");
+            let mut prompts = 1;
+            loop {
+                let state = state_of(&d, "c5");
+                d = dtmf(&i, &state, "9", false);
+                if d.action != Action::Menu {
+                    break;
+                }
+                prompts += 1;
+                assert_eq!(d.gather().unwrap().step, prompts);
+            }
+            assert_eq!(prompts, MAX_PROMPTS);
+            // Past the cap, no_input applies (the voicemail).
+            assert_eq!(d.action, Action::Voicemail);
+            assert_eq!(d.flow.as_ref().unwrap().option, "9");
+            assert_eq!(d.flow.as_ref().unwrap().answered_step, MAX_PROMPTS);
+        }
+
+        #[test]
+        fn a_replayed_or_forged_state_never_offers_another_menu() {
+            let text = crate::flows::tests::example().replace(
+                "invalid  = { hangup = true }",
+                "invalid  = { menu = \"main\" }",
+            );
+            let f = flows_of(&text);
+            let s = Settings::default();
+            let i = inputs(&s, &f, at("2026-12-07T09:00:00Z"));
+            let state = MenuState::Offered { menu: "main".into(), step: 1, rule: "hotline".into() };
+            // An honest invalid digit may lead back to the menu...
+            assert_eq!(dtmf(&i, &state, "5", false).action, Action::Menu);
+            // ...a replay or a forged state may not.
+            assert_eq!(dtmf(&i, &state, "5", true).action, Action::Hangup);
+            let forged = MenuState::NotOffered { menu: "main".into() };
+            assert_eq!(dtmf(&i, &forged, "1", false).action, Action::Hangup);
+            // A menu that is gone from the document: hang up.
+            let gone = MenuState::Offered { menu: "gone".into(), step: 1, rule: "hotline".into() };
+            assert_eq!(dtmf(&i, &gone, "1", false).action, Action::Hangup);
+        }
+
+        #[test]
+        fn no_rule_matches_keeps_todays_answer() {
+            let f = example();
+            let s = Settings::default();
+            let i = inputs(&s, &f, at("2026-12-07T09:00:00Z"));
+            assert_eq!(new_call(&i, Direction::In, "4921199", "4940123"), Decision::accept());
+            assert_eq!(super::super::decide(&Event::new(EventKind::Dtmf, "c"), &i, None), None);
+        }
+    }
 }

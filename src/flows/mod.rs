@@ -850,4 +850,4 @@ fn action(c: &mut Compiler<'_>, what: &str, a: &Spanned<ActionDoc>, names: &Name
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

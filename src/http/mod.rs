@@ -97,12 +97,38 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/announcements/{file}", get(announcement))
         .merge(webhooks)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .with_state(state)
+}
+
+/// A call-flow announcement file, by the content hash in its URL
+/// (`/announcements/{sha256}.wav`): the path names one content only, so
+/// it is cached for good. Anything else is 404.
+async fn announcement(
+    State(webhook): State<Arc<Webhook>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    let found = file.strip_suffix(".wav").and_then(|sha256| {
+        let flows = webhook.settings.live().flows.clone()?;
+        flows.file(sha256)
+    });
+    match found {
+        Some(bytes) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "audio/wav"),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such announcement\n").into_response(),
+    }
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {
