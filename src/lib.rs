@@ -282,8 +282,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         recent: recent.clone(),
     };
+    let reply_base: Arc<str> = {
+        let base = match &config.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", http_listener.local_addr()?),
+        };
+        let base = match (&config.basic_auth, base.split_once("://")) {
+            (Some(_), Some((scheme, rest))) => format!("{scheme}://{}@{rest}", recent::REDACTED),
+            _ => base,
+        };
+        match &config.webhook_token {
+            Some(_) => format!("{base}/api/v1/sipgate/{}", recent::REDACTED),
+            None => format!("{base}/api/v1/sipgate"),
+        }
+        .into()
+    };
     let grpc_state = GrpcState {
         settings,
+        reply_base,
         store: store.clone(),
         writer,
         fanout: fanout.clone(),

@@ -179,6 +179,10 @@ impl Flows {
         &self.source
     }
 
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.time_zone
+    }
+
     pub fn time_zone_name(&self) -> &str {
         &self.time_zone_name
     }

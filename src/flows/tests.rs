@@ -29,10 +29,14 @@ fn rule_at(flows: &Flows, from: &str, to: &str, at: Timestamp) -> Option<String>
         .map(|(_, r)| r.name.clone())
 }
 
+fn berlin_tz() -> jiff::tz::TimeZone {
+    time_zones().get("Europe/Berlin").unwrap()
+}
+
 fn berlin(y: i16, m: i8, d: i8, h: i8, min: i8) -> Timestamp {
     date(y, m, d)
         .at(h, min, 0, 0)
-        .in_tz("Europe/Berlin")
+        .to_zoned_datetime(berlin_tz())
         .unwrap()
         .timestamp()
 }
@@ -118,8 +122,8 @@ then = { accept = true }
 
 /// The instants of one Berlin day, minute by minute, that `schedule` is open.
 fn open_minutes(f: &Flows, day: jiff::civil::Date) -> i64 {
-    let start = day.in_tz("Europe/Berlin").unwrap().timestamp();
-    let end = day.tomorrow().unwrap().in_tz("Europe/Berlin").unwrap().timestamp();
+    let start = day.to_zoned_datetime(berlin_tz()).unwrap().timestamp();
+    let end = day.tomorrow().unwrap().to_zoned_datetime(berlin_tz()).unwrap().timestamp();
     let mut t = start;
     let mut n = 0;
     while t < end {

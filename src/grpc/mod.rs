@@ -1,4 +1,4 @@
-//! The internal gRPC listener: Settings, CallEvents, CallLog, Diagnostics, plus standard
+//! The internal gRPC listener: Settings, Flows, CallEvents, CallLog, Diagnostics, plus standard
 //! health and reflection (v1 and v1alpha) so generic tools work without the
 //! proto files. An optional bearer token guards every call to the sidecar's
 //! own services; health and reflection stay open, since probes (Kubernetes'
@@ -9,6 +9,7 @@ pub mod calls;
 pub mod convert;
 pub mod diagnostics;
 pub mod events;
+pub mod flows;
 pub mod settings;
 mod status;
 pub mod wire;
@@ -26,7 +27,7 @@ use crate::{
     listener::Conn,
     proto::{
         call_log_server::CallLogServer, diagnostics_server::DiagnosticsServer,
-        settings_server::SettingsServer,
+        flows_server::FlowsServer, settings_server::SettingsServer,
     },
     recent::RecentRequests,
     settings::SettingsManager,
@@ -46,6 +47,9 @@ pub struct GrpcState {
     pub streams_end: CancellationToken,
     /// The last webhook requests, for `Diagnostics`.
     pub recent: Arc<RecentRequests>,
+    /// The webhook URLs' base as an evaluated reply shows it, secrets
+    /// redacted (`Flows.EvaluateFlows`).
+    pub reply_base: Arc<str>,
 }
 
 /// Who made a change, for the audit trail: the peer address plus the
@@ -111,6 +115,7 @@ async fn storage_health(
     let names = [
         "",
         <SettingsServer<settings::SettingsService> as NamedService>::NAME,
+        <FlowsServer<flows::FlowsService> as NamedService>::NAME,
         <CallEventsServer<events::EventsService> as NamedService>::NAME,
         <CallLogServer<calls::CallLogService> as NamedService>::NAME,
     ];
@@ -148,6 +153,9 @@ pub async fn serve(
         .set_serving::<SettingsServer<settings::SettingsService>>()
         .await;
     health_reporter
+        .set_serving::<FlowsServer<flows::FlowsService>>()
+        .await;
+    health_reporter
         .set_serving::<CallEventsServer<events::EventsService>>()
         .await;
     health_reporter
@@ -181,6 +189,10 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(SettingsServer::with_interceptor(
             settings::SettingsService::new(state.settings.clone()),
+            auth.clone(),
+        ))
+        .add_service(FlowsServer::with_interceptor(
+            flows::FlowsService::new(state.settings.clone(), state.reply_base.clone()),
             auth.clone(),
         ))
         .add_service(CallEventsServer::with_interceptor(
