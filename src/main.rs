@@ -105,6 +105,7 @@ async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cli::run_serve(client, *args, shutdown_signal()).await,
         Command::Settings { json, command } => cli::run_settings(client, json, command).await,
+        Command::Flows { json, command } => cli::run_flows(client, json, command).await,
         Command::Calls { json, command } => cli::run_calls(client, json, command).await,
         Command::Events { json, command } => cli::run_events(client, json, command).await,
         Command::Requests { limit, json } => cli::run_requests(client, limit, json).await,

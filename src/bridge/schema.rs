@@ -48,6 +48,10 @@ pub fn action_name(a: i32) -> &'static str {
         Ok(proto::Action::Accept) => "accept",
         Ok(proto::Action::Reject) => "reject",
         Ok(proto::Action::SetCallerId) => "set_caller_id",
+        Ok(proto::Action::Forward) => "forward",
+        Ok(proto::Action::Voicemail) => "voicemail",
+        Ok(proto::Action::Hangup) => "hangup",
+        Ok(proto::Action::Menu) => "menu",
         _ => "",
     }
 }
@@ -97,10 +101,12 @@ pub struct Event<'a> {
     pub raw_form: Vec<[&'a str; 2]>,
 }
 
-/// What the sidecar told sipgate for a newCall.
+/// What the sidecar told sipgate for a newCall (or a dtmf push that
+/// answered a call-flow menu).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision<'a> {
-    /// `accept`, `reject` or `set_caller_id`.
+    /// `accept`, `reject`, `set_caller_id`, or from a call flow `forward`,
+    /// `voicemail`, `hangup`, `menu`.
     pub action: &'static str,
     /// The caller ID set (`set_caller_id` only, else `""`).
     pub caller_id: &'a str,
@@ -112,6 +118,71 @@ pub struct Decision<'a> {
     pub rule_note: &'a str,
     /// A sentence a person can read, e.g. "blocked by entry 4930* (spam range)".
     pub explanation: &'a str,
+    /// What a call flow decided, or `null` when none did.
+    pub flow: Option<Flow<'a>>,
+}
+
+/// What a call flow decided, beyond the action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flow<'a> {
+    /// The flow rule's name (for dtmf: the rule that offered the first menu).
+    pub rule: &'a str,
+    /// `forward`: the numbers rung.
+    pub numbers: &'a [String],
+    /// `reject` from a flow: `busy` or `rejected` (else `""`).
+    pub reject_reason: &'a str,
+    /// The announcement played before the action (for `menu` its prompt), or `null`.
+    pub play: Option<Announcement<'a>>,
+    /// dtmf: the menu answered (else `""`).
+    pub menu: &'a str,
+    /// dtmf: the option taken: its digits, `no_input` or `invalid` (else `""`).
+    pub option: &'a str,
+    /// dtmf: the prompt number answered (else 0).
+    pub answered_step: u32,
+    /// `menu`: the menu offered, or `null`.
+    pub gather: Option<MenuPrompt<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Announcement<'a> {
+    pub name: &'a str,
+    /// An `https://` URL, or `""` for a file the sidecar serves.
+    pub url: &'a str,
+    /// The served file's SHA-256 (`/announcements/{sha256}.wav`), or `""`.
+    pub sha256: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MenuPrompt<'a> {
+    pub menu: &'a str,
+    pub max_digits: u32,
+    pub timeout_ms: u32,
+    /// Which prompt of the call (1-based).
+    pub step: u32,
+}
+
+impl<'a> From<&'a proto::FlowDecision> for Flow<'a> {
+    fn from(f: &'a proto::FlowDecision) -> Self {
+        Flow {
+            rule: &f.rule,
+            numbers: &f.numbers,
+            reject_reason: &f.reject_reason,
+            play: f.play.as_ref().map(|p| Announcement {
+                name: &p.name,
+                url: &p.url,
+                sha256: &p.sha256,
+            }),
+            menu: &f.menu,
+            option: &f.option,
+            answered_step: f.answered_step,
+            gather: f.gather.as_ref().map(|g| MenuPrompt {
+                menu: &g.menu,
+                max_digits: g.max_digits,
+                timeout_ms: g.timeout_ms,
+                step: g.step,
+            }),
+        }
+    }
 }
 
 /// A call of the call log.
@@ -155,6 +226,8 @@ pub struct Call<'a> {
     pub ended_synthetically: bool,
     /// The decision given for this call's newCall, or `null`.
     pub decision: Option<Decision<'a>>,
+    /// The decision of the last dtmf push that answered a call-flow menu, or `null`.
+    pub menu_decision: Option<Decision<'a>>,
 }
 
 impl<'a> From<&'a proto::Decision> for Decision<'a> {
@@ -166,6 +239,7 @@ impl<'a> From<&'a proto::Decision> for Decision<'a> {
             rule_index: d.rule_index,
             rule_note: &d.rule_note,
             explanation: &d.explanation,
+            flow: d.flow.as_ref().map(Flow::from),
         }
     }
 }
@@ -192,6 +266,7 @@ impl<'a> From<&'a proto::Call> for Call<'a> {
             first_leg_call_id: &c.first_leg_call_id,
             ended_synthetically: c.ended_synthetically,
             decision: c.decision.as_ref().map(Decision::from),
+            menu_decision: c.menu_decision.as_ref().map(Decision::from),
         }
     }
 }
@@ -314,9 +389,9 @@ mod tests {
             r#"{"answering_number":"4930600000001","call":{"answering_number":"an","call_id":"c\"1","#,
             r#""cause":"cc","decision":null,"direction":"out","done":true,"duration_talking_secs":null,"#,
             r#""duration_waiting_secs":3,"end_at_ms":9,"ended_synthetically":true,"first_leg_call_id":"fl","#,
-            r#""from":"a","initialized_at_ms":5,"orig_call_id":"oc","start_at_ms":null,"state":"hangup","#,
+            r#""from":"a","initialized_at_ms":5,"menu_decision":null,"orig_call_id":"oc","start_at_ms":null,"state":"hangup","#,
             r#""to":"b","users":["U"],"xcid":"xc"},"call_id":"c\"1","cause":"normalClearing","#,
-            r#""decision":{"action":"set_caller_id","caller_id":"4930777","explanation":"e","rule_index":-1,"#,
+            r#""decision":{"action":"set_caller_id","caller_id":"4930777","explanation":"e","flow":null,"rule_index":-1,"#,
             r#""rule_note":"n","rule_pattern":"49*"},"direction":"out","diversion":"d1","dtmf":"12","#,
             r#""event":"hangup","from":"4930600000000","orig_call_id":"o1","raw_form":[["event","hangup"],"#,
             r#"["x&y","<\n>"]],"received_at_ms":1795000000123,"schema":"sipgate-sidecar.event.v1","seq":42,"#,

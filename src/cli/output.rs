@@ -30,7 +30,7 @@ fn write_line(line: std::fmt::Arguments<'_>) {
     }
 }
 
-fn print_json(v: &Value) {
+pub fn print_json(v: &Value) {
     let mut v = v.clone();
     add_rfc3339(&mut v);
     out!("{v}");
@@ -358,6 +358,13 @@ pub fn call(c: &proto::Call, as_json: bool) {
         ("first leg", c.first_leg_call_id.clone()),
         ("decision", decision.to_string()),
         (
+            "menu",
+            c.menu_decision
+                .as_ref()
+                .map(|d| d.explanation.clone())
+                .unwrap_or_default(),
+        ),
+        (
             "synthetic end",
             if c.ended_synthetically { "yes" } else { "no" }.to_string(),
         ),
@@ -390,7 +397,10 @@ pub fn event(e: &proto::CallEvent, as_json: bool) {
             .unwrap_or_default(),
         Ok(proto::EventKind::Hangup) => format!("cause={}", e.cause),
         Ok(proto::EventKind::Answer) => format!("user={}", e.users.join(",")),
-        Ok(proto::EventKind::Dtmf) => format!("dtmf={}", e.dtmf),
+        Ok(proto::EventKind::Dtmf) => match &e.decision {
+            Some(d) => format!("dtmf={} {}", e.dtmf, d.explanation),
+            None => format!("dtmf={}", e.dtmf),
+        },
         _ => String::new(),
     };
     out!(

@@ -83,6 +83,15 @@ pub enum Command {
         #[command(subcommand)]
         command: SettingsCommand,
     },
+    /// Call flows: office hours, holidays, forwards, voicemail, keypad menus
+    /// (check a document offline, set, show, evaluate, history).
+    Flows {
+        /// Machine-readable JSON output.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: FlowsCommand,
+    },
     /// The call log: list (with filters, paging through all of it), show, mark done.
     Calls {
         /// Machine-readable JSON: one object per line.
@@ -270,6 +279,60 @@ pub enum SettingsCommand {
         /// Allow restoring block patterns that block a whole country or everyone.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Validate a flows document offline (no server) and print a summary.
+    Check {
+        /// The TOML document ("-" = stdin).
+        file: PathBuf,
+        /// Check `file` announcements and `ical` files in this directory
+        /// (without it they are not read).
+        #[arg(long)]
+        announcements_dir: Option<PathBuf>,
+        /// Country code for numbers typed with a leading 0.
+        #[arg(long, default_value = super::DEFAULT_COUNTRY_CODE)]
+        country_code: String,
+    },
+    /// Set the flows document (validated whole by the server, which reads
+    /// the announcement files from its --announcements-dir).
+    Set {
+        /// The TOML document ("-" = stdin).
+        file: PathBuf,
+        /// Check and report only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the flows document: inbound calls are answered as without flows.
+    Clear,
+    /// Print the flows document as set (comments kept).
+    Show,
+    /// Which rule fires for a call and the exact XML; with --digits the menu walk.
+    Evaluate {
+        /// The caller's number, as typed or as sipgate sends it.
+        #[arg(long)]
+        from: String,
+        /// The number dialled.
+        #[arg(long)]
+        to: String,
+        /// When the call comes in, RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Digits entered at the next menu prompt; repeat for each prompt
+        /// ("" = no input, the prompt timed out).
+        #[arg(long = "digits")]
+        digits: Vec<String>,
+        /// Evaluate this document instead of the one set.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Changes of the flows document, newest first (undo with `settings undo ID`).
+    History {
+        /// How many settings changes to look through.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 

@@ -26,7 +26,8 @@ use ipnet::IpNet;
 
 pub use args::{
     BlockCommand, BridgeCommand, CallDirection, CallStateFilter, CallsCommand, Cli, ClientArgs,
-    Command, DefaultCallerIdCommand, DeliveryArgs, EventsCommand, RouteCommand, SettingsCommand,
+    Command, DefaultCallerIdCommand, DeliveryArgs, EventsCommand, FlowsCommand, RouteCommand,
+    SettingsCommand,
 };
 pub use file::{CONFIG_ENV, ParseError, Parsed, Setting, Source, check_config, parse};
 pub use listeners::{GrpcListenerConfig, HttpListenerConfig, TlsFiles};

@@ -287,8 +287,11 @@ pub struct FlowsError(pub Vec<Problem>);
 
 impl std::fmt::Display for FlowsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        write!(f, "the call flows are not valid: {}", lines.join("; "))
+        write!(f, "the call flows are not valid:")?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
     }
 }
 
