@@ -67,8 +67,8 @@ pub struct CallRecord {
     pub diversion: String,
     /// The decision sent to sipgate for this call's newCall.
     pub decision: Option<Decision>,
-    /// The decision of the last dtmf push that answered a call-flow menu:
-    /// the menu, the option taken, what followed.
+    /// The decision of the last dtmf push that answered a call-flow menu
+    /// prompt the call was offered: the menu, the option taken, what followed.
     #[serde(default)]
     pub menu_decision: Option<Decision>,
     /// True when the call was ended by the sidecar (reject, sweep), not by sipgate.
@@ -97,8 +97,11 @@ pub fn apply(
     if event.kind == EventKind::NewCall {
         fill_missing(&mut call, event, decision);
     }
+    // Only answers to a prompt this call was offered count as its menu
+    // progress: a push with forged state must not reset it.
     if event.kind == EventKind::Dtmf
-        && let Some(decision) = decision.filter(|d| d.flow.is_some())
+        && let Some(decision) =
+            decision.filter(|d| d.flow.as_ref().is_some_and(|f| f.answered_step > 0))
     {
         call.menu_decision = Some(decision.clone());
     }
