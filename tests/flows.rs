@@ -388,7 +388,9 @@ async fn refused_documents_change_nothing_and_undo_restores() {
         .unwrap();
     let doc = flows_client(&server.grpc).await.get_flows(proto::GetFlowsRequest {}).await.unwrap().into_inner();
     assert_eq!(doc.text, DOCUMENT);
-    // Restarted, the flows are back and answer.
+    // Restarted, the flows are back and answer (the client's connection
+    // closed first, so nothing of the old server holds the database).
+    drop(settings);
     let dir = server.stop().await;
     let mut config = test_config(&dir);
     config.public_url = Some(PUBLIC.into());

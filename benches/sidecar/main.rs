@@ -14,7 +14,8 @@
 //! §11; `import`, webhook latency during large Zammad imports; `storm`,
 //! memory under a subscriber storm over large events; `postgres`, the write
 //! path and cross-replica fan-out on PostgreSQL (one and two replicas) next
-//! to SQLite, given `--postgres URL`.
+//! to SQLite, given `--postgres URL`; `flows`, call-flow decision latency
+//! and webhook throughput with a large flows document set.
 //!
 //! - [`server`]: starting and stopping the processes under test;
 //! - [`workload`]: the webhook bodies and the settings they meet;
@@ -24,9 +25,11 @@
 //! - [`import`]: webhook latency while an import is parsed and stored;
 //! - [`storm`]: memory while subscribers resume over large events;
 //! - [`replicas`]: PostgreSQL, one and two replicas, next to SQLite;
+//! - [`flows`]: call-flow decision latency, and throughput with flows set;
 //! - [`phases`]: the run, phase by phase;
 //! - [`report`]: the Markdown report and the SVG chart.
 
+mod flows;
 mod import;
 mod load;
 mod phases;
@@ -123,6 +126,8 @@ pub enum Phase {
     Storm,
     /// The write path and cross-replica fan-out on PostgreSQL, next to SQLite.
     Postgres,
+    /// Call-flow decision latency with a large document, and throughput with it set.
+    Flows,
 }
 
 impl Args {

@@ -25,6 +25,7 @@ pub struct Results {
     pub import: Option<import::ImportResults>,
     pub storm: Option<storm::StormResults>,
     pub replicas: Option<replicas::ReplicaResults>,
+    pub flows: Option<crate::flows::FlowsResults>,
 }
 
 /// CPU time a server used during one load phase.
@@ -46,7 +47,7 @@ impl Cpu {
 }
 
 /// Runs `phase` and measures the CPU time `pid` spent meanwhile.
-async fn with_cpu<T>(pid: u32, phase: impl std::future::Future<Output = T>) -> (T, Cpu) {
+pub async fn with_cpu<T>(pid: u32, phase: impl std::future::Future<Output = T>) -> (T, Cpu) {
     let (user0, system0) = cpu_time(pid);
     let out = phase.await;
     let (user1, system1) = cpu_time(pid);
@@ -116,11 +117,17 @@ pub async fn run(args: &Args, exe: &Path) -> anyhow::Result<Results> {
     } else {
         None
     };
+    let flows = if args.runs(Phase::Flows) {
+        Some(crate::flows::run(args, exe, work, epoch, run_id).await?)
+    } else {
+        None
+    };
     Ok(Results {
         targets,
         import,
         storm,
         replicas,
+        flows,
     })
 }
 

@@ -35,6 +35,9 @@ pub fn write(args: &Args, command_line: &str, results: Results) -> anyhow::Resul
     if let Some(replicas) = &results.replicas {
         crate::replicas::section(&mut report, replicas);
     }
+    if let Some(flows) = &results.flows {
+        crate::flows::section(&mut report, flows);
+    }
     std::fs::write(args.out.join("report.md"), &report)?;
     println!("{report}");
     eprintln!("report written to {}", args.out.join("report.md").display());
@@ -463,6 +466,6 @@ fn machine_info() -> String {
     )
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
