@@ -557,3 +557,76 @@ async fn two_replicas_share_the_flows_and_either_answers_a_menu() {
     let replay = post(a.http.clone(), on_data(&menu), dtmf("p1", "1")).await;
     assert_eq!(replay, format!("{}  <Hangup/>\n</Response>\n", head()));
 }
+
+/// The README's "Call flows" section: its example is the shipped file, and
+/// the `flows evaluate` output it shows is what the commands print.
+#[tokio::test]
+async fn the_readme_call_flows_section_is_what_the_binary_does() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Call flows").unwrap()..readme.find("## Client commands").unwrap()];
+    let example = std::fs::read_to_string(examples().join("flows.toml")).unwrap();
+    assert!(section.contains(&format!("```toml\n{example}```")), "the README shows examples/flows/flows.toml");
+    let server = TestServer::start_with(|c| {
+        c.public_url = Some("https://sidecar.example.com".into());
+        c.announcements_dir = Some(examples());
+    })
+    .await;
+    set(&server.grpc, &example).await.unwrap();
+    let shell = &section[section.find("```sh\n").unwrap() + 6..];
+    let shell = &shell[..shell.find("```").unwrap()];
+    // Each `flows evaluate` command (joined across its continuation line)
+    // and the lines it shows.
+    let mut checked = 0;
+    let mut lines = shell.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("sipgate-sidecar flows evaluate") {
+            continue;
+        }
+        let mut command = line.trim_end_matches('\\').to_string();
+        if line.ends_with('\\') {
+            command.push_str(lines.next().unwrap());
+        }
+        let mut shown = Vec::new();
+        while let Some(next) = lines.peek().filter(|l| l.starts_with("# ")) {
+            if *next != "# ..." {
+                shown.push(next[2..].to_string());
+            }
+            lines.next();
+        }
+        let words: Vec<String> = shell_words(&command["sipgate-sidecar ".len()..]);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
+            .args(&words)
+            .args(["--server", &server.grpc])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        for line in shown {
+            assert!(stdout.lines().any(|l| l == line), "{command}\nprints:\n{stdout}\nnot: {line}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+    server.stop().await;
+}
+
+/// Splits a command line on spaces, honouring double quotes.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
