@@ -57,6 +57,10 @@ COPY --from=build /out/sipgate-sidecar /usr/local/bin/sipgate-sidecar
 # network. gRPC (settings, call log, event stream) stays on the container's
 # loopback: use `docker exec ... sipgate-sidecar settings ...`, or set
 # SIDECAR_GRPC_ADDR=0.0.0.0:50051 together with SIDECAR_GRPC_TOKEN.
+# Call flows: the time-zone database is built into the binary (no tzdata
+# needed); announcement WAVs and iCalendar files are read from a directory
+# mounted read-only, e.g. -v ./announcements:/etc/sipgate-sidecar/announcements:ro
+# -e SIDECAR_ANNOUNCEMENTS_DIR=/etc/sipgate-sidecar/announcements.
 ENV SIDECAR_DATABASE=/var/lib/sipgate-sidecar/sipgate-sidecar.db \
     SIDECAR_HTTP_ADDR=0.0.0.0:8080 \
     SIDECAR_GRPC_ADDR=127.0.0.1:50051 \

@@ -288,7 +288,10 @@ pub fn answers_a_prompt_again(
     event: &Event,
     decision: Option<&Decision>,
 ) -> bool {
-    let step = |d: Option<&Decision>| d.and_then(|d| d.flow.as_ref()).map_or(0, |f| f.answered_step);
+    let step = |d: Option<&Decision>| {
+        d.and_then(|d| d.flow.as_ref())
+            .map_or(0, |f| f.answered_step)
+    };
     let answers = step(decision);
     event.kind == EventKind::Dtmf
         && answers > 0

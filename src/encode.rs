@@ -265,7 +265,7 @@ pub fn decision_from(d: &proto::Decision) -> Result<Decision, String> {
         action,
         caller_id: (!d.caller_id.is_empty()).then(|| d.caller_id.clone()),
         rule,
-        flow: d.flow.as_ref().map(flow_from),
+        flow: d.flow.as_ref().map(|f| Box::new(flow_from(f))),
     })
 }
 
@@ -364,7 +364,7 @@ mod tests {
                     index: Some(2),
                     name: "hotline".into(),
                 },
-                flow: Some(crate::decide::FlowDetail {
+                flow: Some(Box::new(crate::decide::FlowDetail {
                     play: Some(crate::decide::Play {
                         announcement: "menu".into(),
                         url: String::new(),
@@ -380,7 +380,7 @@ mod tests {
                         step: 2,
                     }),
                     ..Default::default()
-                }),
+                })),
             },
             Decision {
                 action: Action::Forward,
@@ -389,10 +389,10 @@ mod tests {
                     index: None,
                     name: "gone".into(),
                 },
-                flow: Some(crate::decide::FlowDetail {
+                flow: Some(Box::new(crate::decide::FlowDetail {
                     numbers: vec!["491701234567".into(), "4930123".into()],
                     ..Default::default()
-                }),
+                })),
             },
         ];
         for d in decisions {

@@ -38,8 +38,8 @@ pub mod client;
 pub mod config;
 pub mod decide;
 mod encode;
-pub mod flows;
 pub mod fanout;
+pub mod flows;
 mod grpc;
 mod http;
 pub mod listener;
@@ -50,6 +50,7 @@ pub mod settings;
 pub mod sipgate;
 pub mod store;
 pub mod telemetry;
+mod text;
 mod tls;
 
 use std::{
@@ -202,15 +203,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let verifier = verifier(&config)?;
     let bridges = bridge::prepare(&config.bridges)?;
     let store = Store::open(&config.database).await?;
-    let settings =
-        Arc::new(
-            SettingsManager::load(
-                Arc::new(store.clone()),
-                config.country_code.clone(),
-                config.announcements_dir.clone(),
-            )
-            .await?,
-        );
+    let settings = Arc::new(
+        SettingsManager::load(
+            Arc::new(store.clone()),
+            config.country_code.clone(),
+            config.announcements_dir.clone(),
+        )
+        .await?,
+    );
 
     let http_listener = Listener::webhook(
         bind(config.http_addr, "webhook listener, --http-addr").await?,

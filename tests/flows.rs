@@ -97,7 +97,10 @@ async fn set(grpc: &str, text: &str) -> Result<proto::SetFlowsResponse, tonic::S
 
 /// The menu key the server signs with, read from its SQLite database.
 async fn menu_key(server: &TestServer) -> MenuKey {
-    let url = format!("sqlite://{}", server.dir.path().join("sidecar.db").display());
+    let url = format!(
+        "sqlite://{}",
+        server.dir.path().join("sidecar.db").display()
+    );
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
@@ -127,7 +130,9 @@ fn gather(query: &str) -> String {
 fn on_data(reply: &str) -> String {
     let start = reply.find("onData=\"").expect("a Gather") + "onData=\"".len();
     let url = &reply[start..start + reply[start..].find('"').unwrap()];
-    url.replace("&amp;", "&").trim_start_matches(PUBLIC).to_string()
+    url.replace("&amp;", "&")
+        .trim_start_matches(PUBLIC)
+        .to_string()
 }
 
 fn dtmf(call_id: &str, digits: &str) -> String {
@@ -143,7 +148,11 @@ async fn a_keypad_menu_end_to_end_byte_for_byte() {
     let server = start().await;
     let stored = set(&server.grpc, DOCUMENT).await.unwrap();
     assert!(stored.changed);
-    assert!(stored.summary.contains("4 rules, 2 schedules, 1 menus"), "{}", stored.summary);
+    assert!(
+        stored.summary.contains("4 rules, 2 schedules, 1 menus"),
+        "{}",
+        stored.summary
+    );
     // Stored as given, comments and all.
     let doc = flows_client(&server.grpc)
         .await
@@ -156,7 +165,10 @@ async fn a_keypad_menu_end_to_end_byte_for_byte() {
     let key = menu_key(&server).await;
 
     let reply = server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "49306000000", "m1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "49306000000", "m1"),
+        )
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, gather(&key.query("m1", "main", 1, "hotline")));
@@ -166,7 +178,10 @@ async fn a_keypad_menu_end_to_end_byte_for_byte() {
     let one = server.post(&url, &dtmf("m1", "1")).await;
     assert_eq!(
         one.body,
-        format!("{}  <Dial>\n    <Number>492115550100</Number>\n  </Dial>\n</Response>\n", head())
+        format!(
+            "{}  <Dial>\n    <Number>492115550100</Number>\n  </Dial>\n</Response>\n",
+            head()
+        )
     );
     // The same push again (a replay): invalid, never the forward again.
     let replay = server.post(&url, &dtmf("m1", "1")).await;
@@ -176,7 +191,9 @@ async fn a_keypad_menu_end_to_end_byte_for_byte() {
     let other = server.post(&url, &dtmf("m2", "1")).await;
     assert_eq!(other.body, format!("{}  <Hangup/>\n</Response>\n", head()));
     // An edited URL.
-    let edited = server.post(&url.replace("step=1", "step=2"), &dtmf("m1", "2")).await;
+    let edited = server
+        .post(&url.replace("step=1", "step=2"), &dtmf("m1", "2"))
+        .await;
     assert_eq!(edited.body, format!("{}  <Hangup/>\n</Response>\n", head()));
 
     // The events carry the rule, the menu and the option taken.
@@ -187,19 +204,35 @@ async fn a_keypad_menu_end_to_end_byte_for_byte() {
         .collect();
     assert_eq!(dtmfs.len(), 3, "the replay is not stored again");
     let flow = dtmfs[0].decision.as_ref().unwrap().flow.as_ref().unwrap();
-    assert_eq!((flow.rule.as_str(), flow.menu.as_str(), flow.option.as_str()), ("hotline", "main", "1"));
+    assert_eq!(
+        (flow.rule.as_str(), flow.menu.as_str(), flow.option.as_str()),
+        ("hotline", "main", "1")
+    );
     assert_eq!(flow.numbers, vec!["492115550100"]);
-    let first = events.iter().find(|e| e.kind == proto::EventKind::NewCall as i32).unwrap();
+    let first = events
+        .iter()
+        .find(|e| e.kind == proto::EventKind::NewCall as i32)
+        .unwrap();
     let decision = first.decision.as_ref().unwrap();
     assert_eq!(decision.action, proto::Action::Menu as i32);
     assert_eq!(decision.rule_kind, proto::RuleKind::Flow as i32);
-    assert_eq!((decision.rule_pattern.as_str(), decision.rule_index), ("hotline", 2));
+    assert_eq!(
+        (decision.rule_pattern.as_str(), decision.rule_index),
+        ("hotline", 2)
+    );
     // The call log keeps the newCall's decision and the menu choice.
     let call = server.call("m1").await;
-    assert_eq!(call.decision.as_ref().unwrap().action, proto::Action::Menu as i32);
+    assert_eq!(
+        call.decision.as_ref().unwrap().action,
+        proto::Action::Menu as i32
+    );
     let menu = call.menu_decision.as_ref().unwrap();
     assert_eq!(menu.action, proto::Action::Forward as i32);
-    assert!(menu.explanation.contains("after option 1 in menu main"), "{}", menu.explanation);
+    assert!(
+        menu.explanation.contains("after option 1 in menu main"),
+        "{}",
+        menu.explanation
+    );
     server.stop().await;
 }
 
@@ -208,23 +241,35 @@ async fn timeouts_invalid_digits_and_the_prompt_cap() {
     let server = start().await;
     set(&server.grpc, DOCUMENT).await.unwrap();
     let first = server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "+4930 6000000", "c1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "+4930 6000000", "c1"),
+        )
         .await;
     // No digits: no_input (voicemail).
     let none = server.post(&on_data(&first.body), &dtmf("c1", "")).await;
     assert_eq!(
         none.body,
-        format!("{}  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n", head())
+        format!(
+            "{}  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n",
+            head()
+        )
     );
     // A digit with no option: invalid (hang up).
     let again = server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "49306000000", "c2"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "49306000000", "c2"),
+        )
         .await;
     let bad = server.post(&on_data(&again.body), &dtmf("c2", "7")).await;
     assert_eq!(bad.body, format!("{}  <Hangup/>\n</Response>\n", head()));
     // "9" leads back to the menu; after five prompts no_input applies.
     let mut reply = server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "49306000000", "c3"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "49306000000", "c3"),
+        )
         .await
         .body;
     let mut prompts = 1;
@@ -237,7 +282,10 @@ async fn timeouts_invalid_digits_and_the_prompt_cap() {
     assert_eq!(prompts, 5);
     assert_eq!(
         reply,
-        format!("{}  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n", head())
+        format!(
+            "{}  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n",
+            head()
+        )
     );
     server.stop().await;
 }
@@ -247,7 +295,10 @@ async fn forwards_announcements_and_the_block_list_first() {
     let server = start().await;
     set(&server.grpc, DOCUMENT).await.unwrap();
     let vip = server
-        .post("/api/v1/sipgate/in", &new_call("in", "49301234999", "49306000000", "v1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "49301234999", "49306000000", "v1"),
+        )
         .await;
     assert_eq!(
         vip.body,
@@ -258,14 +309,20 @@ async fn forwards_announcements_and_the_block_list_first() {
     );
     // An announcement file, served under its content hash.
     let closed = server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "49306000009", "v2"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "49306000009", "v2"),
+        )
         .await;
     let wav = std::fs::read(examples().join("closed.wav")).unwrap();
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wav));
     let url = format!("{PUBLIC}/announcements/{sha}.wav");
     assert_eq!(
         closed.body,
-        format!("{}  <Play>\n    <Url>{url}</Url>\n  </Play>\n  <Hangup/>\n</Response>\n", head())
+        format!(
+            "{}  <Play>\n    <Url>{url}</Url>\n  </Play>\n  <Hangup/>\n</Response>\n",
+            head()
+        )
     );
     let served = server
         .client
@@ -278,7 +335,11 @@ async fn forwards_announcements_and_the_block_list_first() {
     assert_eq!(served.bytes().await.unwrap().as_ref(), wav.as_slice());
     let missing = server
         .client
-        .get(format!("{}/announcements/{}.wav", server.http, "0".repeat(64)))
+        .get(format!(
+            "{}/announcements/{}.wav",
+            server.http,
+            "0".repeat(64)
+        ))
         .send()
         .await
         .unwrap();
@@ -294,16 +355,31 @@ async fn forwards_announcements_and_the_block_list_first() {
         .await
         .unwrap();
     let blocked = server
-        .post("/api/v1/sipgate/in", &new_call("in", "49301234999", "49306000000", "v3"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "49301234999", "49306000000", "v3"),
+        )
         .await;
-    assert_eq!(blocked.body, format!("{}  <Reject reason=\"busy\"/>\n</Response>\n", head()));
+    assert_eq!(
+        blocked.body,
+        format!("{}  <Reject reason=\"busy\"/>\n</Response>\n", head())
+    );
     // Outbound calls keep the routing table; no rule matches: as today.
     let out = server
-        .post("/api/v1/sipgate/out", &new_call("out", "49306000000", "49301234999", "v4"))
+        .post(
+            "/api/v1/sipgate/out",
+            &new_call("out", "49306000000", "49301234999", "v4"),
+        )
         .await;
-    assert_eq!(out.body, plain_reply("https://sc.example/api/v1/sipgate/out"));
+    assert_eq!(
+        out.body,
+        plain_reply("https://sc.example/api/v1/sipgate/out")
+    );
     let other = server
-        .post("/api/v1/sipgate/in", &new_call("in", "492111234567", "4940123", "v5"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "4940123", "v5"),
+        )
         .await;
     assert_eq!(other.body, plain_reply(CALLBACK));
     server.stop().await;
@@ -314,15 +390,34 @@ async fn refused_documents_change_nothing_and_undo_restores() {
     let server = start().await;
     let first = set(&server.grpc, DOCUMENT).await.unwrap();
     for (text, says) in [
-        (DOCUMENT.replace("timeout_ms = 5000", "timeout_ms = 5000\ncolour = 1"), "unknown field `colour`"),
-        (DOCUMENT.replace("00:00-24:00", "00:00-25:00"), "line 5, column 9: schedule always: '25:00' is not a time of day"),
-        (DOCUMENT.replace("Europe/Berlin", "Europe/Nowhere"), "line 2, column 13: 'Europe/Nowhere' is not a time zone"),
-        (DOCUMENT.replace("closed.wav", "missing.wav"), "missing.wav cannot be read"),
-        (DOCUMENT.replace("https://cdn", "http://cdn"), "must be an https:// URL"),
+        (
+            DOCUMENT.replace("timeout_ms = 5000", "timeout_ms = 5000\ncolour = 1"),
+            "unknown field `colour`",
+        ),
+        (
+            DOCUMENT.replace("00:00-24:00", "00:00-25:00"),
+            "line 5, column 9: schedule always: '25:00' is not a time of day",
+        ),
+        (
+            DOCUMENT.replace("Europe/Berlin", "Europe/Nowhere"),
+            "line 2, column 13: 'Europe/Nowhere' is not a time zone",
+        ),
+        (
+            DOCUMENT.replace("closed.wav", "missing.wav"),
+            "missing.wav cannot be read",
+        ),
+        (
+            DOCUMENT.replace("https://cdn", "http://cdn"),
+            "must be an https:// URL",
+        ),
     ] {
         let e = set(&server.grpc, &text).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
-        assert!(e.message().contains(says), "{}\nwanted: {says}", e.message());
+        assert!(
+            e.message().contains(says),
+            "{}\nwanted: {says}",
+            e.message()
+        );
     }
     let doc = flows_client(&server.grpc)
         .await
@@ -363,13 +458,18 @@ async fn refused_documents_change_nothing_and_undo_restores() {
     // Undo through the audit trail puts the first document back.
     let mut settings = server.settings().await;
     let audit = settings
-        .list_audit(proto::ListAuditRequest { limit: 10, before_id: 0 })
+        .list_audit(proto::ListAuditRequest {
+            limit: 10,
+            before_id: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(audit.entries[0].action, "flows.set");
     settings
-        .restore_audit(proto::RestoreAuditRequest { id: audit.entries[0].id })
+        .restore_audit(proto::RestoreAuditRequest {
+            id: audit.entries[0].id,
+        })
         .await
         .unwrap();
     let doc = flows_client(&server.grpc)
@@ -386,7 +486,12 @@ async fn refused_documents_change_nothing_and_undo_restores() {
         })
         .await
         .unwrap();
-    let doc = flows_client(&server.grpc).await.get_flows(proto::GetFlowsRequest {}).await.unwrap().into_inner();
+    let doc = flows_client(&server.grpc)
+        .await
+        .get_flows(proto::GetFlowsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(doc.text, DOCUMENT);
     // Restarted, the flows are back and answer (the client's connection
     // closed first, so nothing of the old server holds the database).
@@ -397,9 +502,16 @@ async fn refused_documents_change_nothing_and_undo_restores() {
     config.announcements_dir = Some(examples());
     let server = TestServer::start_in(dir, config).await;
     let reply = server
-        .post("/api/v1/sipgate/in", &new_call("in", "49301234999", "49306000000", "r1"))
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "49301234999", "49306000000", "r1"),
+        )
         .await;
-    assert!(reply.body.contains("<Number>491701234567</Number>"), "{}", reply.body);
+    assert!(
+        reply.body.contains("<Number>491701234567</Number>"),
+        "{}",
+        reply.body
+    );
     server.stop().await;
 }
 
@@ -416,7 +528,8 @@ async fn a_wav_sipgate_cannot_play_is_refused_naming_it() {
     let e = set(&server.grpc, DOCUMENT).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(
-        e.message().contains("line 11, column 19: closed.wav is 44.1 kHz stereo 16-bit PCM"),
+        e.message()
+            .contains("line 11, column 19: closed.wav is 44.1 kHz stereo 16-bit PCM"),
         "{}",
         e.message()
     );
@@ -440,13 +553,28 @@ async fn evaluate_walks_the_menu_without_storing_anything() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((r.local_time.as_str(), r.time_zone.as_str()), ("2026-12-07T09:00:00+01:00", "Europe/Berlin"));
-    let actions: Vec<i32> = r.steps.iter().map(|s| s.decision.as_ref().unwrap().action).collect();
+    assert_eq!(
+        (r.local_time.as_str(), r.time_zone.as_str()),
+        ("2026-12-07T09:00:00+01:00", "Europe/Berlin")
+    );
+    let actions: Vec<i32> = r
+        .steps
+        .iter()
+        .map(|s| s.decision.as_ref().unwrap().action)
+        .collect();
     assert_eq!(
         actions,
-        vec![proto::Action::Menu as i32, proto::Action::Menu as i32, proto::Action::Forward as i32]
+        vec![
+            proto::Action::Menu as i32,
+            proto::Action::Menu as i32,
+            proto::Action::Forward as i32
+        ]
     );
-    assert!(r.steps[0].reply.starts_with(&head()), "{}", r.steps[0].reply);
+    assert!(
+        r.steps[0].reply.starts_with(&head()),
+        "{}",
+        r.steps[0].reply
+    );
     assert!(r.steps[2].reply.contains("<Number>492115550100</Number>"));
     assert_eq!(server.head_seq().await, head_before);
     server.stop().await;
@@ -469,35 +597,78 @@ async fn the_cli_checks_sets_shows_and_evaluates() {
     let path = file.display().to_string();
     let examples = examples().display().to_string();
     // Offline, no server.
-    let check = cli(s(&["flows", "check", &path, "--announcements-dir", &examples])).await;
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = cli(s(&[
+        "flows",
+        "check",
+        &path,
+        "--announcements-dir",
+        &examples,
+    ]))
+    .await;
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let out = String::from_utf8_lossy(&check.stdout);
-    assert!(out.contains("valid; time zone Europe/Berlin; 4 rules"), "{out}");
+    assert!(
+        out.contains("valid; time zone Europe/Berlin; 4 rules"),
+        "{out}"
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, DOCUMENT.replace("mon-sun", "mon-funday")).unwrap();
     let refused = cli(s(&["flows", "check", &bad.display().to_string()])).await;
     assert_eq!(refused.status.code(), Some(2));
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("line 5, column 9: schedule always: 'funday' is not a day"), "{err}");
+    assert!(
+        err.contains("line 5, column 9: schedule always: 'funday' is not a day"),
+        "{err}"
+    );
     // Against the server.
     let server_flag = |mut v: Vec<String>| {
         v.extend(["--server".to_string(), server.grpc.clone()]);
         v
     };
     let set = cli(server_flag(s(&["flows", "set", &path]))).await;
-    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     assert!(String::from_utf8_lossy(&set.stdout).contains("Call flows stored"));
     let show = cli(server_flag(s(&["flows", "show"]))).await;
     assert_eq!(String::from_utf8_lossy(&show.stdout), DOCUMENT);
     let evaluate = cli(server_flag(s(&[
-        "flows", "evaluate", "--from", "0211 1234567", "--to", "030 6000000", "--at",
-        "2026-12-07T09:00:00+01:00", "--digits", "2",
+        "flows",
+        "evaluate",
+        "--from",
+        "0211 1234567",
+        "--to",
+        "030 6000000",
+        "--at",
+        "2026-12-07T09:00:00+01:00",
+        "--digits",
+        "2",
     ])))
     .await;
     let out = String::from_utf8_lossy(&evaluate.stdout);
-    assert!(evaluate.status.success(), "{}", String::from_utf8_lossy(&evaluate.stderr));
-    assert!(out.starts_with("At 2026-12-07T09:00:00+01:00 (Europe/Berlin):\nnewCall: menu main offered"), "{out}");
-    assert!(out.contains("dtmf 2: sent to the voicemail after option 2 in menu main: call flow rule hotline (#3)"), "{out}");
+    assert!(
+        evaluate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&evaluate.stderr)
+    );
+    assert!(
+        out.starts_with(
+            "At 2026-12-07T09:00:00+01:00 (Europe/Berlin):\nnewCall: menu main offered"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "dtmf 2: sent to the voicemail after option 2 in menu main: call flow rule hotline (#3)"
+        ),
+        "{out}"
+    );
     let history = cli(server_flag(s(&["flows", "history"]))).await;
     assert!(String::from_utf8_lossy(&history.stdout).contains("flows.set"));
     server.stop().await;
@@ -505,13 +676,21 @@ async fn the_cli_checks_sets_shows_and_evaluates() {
 
 #[tokio::test]
 async fn two_replicas_share_the_flows_and_either_answers_a_menu() {
-    let Some(database) = postgres_database("two_replicas_share_the_flows_and_either_answers_a_menu").await else {
+    let Some(database) =
+        postgres_database("two_replicas_share_the_flows_and_either_answers_a_menu").await
+    else {
         return;
     };
     let examples = examples().display().to_string();
     let flags = [
-        "--metrics-addr", "off", "--database", &database, "--public-url", PUBLIC,
-        "--announcements-dir", &examples,
+        "--metrics-addr",
+        "off",
+        "--database",
+        &database,
+        "--public-url",
+        PUBLIC,
+        "--announcements-dir",
+        &examples,
     ];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = spawn_binary(dir_a.path(), &flags).await;
@@ -521,12 +700,19 @@ async fn two_replicas_share_the_flows_and_either_answers_a_menu() {
     let mut b_flows = flows_client(&b.grpc).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     loop {
-        let doc = b_flows.get_flows(proto::GetFlowsRequest {}).await.unwrap().into_inner();
+        let doc = b_flows
+            .get_flows(proto::GetFlowsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         if doc.version == stored.version {
             assert_eq!(doc.text, DOCUMENT);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "replica B did not see the flows within 1 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B did not see the flows within 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let client = reqwest::Client::new();
@@ -545,13 +731,21 @@ async fn two_replicas_share_the_flows_and_either_answers_a_menu() {
                 .unwrap()
         }
     };
-    let menu = post(a.http.clone(), "/api/v1/sipgate/in".into(), new_call("in", "492111234567", "49306000000", "p1")).await;
+    let menu = post(
+        a.http.clone(),
+        "/api/v1/sipgate/in".into(),
+        new_call("in", "492111234567", "49306000000", "p1"),
+    )
+    .await;
     assert!(menu.contains("<Gather"), "{menu}");
     // The dtmf push reaches the other replica, which answers from the URL.
     let answer = post(b.http.clone(), on_data(&menu), dtmf("p1", "1")).await;
     assert_eq!(
         answer,
-        format!("{}  <Dial>\n    <Number>492115550100</Number>\n  </Dial>\n</Response>\n", head())
+        format!(
+            "{}  <Dial>\n    <Number>492115550100</Number>\n  </Dial>\n</Response>\n",
+            head()
+        )
     );
     // And a replay of it at replica A is invalid.
     let replay = post(a.http.clone(), on_data(&menu), dtmf("p1", "1")).await;
@@ -562,10 +756,15 @@ async fn two_replicas_share_the_flows_and_either_answers_a_menu() {
 /// the `flows evaluate` output it shows is what the commands print.
 #[tokio::test]
 async fn the_readme_call_flows_section_is_what_the_binary_does() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = &readme[readme.find("## Call flows").unwrap()..readme.find("## Client commands").unwrap()];
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section =
+        &readme[readme.find("## Call flows").unwrap()..readme.find("## Client commands").unwrap()];
     let example = std::fs::read_to_string(examples().join("flows.toml")).unwrap();
-    assert!(section.contains(&format!("```toml\n{example}```")), "the README shows examples/flows/flows.toml");
+    assert!(
+        section.contains(&format!("```toml\n{example}```")),
+        "the README shows examples/flows/flows.toml"
+    );
     let server = TestServer::start_with(|c| {
         c.public_url = Some("https://sidecar.example.com".into());
         c.announcements_dir = Some(examples());
@@ -601,9 +800,16 @@ async fn the_readme_call_flows_section_is_what_the_binary_does() {
             .await
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for line in shown {
-            assert!(stdout.lines().any(|l| l == line), "{command}\nprints:\n{stdout}\nnot: {line}");
+            assert!(
+                stdout.lines().any(|l| l == line),
+                "{command}\nprints:\n{stdout}\nnot: {line}"
+            );
         }
         checked += 1;
     }

@@ -43,8 +43,10 @@ pub struct FlowsResults {
 /// every inbound call is checked against: a call the example's rules do not
 /// match looks at every rule and every schedule.
 pub fn document() -> String {
-    let example = include_str!("../../examples/flows/flows.toml")
-        .replace("{ file = \"closed.wav\" }", "{ url = \"https://cdn.example.com/closed.wav\" }");
+    let example = include_str!("../../examples/flows/flows.toml").replace(
+        "{ file = \"closed.wav\" }",
+        "{ url = \"https://cdn.example.com/closed.wav\" }",
+    );
     let (head, rest) = example
         .split_once("[[rules]]")
         .expect("the example has rules");
@@ -60,9 +62,14 @@ pub fn document() -> String {
     for i in 0..RULES {
         let when = match i % 4 {
             0 => format!("{{ open = \"s{}\" }}", i % SCHEDULES),
-            1 => format!("{{ from = [\"+49 89 {i:05}*\"], closed = \"s{}\" }}", i % SCHEDULES),
+            1 => format!(
+                "{{ from = [\"+49 89 {i:05}*\"], closed = \"s{}\" }}",
+                i % SCHEDULES
+            ),
             2 => format!("{{ to = [\"+49 40 {i:07}\"] }}"),
-            _ => format!("{{ from = [\"+49 69 {i:05}*\", \"anonymous\"], to = [\"+49 30 6{i:06}\"] }}"),
+            _ => format!(
+                "{{ from = [\"+49 69 {i:05}*\", \"anonymous\"], to = [\"+49 30 6{i:06}\"] }}"
+            ),
         };
         let _ = writeln!(
             doc,
@@ -78,7 +85,8 @@ pub fn document() -> String {
 /// example's hotline (decided by its rules, after the 1,000), half to a
 /// number no rule has (every rule and schedule looked at).
 fn decision_latency(n: usize) -> Vec<u64> {
-    let compiled = flows::compile(&document(), "49", Files::Unchecked).expect("the document compiles");
+    let compiled =
+        flows::compile(&document(), "49", Files::Unchecked).expect("the document compiles");
     assert_eq!(compiled.flows.rules.len(), RULES + 3);
     let settings = Settings::default();
     let start = jiff::Timestamp::from_second(1_796_000_000).expect("a time");
@@ -86,7 +94,9 @@ fn decision_latency(n: usize) -> Vec<u64> {
     let mut fired = 0usize;
     for i in 0..n {
         let now = start
-            .checked_add(jiff::SignedDuration::from_secs((i as i64 * 7919) % (7 * 86_400)))
+            .checked_add(jiff::SignedDuration::from_secs(
+                (i as i64 * 7919) % (7 * 86_400),
+            ))
             .expect("in range");
         let inputs = Inputs {
             settings: &settings,
@@ -95,7 +105,11 @@ fn decision_latency(n: usize) -> Vec<u64> {
             country_code: "49",
         };
         let from = format!("49176{:07}", i % 9_999_999);
-        let to = if i % 2 == 0 { "49306000000" } else { "4928559389086" };
+        let to = if i % 2 == 0 {
+            "49306000000"
+        } else {
+            "4928559389086"
+        };
         let t = Instant::now();
         let decision = decide::new_call(&inputs, Direction::In, &from, to);
         out.push(t.elapsed().as_nanos() as u64);
@@ -161,12 +175,18 @@ pub async fn run(
     run_id: u64,
 ) -> anyhow::Result<FlowsResults> {
     let decisions = if args.quick { 20_000 } else { 200_000 };
-    eprintln!("[flows] decision latency: {decisions} decisions, {RULES} rules, {SCHEDULES} schedules");
+    eprintln!(
+        "[flows] decision latency: {decisions} decisions, {RULES} rules, {SCHEDULES} schedules"
+    );
     let decide_ns = tokio::task::spawn_blocking(move || decision_latency(decisions)).await?;
     let mut rounds = Vec::new();
     for round in 0..2u64 {
-        eprintln!("[flows] round {}: unique newCalls without, then with the document", round + 1);
-        let (without, without_cpu) = one(args, exe, work, epoch, run_id + 100 + round * 2, false).await?;
+        eprintln!(
+            "[flows] round {}: unique newCalls without, then with the document",
+            round + 1
+        );
+        let (without, without_cpu) =
+            one(args, exe, work, epoch, run_id + 100 + round * 2, false).await?;
         let (with, with_cpu) = one(args, exe, work, epoch, run_id + 101 + round * 2, true).await?;
         rounds.push((without, without_cpu, with, with_cpu));
     }

@@ -84,7 +84,11 @@ pub async fn run_flows(args: &ClientArgs, json: bool, command: FlowsCommand) -> 
             digits,
             file,
         } => {
-            let text = file.as_deref().map(read_input).transpose()?.unwrap_or_default();
+            let text = file
+                .as_deref()
+                .map(read_input)
+                .transpose()?
+                .unwrap_or_default();
             let r = flows_client
                 .evaluate_flows(proto::EvaluateFlowsRequest {
                     from,
@@ -101,7 +105,10 @@ pub async fn run_flows(args: &ClientArgs, json: bool, command: FlowsCommand) -> 
         FlowsCommand::History { limit } => {
             let mut settings = SettingsClient::new(channel);
             let mut response = settings
-                .list_audit(proto::ListAuditRequest { limit, before_id: 0 })
+                .list_audit(proto::ListAuditRequest {
+                    limit,
+                    before_id: 0,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -156,7 +163,8 @@ fn check(
 ) -> anyhow::Result<()> {
     let text = read_input(file)?;
     let files = dir.map_or(Files::Unchecked, Files::Dir);
-    let compiled = flows::compile(&text, country_code, files).map_err(|e| invalid(e.to_string()))?;
+    let compiled =
+        flows::compile(&text, country_code, files).map_err(|e| invalid(e.to_string()))?;
     let f = &compiled.flows;
     if json {
         output::print_json(&json!({

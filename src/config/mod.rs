@@ -342,6 +342,14 @@ impl Config {
                 self.country_code
             ));
         }
+        if let Some(dir) = &self.announcements_dir
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "--announcements-dir {} is not a directory",
+                dir.display()
+            ));
+        }
         if self.reply_deadline.is_zero() {
             return Err("--reply-deadline-ms must be greater than 0".into());
         }
@@ -391,6 +399,14 @@ mod tests {
         c.webhook_token = None;
         c.country_code = "+49".into();
         assert!(c.validate().unwrap_err().contains("--country-code"));
+        c.country_code = "49".into();
+        c.announcements_dir = Some("/nonexistent/announcements".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("--announcements-dir /nonexistent/announcements is not a directory")
+        );
+        c.announcements_dir = None;
     }
 
     #[test]

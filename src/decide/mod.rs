@@ -6,14 +6,12 @@
 //! A `newCall` inbound is checked against the block list, then the call
 //! flows' rules (first match wins), else accepted; outbound it gets its
 //! caller ID from the routing table. A `dtmf` push answers the menu its URL
-//! names ([`menu`]). Answer and hangup need no decision.
-
-pub mod menu;
+//! names ([`crate::flows::menu`]). Answer and hangup need no decision.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-pub use menu::{MenuKey, MenuState};
+pub use crate::flows::menu::{MenuKey, MenuState};
 
 use crate::{
     flows::{Flows, MAX_PROMPTS, Media, Step, Then},
@@ -67,7 +65,10 @@ pub enum Rule {
     DefaultCallerId,
     /// A call-flow rule; `index` is its place in the document that decided
     /// (unknown for a dtmf push when the rule has since been removed).
-    Flow { index: Option<usize>, name: String },
+    Flow {
+        index: Option<usize>,
+        name: String,
+    },
 }
 
 /// An announcement played before the action, or a menu's prompt.
@@ -122,7 +123,7 @@ pub struct Decision {
     pub rule: Rule,
     /// Set when a call flow decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flow: Option<FlowDetail>,
+    pub flow: Option<Box<FlowDetail>>,
 }
 
 /// What the core decides from, besides the event.
@@ -200,7 +201,7 @@ impl Decision {
                 self.caller_id.as_deref().unwrap_or_default()
             ),
             (action, Rule::Flow { index, name }) => {
-                let flow = self.flow.clone().unwrap_or_default();
+                let flow = self.flow.as_deref().cloned().unwrap_or_default();
                 let what = match action {
                     Action::Forward => format!("forwarded to {}", flow.numbers.join(", ")),
                     Action::Voicemail => "sent to the voicemail".to_string(),
@@ -241,12 +242,9 @@ fn normalized_or_raw(number: &str, country_code: &str) -> String {
 /// instruction to give).
 pub fn decide(event: &Event, inputs: &Inputs<'_>, menu: Option<&MenuState>) -> Option<Decision> {
     match (event.kind, event.direction) {
-        (EventKind::NewCall, Some(direction)) => Some(new_call(
-            inputs,
-            direction,
-            &event.from,
-            &event.to,
-        )),
+        (EventKind::NewCall, Some(direction)) => {
+            Some(new_call(inputs, direction, &event.from, &event.to))
+        }
         (EventKind::Dtmf, _) => menu.map(|state| dtmf(inputs, state, &event.dtmf, false)),
         _ => None,
     }
@@ -353,12 +351,12 @@ pub fn dtmf(inputs: &Inputs<'_>, state: &MenuState, digits: &str, replayed: bool
         action: Action::Hangup,
         caller_id: None,
         rule: rule.clone(),
-        flow: Some(FlowDetail {
+        flow: Some(Box::new(FlowDetail {
             menu: state.menu().to_string(),
             option: option.to_string(),
             answered_step: step,
             ..FlowDetail::default()
-        }),
+        })),
     };
     let Some((flows, (_, menu))) = inputs
         .flows
@@ -397,7 +395,13 @@ pub fn dtmf(inputs: &Inputs<'_>, state: &MenuState, digits: &str, replayed: bool
 
 /// The decision that carries out `then`; `step` is the number of prompts
 /// the call has had so far.
-fn from_then(flows: &Flows, then: &Then, rule: Rule, mut detail: FlowDetail, step: u32) -> Decision {
+fn from_then(
+    flows: &Flows,
+    then: &Then,
+    rule: Rule,
+    mut detail: FlowDetail,
+    step: u32,
+) -> Decision {
     let play_of = |index: usize| -> Option<Play> {
         let a = flows.announcement(index)?;
         let (url, sha256) = match a.media.as_ref()? {
@@ -439,7 +443,7 @@ fn from_then(flows: &Flows, then: &Then, rule: Rule, mut detail: FlowDetail, ste
         action,
         caller_id: None,
         rule,
-        flow: Some(detail),
+        flow: Some(Box::new(detail)),
     }
 }
 
@@ -630,7 +634,9 @@ mod tests {
         const KEY: &[u8] = b"a key of thirty-two bytes, exact";
 
         fn flows_of(text: &str) -> Flows {
-            compile(text, "49", Files::Dir(&example_dir())).unwrap().flows
+            compile(text, "49", Files::Dir(&example_dir()))
+                .unwrap()
+                .flows
         }
 
         fn example() -> Flows {
@@ -682,7 +688,9 @@ mod tests {
             assert_eq!(vip.flow_rule(), Some("vip"));
             assert_eq!(
                 render(&vip, "c1"),
-                format!("{HEAD}  <Dial>\n    <Number>491701234567</Number>\n    <Number>491707654321</Number>\n  </Dial>\n</Response>\n")
+                format!(
+                    "{HEAD}  <Dial>\n    <Number>491701234567</Number>\n    <Number>491707654321</Number>\n  </Dial>\n</Response>\n"
+                )
             );
             s.block_list.push(crate::settings::BlockEntry {
                 pattern: "49301234*".into(),
@@ -702,13 +710,20 @@ mod tests {
             let f = example();
             let s = Settings::default();
             // Christmas Eve, 10:00 in Berlin: a closed date.
-            let d = new_call(&inputs(&s, &f, at("2026-12-24T09:00:00Z")), Direction::In, "4921199", "+49 30 6000000");
+            let d = new_call(
+                &inputs(&s, &f, at("2026-12-24T09:00:00Z")),
+                Direction::In,
+                "4921199",
+                "+49 30 6000000",
+            );
             assert_eq!(d.flow_rule(), Some("after-hours"));
             let sha = &d.flow.as_ref().unwrap().play.as_ref().unwrap().sha256;
             assert_eq!(sha.len(), 64);
             assert_eq!(
                 render(&d, "c2"),
-                format!("{HEAD}  <Play>\n    <Url>https://sc.example/announcements/{sha}.wav</Url>\n  </Play>\n  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n")
+                format!(
+                    "{HEAD}  <Play>\n    <Url>https://sc.example/announcements/{sha}.wav</Url>\n  </Play>\n  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n"
+                )
             );
             assert!(d.explain().contains("sent to the voicemail after announcement closed: call flow rule after-hours (#2)"), "{}", d.explain());
         }
@@ -725,13 +740,21 @@ mod tests {
             let query = key.query("c3", "main", 1, "hotline").replace('&', "&amp;");
             assert_eq!(
                 xml,
-                format!("{HEAD}  <Gather onData=\"https://sc.example/api/v1/sipgate/in?{query}\" maxDigits=\"1\" timeout=\"5000\">\n    <Play>\n      <Url>https://cdn.example.com/menu.wav</Url>\n    </Play>\n  </Gather>\n</Response>\n")
+                format!(
+                    "{HEAD}  <Gather onData=\"https://sc.example/api/v1/sipgate/in?{query}\" maxDigits=\"1\" timeout=\"5000\">\n    <Play>\n      <Url>https://cdn.example.com/menu.wav</Url>\n    </Play>\n  </Gather>\n</Response>\n"
+                )
             );
             let state = state_of(&menu, "c3");
             let one = dtmf(&i, &state, "1", false);
             assert_eq!(one.action, Action::Forward);
             assert_eq!(one.flow.as_ref().unwrap().numbers, vec!["492115550100"]);
-            assert_eq!((one.flow.as_ref().unwrap().menu.as_str(), one.flow.as_ref().unwrap().option.as_str()), ("main", "1"));
+            assert_eq!(
+                (
+                    one.flow.as_ref().unwrap().menu.as_str(),
+                    one.flow.as_ref().unwrap().option.as_str()
+                ),
+                ("main", "1")
+            );
             assert_eq!(one.flow_rule(), Some("hotline"));
             // Timeout: the dtmf push came without digits.
             let none = dtmf(&i, &state, "", false);
@@ -739,14 +762,30 @@ mod tests {
             assert_eq!(none.flow.as_ref().unwrap().option, "no_input");
             // A digit no option has.
             let bad = dtmf(&i, &state, "7", false);
-            assert_eq!((bad.action, bad.flow.as_ref().unwrap().option.as_str()), (Action::Hangup, "invalid"));
-            assert_eq!(render(&bad, "c3"), format!("{HEAD}  <Hangup/>\n</Response>\n"));
+            assert_eq!(
+                (bad.action, bad.flow.as_ref().unwrap().option.as_str()),
+                (Action::Hangup, "invalid")
+            );
+            assert_eq!(
+                render(&bad, "c3"),
+                format!("{HEAD}  <Hangup/>\n</Response>\n")
+            );
             // A replayed push gets invalid, even for a valid option.
             let replay = dtmf(&i, &state, "1", true);
-            assert_eq!((replay.action, replay.flow.as_ref().unwrap().option.as_str()), (Action::Hangup, "invalid"));
+            assert_eq!(
+                (replay.action, replay.flow.as_ref().unwrap().option.as_str()),
+                (Action::Hangup, "invalid")
+            );
             // A state from another call's URL does not verify: invalid.
-            let forged = key.verify("c4", Some(&key.query("c3", "main", 1, "hotline"))).unwrap();
-            assert_eq!(forged, MenuState::NotOffered { menu: "main".into() });
+            let forged = key
+                .verify("c4", Some(&key.query("c3", "main", 1, "hotline")))
+                .unwrap();
+            assert_eq!(
+                forged,
+                MenuState::NotOffered {
+                    menu: "main".into()
+                }
+            );
             assert_eq!(dtmf(&i, &forged, "1", false).action, Action::Hangup);
         }
 
@@ -782,15 +821,25 @@ mod tests {
             let f = flows_of(&text);
             let s = Settings::default();
             let i = inputs(&s, &f, at("2026-12-07T09:00:00Z"));
-            let state = MenuState::Offered { menu: "main".into(), step: 1, rule: "hotline".into() };
+            let state = MenuState::Offered {
+                menu: "main".into(),
+                step: 1,
+                rule: "hotline".into(),
+            };
             // An honest invalid digit may lead back to the menu...
             assert_eq!(dtmf(&i, &state, "5", false).action, Action::Menu);
             // ...a replay or a forged state may not.
             assert_eq!(dtmf(&i, &state, "5", true).action, Action::Hangup);
-            let forged = MenuState::NotOffered { menu: "main".into() };
+            let forged = MenuState::NotOffered {
+                menu: "main".into(),
+            };
             assert_eq!(dtmf(&i, &forged, "1", false).action, Action::Hangup);
             // A menu that is gone from the document: hang up.
-            let gone = MenuState::Offered { menu: "gone".into(), step: 1, rule: "hotline".into() };
+            let gone = MenuState::Offered {
+                menu: "gone".into(),
+                step: 1,
+                rule: "hotline".into(),
+            };
             assert_eq!(dtmf(&i, &gone, "1", false).action, Action::Hangup);
         }
 
@@ -799,8 +848,14 @@ mod tests {
             let f = example();
             let s = Settings::default();
             let i = inputs(&s, &f, at("2026-12-07T09:00:00Z"));
-            assert_eq!(new_call(&i, Direction::In, "4921199", "4940123"), Decision::accept());
-            assert_eq!(super::super::decide(&Event::new(EventKind::Dtmf, "c"), &i, None), None);
+            assert_eq!(
+                new_call(&i, Direction::In, "4921199", "4940123"),
+                Decision::accept()
+            );
+            assert_eq!(
+                super::super::decide(&Event::new(EventKind::Dtmf, "c"), &i, None),
+                None
+            );
         }
     }
 }

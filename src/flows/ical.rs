@@ -18,7 +18,10 @@ pub fn closed_dates(text: &str) -> Result<(Vec<Closed>, Vec<String>), String> {
             _ => lines.push(raw.to_string()),
         }
     }
-    if !lines.iter().any(|l| l.trim().eq_ignore_ascii_case("BEGIN:VCALENDAR")) {
+    if !lines
+        .iter()
+        .any(|l| l.trim().eq_ignore_ascii_case("BEGIN:VCALENDAR"))
+    {
         return Err("not an iCalendar file (no BEGIN:VCALENDAR)".into());
     }
     let mut closed = Vec::new();
@@ -151,13 +154,20 @@ END:VCALENDAR\r\n";
         // DTEND is exclusive: 24, 25, 26 (the folded line included).
         assert!(contains(date(2026, 12, 26)) && !contains(date(2026, 12, 27)));
         assert!(!contains(date(2027, 12, 24)), "not yearly");
-        assert!(contains(date(2027, 10, 3)) && !contains(date(2028, 10, 3)), "COUNT=2");
+        assert!(
+            contains(date(2027, 10, 3)) && !contains(date(2028, 10, 3)),
+            "COUNT=2"
+        );
     }
 
     #[test]
     fn unsupported_rules_and_other_files_are_refused() {
         let weekly = ICS.replace("FREQ=YEARLY\r\n", "FREQ=WEEKLY\r\n");
         assert!(closed_dates(&weekly).unwrap_err().contains("not supported"));
-        assert!(closed_dates("hello").unwrap_err().contains("not an iCalendar"));
+        assert!(
+            closed_dates("hello")
+                .unwrap_err()
+                .contains("not an iCalendar")
+        );
     }
 }

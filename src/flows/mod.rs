@@ -11,6 +11,7 @@
 
 pub mod document;
 pub mod ical;
+pub mod menu;
 pub mod schedule;
 pub mod wav;
 
@@ -210,7 +211,7 @@ impl Flows {
             };
             matches(&rule.from, from)
                 && matches(&rule.to, to)
-                && rule.open.is_none_or(|s| is_open(s))
+                && rule.open.is_none_or(&mut is_open)
                 && rule.closed.is_none_or(|s| !is_open(s))
         })
     }
@@ -302,11 +303,7 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
 
@@ -339,7 +336,7 @@ impl Compiler<'_> {
                 span,
                 format!(
                     "{what} name '{}' must be 1 to {MAX_NAME} letters, digits, '_' or '-'",
-                    crate::settings::shown(name)
+                    crate::text::shown(name)
                 ),
             );
         }
@@ -443,7 +440,7 @@ pub fn compile(text: &str, country_code: &str, files: Files<'_>) -> Result<Compi
                 doc.time_zone.span(),
                 format!(
                     "'{}' is not a time zone (an IANA name such as \"Europe/Berlin\")",
-                    crate::settings::shown(doc.time_zone.get_ref())
+                    crate::text::shown(doc.time_zone.get_ref())
                 ),
             );
             TimeZone::UTC
@@ -483,10 +480,7 @@ pub fn compile(text: &str, country_code: &str, files: Files<'_>) -> Result<Compi
 }
 
 fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
-    names
-        .enumerate()
-        .map(|(i, n)| (n.to_string(), i))
-        .collect()
+    names.enumerate().map(|(i, n)| (n.to_string(), i)).collect()
 }
 
 struct Names {
@@ -571,8 +565,9 @@ fn compile_announcements(
             (None, Some(url)) => {
                 let u = url.get_ref();
                 let valid = u.len() <= 2048
-                    && u.strip_prefix("https://")
-                        .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+                    && u.strip_prefix("https://").is_some_and(|rest| {
+                        !rest.is_empty() && !rest.contains(char::is_whitespace)
+                    });
                 if valid {
                     Some(Media::Url(u.clone()))
                 } else {
@@ -580,7 +575,7 @@ fn compile_announcements(
                         url.span(),
                         format!(
                             "announcement {name}: url '{}' must be an https:// URL",
-                            crate::settings::shown(u)
+                            crate::text::shown(u)
                         ),
                     );
                     None
@@ -614,7 +609,10 @@ fn compile_rules(c: &mut Compiler<'_>, rules: &[Spanned<RuleDoc>], names: &Names
                 if n.is_empty() || n.chars().count() > MAX_NAME || n.chars().any(char::is_control) {
                     c.problem(
                         name.span(),
-                        format!("rule name '{}' must be 1 to {MAX_NAME} characters", crate::settings::shown(n)),
+                        format!(
+                            "rule name '{}' must be 1 to {MAX_NAME} characters",
+                            crate::text::shown(n)
+                        ),
                     );
                 }
                 n.clone()
@@ -624,7 +622,11 @@ fn compile_rules(c: &mut Compiler<'_>, rules: &[Spanned<RuleDoc>], names: &Names
         if let Some(first) = seen.insert(name.clone(), i) {
             c.problem(
                 rule.span(),
-                format!("rule name '{name}' is used twice (rules {} and {})", first + 1, i + 1),
+                format!(
+                    "rule name '{name}' is used twice (rules {} and {})",
+                    first + 1,
+                    i + 1
+                ),
             );
         }
         let when = r.when.as_ref().map(|w| w.get_ref());
@@ -646,7 +648,10 @@ fn compile_rules(c: &mut Compiler<'_>, rules: &[Spanned<RuleDoc>], names: &Names
             if found.is_none() {
                 c.problem(
                     s.span(),
-                    format!("rule {name}: there is no schedule '{}'", crate::settings::shown(s.get_ref())),
+                    format!(
+                        "rule {name}: there is no schedule '{}'",
+                        crate::text::shown(s.get_ref())
+                    ),
                 );
             }
             found
@@ -684,20 +689,27 @@ fn compile_menu(c: &mut Compiler<'_>, name: &str, menu: &Spanned<MenuDoc>, names
                 m.prompt.span(),
                 format!(
                     "menu {name}: there is no announcement '{}'",
-                    crate::settings::shown(m.prompt.get_ref())
+                    crate::text::shown(m.prompt.get_ref())
                 ),
             );
             0
         }
     };
-    let bounded = |c: &mut Compiler<'_>, v: &Option<Spanned<i64>>, what: &str, max: i64, default: u32| {
+    let bounded = |c: &mut Compiler<'_>,
+                   v: &Option<Spanned<i64>>,
+                   what: &str,
+                   max: i64,
+                   default: u32| {
         match v {
             None => default,
             Some(v) if (1..=max).contains(v.get_ref()) => *v.get_ref() as u32,
             Some(v) => {
                 c.problem(
                     v.span(),
-                    format!("menu {name}: {what} must be 1 to {max}, not {}", v.get_ref()),
+                    format!(
+                        "menu {name}: {what} must be 1 to {max}, not {}",
+                        v.get_ref()
+                    ),
                 );
                 default
             }
@@ -709,13 +721,15 @@ fn compile_menu(c: &mut Compiler<'_>, name: &str, menu: &Spanned<MenuDoc>, names
     for (digits, then) in &m.options {
         let valid = !digits.is_empty()
             && digits.len() <= max_digits as usize
-            && digits.bytes().all(|b| b.is_ascii_digit() || b == b'*' || b == b'#');
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#');
         if !valid {
             c.problem(
                 then.span(),
                 format!(
                     "menu {name}: option '{}' must be 1 to {max_digits} keypad keys (0-9, *, #)",
-                    crate::settings::shown(digits)
+                    crate::text::shown(digits)
                 ),
             );
         }
@@ -748,7 +762,10 @@ fn action(c: &mut Compiler<'_>, what: &str, a: &Spanned<ActionDoc>, names: &Name
         match v {
             Some(v) if *v.get_ref() => true,
             Some(v) => {
-                c.problem(v.span(), format!("{what}: {key} = false means nothing; leave it out"));
+                c.problem(
+                    v.span(),
+                    format!("{what}: {key} = false means nothing; leave it out"),
+                );
                 false
             }
             None => false,
@@ -787,7 +804,7 @@ fn action(c: &mut Compiler<'_>, what: &str, a: &Spanned<ActionDoc>, names: &Name
                 reason.span(),
                 format!(
                     "{what}: reject must be \"busy\" or \"rejected\", not '{}'",
-                    crate::settings::shown(reason.get_ref())
+                    crate::text::shown(reason.get_ref())
                 ),
             );
         }
@@ -804,7 +821,7 @@ fn action(c: &mut Compiler<'_>, what: &str, a: &Spanned<ActionDoc>, names: &Name
                     menu.span(),
                     format!(
                         "{what}: there is no menu '{}'",
-                        crate::settings::shown(menu.get_ref())
+                        crate::text::shown(menu.get_ref())
                     ),
                 );
                 steps.push(("menu", Step::Accept));
@@ -816,9 +833,7 @@ fn action(c: &mut Compiler<'_>, what: &str, a: &Spanned<ActionDoc>, names: &Name
         0 => {
             c.problem(
                 span,
-                format!(
-                    "{what}: needs one of accept, forward, voicemail, reject, hangup or menu"
-                ),
+                format!("{what}: needs one of accept, forward, voicemail, reject, hangup or menu"),
             );
             Step::Accept
         }
@@ -838,7 +853,10 @@ fn action(c: &mut Compiler<'_>, what: &str, a: &Spanned<ActionDoc>, names: &Name
             } else {
                 "sipgate cannot play before a reject"
             };
-            c.problem(p.span(), format!("{what}: play cannot go with this action: {why}"));
+            c.problem(
+                p.span(),
+                format!("{what}: play cannot go with this action: {why}"),
+            );
             return None;
         }
         let found = names.announcements.get(p.get_ref()).copied();
@@ -847,7 +865,7 @@ fn action(c: &mut Compiler<'_>, what: &str, a: &Spanned<ActionDoc>, names: &Name
                 p.span(),
                 format!(
                     "{what}: there is no announcement '{}'",
-                    crate::settings::shown(p.get_ref())
+                    crate::text::shown(p.get_ref())
                 ),
             );
         }

@@ -92,13 +92,17 @@ impl Schedule {
 
     /// Parses and adds one `open` entry: `DAYS HH:MM-HH:MM`.
     pub fn add_open(&mut self, entry: &str) -> Result<(), String> {
-        let (days, times) = entry.trim().split_once(char::is_whitespace).ok_or_else(|| {
-            format!("'{entry}' is not 'DAYS HH:MM-HH:MM' (e.g. \"mon-fri 08:00-17:00\")")
-        })?;
+        let (days, times) = entry
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| {
+                format!("'{entry}' is not 'DAYS HH:MM-HH:MM' (e.g. \"mon-fri 08:00-17:00\")")
+            })?;
         let days = parse_days(days)?;
-        let (start, end) = times.trim().split_once('-').ok_or_else(|| {
-            format!("'{}' is not a time range HH:MM-HH:MM", times.trim())
-        })?;
+        let (start, end) = times
+            .trim()
+            .split_once('-')
+            .ok_or_else(|| format!("'{}' is not a time range HH:MM-HH:MM", times.trim()))?;
         let start = parse_time(start, false)?;
         let end = parse_time(end, true)?;
         if start == end {
@@ -123,10 +127,12 @@ const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 fn day(name: &str) -> Result<usize, String> {
     let lower = name.trim().to_ascii_lowercase();
-    DAY_NAMES
-        .iter()
-        .position(|d| *d == lower)
-        .ok_or_else(|| format!("'{}' is not a day (mon, tue, wed, thu, fri, sat, sun)", name.trim()))
+    DAY_NAMES.iter().position(|d| *d == lower).ok_or_else(|| {
+        format!(
+            "'{}' is not a day (mon, tue, wed, thu, fri, sat, sun)",
+            name.trim()
+        )
+    })
 }
 
 /// `mon`, `mon-fri`, `mon,wed`, `mon-wed,fri`, `fri-mon` (wrapping).
@@ -156,7 +162,8 @@ fn parse_days(spec: &str) -> Result<Vec<usize>, String> {
 /// `HH:MM` as minutes of the day; `24:00` only as a range's end.
 fn parse_time(s: &str, is_end: bool) -> Result<u16, String> {
     let s = s.trim();
-    let bad = || format!("'{s}' is not a time of day HH:MM (00:00 to 23:59, or 24:00 to end a range)");
+    let bad =
+        || format!("'{s}' is not a time of day HH:MM (00:00 to 23:59, or 24:00 to end a range)");
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return Err(bad());
@@ -231,7 +238,14 @@ mod tests {
 
     #[test]
     fn weekday_ranges_are_half_open() {
-        let s = schedule(&["mon-fri 08:00-12:00", "mon-fri 13:00-17:30", "sat 10:00-14:00"], &[]);
+        let s = schedule(
+            &[
+                "mon-fri 08:00-12:00",
+                "mon-fri 13:00-17:30",
+                "sat 10:00-14:00",
+            ],
+            &[],
+        );
         // 2026-12-07 is a Monday.
         assert!(!s.is_open(date(2026, 12, 7).at(7, 59, 59, 0)));
         assert!(s.is_open(date(2026, 12, 7).at(8, 0, 0, 0)));
@@ -283,7 +297,12 @@ mod tests {
     fn closed_dates_ranges_and_yearly_dates() {
         let s = schedule(
             &["mon-sun 00:00-24:00"],
-            &["2026-12-24", "2026-12-31..2027-01-02", "05-01", "12-30..01-01"],
+            &[
+                "2026-12-24",
+                "2026-12-31..2027-01-02",
+                "05-01",
+                "12-30..01-01",
+            ],
         );
         assert!(!s.is_open(date(2026, 12, 24).at(12, 0, 0, 0)));
         assert!(s.is_open(date(2027, 12, 24).at(12, 0, 0, 0)));

@@ -13,7 +13,9 @@ pub(crate) fn example() -> String {
 }
 
 fn compiled(text: &str) -> Flows {
-    compile(text, "49", Files::Dir(&example_dir())).unwrap().flows
+    compile(text, "49", Files::Dir(&example_dir()))
+        .unwrap()
+        .flows
 }
 
 fn refused(text: &str) -> String {
@@ -68,8 +70,13 @@ fn the_example_document_compiles_with_its_files() {
     let unchecked = compile(&example(), "49", Files::Unchecked).unwrap();
     assert_eq!(unchecked.flows.announcements[0].media, None);
     // A server without --announcements-dir refuses a file announcement.
-    let e = compile(&example(), "49", Files::None).unwrap_err().to_string();
-    assert!(e.contains("line 9, column 19: announcement file 'closed.wav' needs --announcements-dir"), "{e}");
+    let e = compile(&example(), "49", Files::None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 9, column 19: announcement file 'closed.wav' needs --announcements-dir"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -77,13 +84,28 @@ fn rules_fire_by_number_and_office_hours() {
     let f = compiled(&example());
     let hotline = "49306000000";
     // Monday 2026-12-07 09:00: open.
-    assert_eq!(rule_at(&f, "4921112345", hotline, berlin(2026, 12, 7, 9, 0)).as_deref(), Some("hotline"));
+    assert_eq!(
+        rule_at(&f, "4921112345", hotline, berlin(2026, 12, 7, 9, 0)).as_deref(),
+        Some("hotline")
+    );
     // Lunch break and evening: closed.
-    assert_eq!(rule_at(&f, "4921112345", hotline, berlin(2026, 12, 7, 12, 30)).as_deref(), Some("after-hours"));
-    assert_eq!(rule_at(&f, "4921112345", hotline, berlin(2026, 12, 7, 17, 30)).as_deref(), Some("after-hours"));
+    assert_eq!(
+        rule_at(&f, "4921112345", hotline, berlin(2026, 12, 7, 12, 30)).as_deref(),
+        Some("after-hours")
+    );
+    assert_eq!(
+        rule_at(&f, "4921112345", hotline, berlin(2026, 12, 7, 17, 30)).as_deref(),
+        Some("after-hours")
+    );
     // A VIP first, whatever the time; another number matches no rule.
-    assert_eq!(rule_at(&f, "49301234999", hotline, berlin(2026, 12, 7, 9, 0)).as_deref(), Some("vip"));
-    assert_eq!(rule_at(&f, "4921112345", "4930999", berlin(2026, 12, 7, 9, 0)), None);
+    assert_eq!(
+        rule_at(&f, "49301234999", hotline, berlin(2026, 12, 7, 9, 0)).as_deref(),
+        Some("vip")
+    );
+    assert_eq!(
+        rule_at(&f, "4921112345", "4930999", berlin(2026, 12, 7, 9, 0)),
+        None
+    );
 }
 
 #[test]
@@ -92,13 +114,28 @@ fn a_holiday_on_a_weekend_closes_the_saturday_hours() {
     text = text.replace("\"05-01\"]", "\"05-01\", \"2026-12-26\"]");
     let f = compiled(&text);
     // 2026-12-19 and 2026-12-26 are Saturdays; the second is a holiday.
-    assert_eq!(rule_at(&f, "4921112345", "49306000000", berlin(2026, 12, 19, 11, 0)).as_deref(), Some("hotline"));
-    assert_eq!(rule_at(&f, "4921112345", "49306000000", berlin(2026, 12, 26, 11, 0)).as_deref(), Some("after-hours"));
+    assert_eq!(
+        rule_at(&f, "4921112345", "49306000000", berlin(2026, 12, 19, 11, 0)).as_deref(),
+        Some("hotline")
+    );
+    assert_eq!(
+        rule_at(&f, "4921112345", "49306000000", berlin(2026, 12, 26, 11, 0)).as_deref(),
+        Some("after-hours")
+    );
     // Christmas Eve is a Thursday and closed; 1 May every year.
-    assert_eq!(rule_at(&f, "4921112345", "49306000000", berlin(2026, 12, 24, 9, 0)).as_deref(), Some("after-hours"));
-    assert_eq!(rule_at(&f, "4921112345", "49306000000", berlin(2028, 5, 1, 9, 0)).as_deref(), Some("after-hours"));
+    assert_eq!(
+        rule_at(&f, "4921112345", "49306000000", berlin(2026, 12, 24, 9, 0)).as_deref(),
+        Some("after-hours")
+    );
+    assert_eq!(
+        rule_at(&f, "4921112345", "49306000000", berlin(2028, 5, 1, 9, 0)).as_deref(),
+        Some("after-hours")
+    );
     // 2028-05-02 is a Tuesday.
-    assert_eq!(rule_at(&f, "4921112345", "49306000000", berlin(2028, 5, 2, 9, 0)).as_deref(), Some("hotline"));
+    assert_eq!(
+        rule_at(&f, "4921112345", "49306000000", berlin(2028, 5, 2, 9, 0)).as_deref(),
+        Some("hotline")
+    );
 }
 
 #[test]
@@ -114,7 +151,14 @@ when = { open = "s" }
 then = { accept = true }
 "#;
     let f = compiled(text);
-    for (y, m, d, open) in [(2026, 12, 30, true), (2026, 12, 31, false), (2027, 1, 1, false), (2027, 1, 2, true), (2030, 12, 31, false), (2031, 1, 1, false)] {
+    for (y, m, d, open) in [
+        (2026, 12, 30, true),
+        (2026, 12, 31, false),
+        (2027, 1, 1, false),
+        (2027, 1, 2, true),
+        (2030, 12, 31, false),
+        (2031, 1, 1, false),
+    ] {
         let at = berlin(y, m, d, 12, 0);
         assert_eq!(rule_at(&f, "1", "2", at).is_some(), open, "{y}-{m}-{d}");
     }
@@ -123,7 +167,12 @@ then = { accept = true }
 /// The instants of one Berlin day, minute by minute, that `schedule` is open.
 fn open_minutes(f: &Flows, day: jiff::civil::Date) -> i64 {
     let start = day.to_zoned_datetime(berlin_tz()).unwrap().timestamp();
-    let end = day.tomorrow().unwrap().to_zoned_datetime(berlin_tz()).unwrap().timestamp();
+    let end = day
+        .tomorrow()
+        .unwrap()
+        .to_zoned_datetime(berlin_tz())
+        .unwrap()
+        .timestamp();
     let mut t = start;
     let mut n = 0;
     while t < end {
@@ -179,37 +228,122 @@ when = { from = ["+49 30 1*"] }
 then = { hangup = true }
 "#;
     let c = compile(text, "49", Files::Unchecked).unwrap();
-    assert_eq!(c.warnings, vec!["rule never can never fire: rule all before it matches every call"]);
+    assert_eq!(
+        c.warnings,
+        vec!["rule never can never fire: rule all before it matches every call"]
+    );
 }
 
 #[test]
 fn every_bad_document_is_refused_with_its_place() {
     let base = "time_zone = \"Europe/Berlin\"\n";
     let cases: Vec<(String, &str)> = vec![
-        (format!("{base}colour = \"red\"\n"), "line 2, column 1: unknown field `colour`"),
-        (format!("{base}[[rules]]\nthen = {{ accept = true, extra = 1 }}\n"), "line 3, column 25: unknown field `extra`"),
-        (format!("{base}[[rules]]\nwhen = {{ open = \"office\" }}\nthen = {{ accept = true }}\n"), "line 3, column 17: rule #1: there is no schedule 'office'"),
-        (format!("{base}[[rules]]\nthen = {{ menu = \"nope\" }}\n"), "line 3, column 17: rule #1: there is no menu 'nope'"),
-        (format!("{base}[[rules]]\nthen = {{ play = \"nope\", hangup = true }}\n"), "line 3, column 17: rule #1: there is no announcement 'nope'"),
-        (format!("{base}[[rules]]\nthen = {{ forward = [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\"] }}\n"), "line 3, column 20: rule #1: forward needs 1 to 5 numbers, not 6"),
-        (format!("{base}[[rules]]\nthen = {{ forward = [\"+49 30 abc\"] }}\n"), "line 3, column 21: rule #1: forward: '+49 30 abc' is not a phone number"),
-        (format!("{base}[[rules]]\nwhen = {{ from = [\"x*\"] }}\nthen = {{ accept = true }}\n"), "line 3, column 18: rule #1: from: pattern 'x*'"),
-        ("time_zone = \"Europe/Bielefeld\"\n".to_string(), "line 1, column 13: 'Europe/Bielefeld' is not a time zone"),
-        (format!("{base}[schedules.s]\nopen = [\"mon 25:00-26:00\"]\n"), "line 3, column 9: schedule s: '25:00' is not a time of day"),
-        (format!("{base}[schedules.s]\nopen = [\"mon 09:00-09:00\"]\n"), "line 3, column 9: schedule s: '09:00-09:00' is an empty range"),
-        (format!("{base}[schedules.s]\nclosed = [\"2026-02-30\"]\n"), "line 3, column 11: schedule s: '2026-02-30' is not a date"),
-        (format!("{base}[announcements]\nbye = {{ url = \"https://x.example/bye.wav\" }}\n[[rules]]\nthen = {{ play = \"bye\", reject = \"busy\" }}\n"), "line 5, column 17: rule #1: play cannot go with this action: sipgate cannot play before a reject"),
-        (format!("{base}[[rules]]\nthen = {{ reject = \"maybe\" }}\n"), "line 3, column 19: rule #1: reject must be \"busy\" or \"rejected\""),
-        (format!("{base}[announcements]\nbye = {{ url = \"http://x.example/bye.wav\" }}\n"), "line 3, column 15: announcement bye: url 'http://x.example/bye.wav' must be an https:// URL"),
-        (format!("{base}[[rules]]\nthen = {{ hangup = true, voicemail = true }}\n"), "line 3, column 8: rule #1: has voicemail and hangup; give exactly one"),
-        (format!("{base}[[rules]]\nthen = {{}}\n"), "line 3, column 8: rule #1: needs one of accept"),
-        (format!("{base}[announcements]\nbad = {{ file = \"../etc/passwd\" }}\n"), "must be a file name inside the announcements directory"),
-        (format!("{base}[announcements]\ngone = {{ file = \"missing.wav\" }}\n"), "line 3, column 17: missing.wav cannot be read from"),
-        (format!("{base}[menus.m]\nprompt = \"p\"\nmax_digits = 0\n"), "menu m: there is no announcement 'p'"),
-        (format!("{base}[announcements]\np = {{ url = \"https://x.example/p.wav\" }}\n[menus.m]\nprompt = \"p\"\ntimeout_ms = 0\noptions = {{ \"12\" = {{ hangup = true }} }}\n"), "menu m: option '12' must be 1 to 1 keypad keys"),
-        (format!("{base}[[rules]]\nname = \"a\"\nthen = {{ hangup = true }}\n[[rules]]\nname = \"a\"\nthen = {{ hangup = true }}\n"), "rule name 'a' is used twice"),
-        ("[[rules]]\nthen = { hangup = true }\n".to_string(), "missing field `time_zone`"),
-        (format!("{base}rules = 3\n"), "line 2, column 9: invalid type"),
+        (
+            format!("{base}colour = \"red\"\n"),
+            "line 2, column 1: unknown field `colour`",
+        ),
+        (
+            format!("{base}[[rules]]\nthen = {{ accept = true, extra = 1 }}\n"),
+            "line 3, column 25: unknown field `extra`",
+        ),
+        (
+            format!(
+                "{base}[[rules]]\nwhen = {{ open = \"office\" }}\nthen = {{ accept = true }}\n"
+            ),
+            "line 3, column 17: rule #1: there is no schedule 'office'",
+        ),
+        (
+            format!("{base}[[rules]]\nthen = {{ menu = \"nope\" }}\n"),
+            "line 3, column 17: rule #1: there is no menu 'nope'",
+        ),
+        (
+            format!("{base}[[rules]]\nthen = {{ play = \"nope\", hangup = true }}\n"),
+            "line 3, column 17: rule #1: there is no announcement 'nope'",
+        ),
+        (
+            format!(
+                "{base}[[rules]]\nthen = {{ forward = [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\"] }}\n"
+            ),
+            "line 3, column 20: rule #1: forward needs 1 to 5 numbers, not 6",
+        ),
+        (
+            format!("{base}[[rules]]\nthen = {{ forward = [\"+49 30 abc\"] }}\n"),
+            "line 3, column 21: rule #1: forward: '+49 30 abc' is not a phone number",
+        ),
+        (
+            format!("{base}[[rules]]\nwhen = {{ from = [\"x*\"] }}\nthen = {{ accept = true }}\n"),
+            "line 3, column 18: rule #1: from: pattern 'x*'",
+        ),
+        (
+            "time_zone = \"Europe/Bielefeld\"\n".to_string(),
+            "line 1, column 13: 'Europe/Bielefeld' is not a time zone",
+        ),
+        (
+            format!("{base}[schedules.s]\nopen = [\"mon 25:00-26:00\"]\n"),
+            "line 3, column 9: schedule s: '25:00' is not a time of day",
+        ),
+        (
+            format!("{base}[schedules.s]\nopen = [\"mon 09:00-09:00\"]\n"),
+            "line 3, column 9: schedule s: '09:00-09:00' is an empty range",
+        ),
+        (
+            format!("{base}[schedules.s]\nclosed = [\"2026-02-30\"]\n"),
+            "line 3, column 11: schedule s: '2026-02-30' is not a date",
+        ),
+        (
+            format!(
+                "{base}[announcements]\nbye = {{ url = \"https://x.example/bye.wav\" }}\n[[rules]]\nthen = {{ play = \"bye\", reject = \"busy\" }}\n"
+            ),
+            "line 5, column 17: rule #1: play cannot go with this action: sipgate cannot play before a reject",
+        ),
+        (
+            format!("{base}[[rules]]\nthen = {{ reject = \"maybe\" }}\n"),
+            "line 3, column 19: rule #1: reject must be \"busy\" or \"rejected\"",
+        ),
+        (
+            format!("{base}[announcements]\nbye = {{ url = \"http://x.example/bye.wav\" }}\n"),
+            "line 3, column 15: announcement bye: url 'http://x.example/bye.wav' must be an https:// URL",
+        ),
+        (
+            format!("{base}[[rules]]\nthen = {{ hangup = true, voicemail = true }}\n"),
+            "line 3, column 8: rule #1: has voicemail and hangup; give exactly one",
+        ),
+        (
+            format!("{base}[[rules]]\nthen = {{}}\n"),
+            "line 3, column 8: rule #1: needs one of accept",
+        ),
+        (
+            format!("{base}[announcements]\nbad = {{ file = \"../etc/passwd\" }}\n"),
+            "must be a file name inside the announcements directory",
+        ),
+        (
+            format!("{base}[announcements]\ngone = {{ file = \"missing.wav\" }}\n"),
+            "line 3, column 17: missing.wav cannot be read from",
+        ),
+        (
+            format!("{base}[menus.m]\nprompt = \"p\"\nmax_digits = 0\n"),
+            "menu m: there is no announcement 'p'",
+        ),
+        (
+            format!(
+                "{base}[announcements]\np = {{ url = \"https://x.example/p.wav\" }}\n[menus.m]\nprompt = \"p\"\ntimeout_ms = 0\noptions = {{ \"12\" = {{ hangup = true }} }}\n"
+            ),
+            "menu m: option '12' must be 1 to 1 keypad keys",
+        ),
+        (
+            format!(
+                "{base}[[rules]]\nname = \"a\"\nthen = {{ hangup = true }}\n[[rules]]\nname = \"a\"\nthen = {{ hangup = true }}\n"
+            ),
+            "rule name 'a' is used twice",
+        ),
+        (
+            "[[rules]]\nthen = { hangup = true }\n".to_string(),
+            "missing field `time_zone`",
+        ),
+        (
+            format!("{base}rules = 3\n"),
+            "line 2, column 9: invalid type",
+        ),
     ];
     let mut wrong = Vec::new();
     for (text, says) in cases {
@@ -220,19 +354,37 @@ fn every_bad_document_is_refused_with_its_place() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // Every problem is named, not only the first.
-    let e = refused(&format!("{base}[[rules]]\nwhen = {{ open = \"a\", closed = \"b\" }}\nthen = {{ menu = \"c\" }}\n"));
-    assert!(e.contains("'a'") && e.contains("'b'") && e.contains("'c'"), "{e}");
+    let e = refused(&format!(
+        "{base}[[rules]]\nwhen = {{ open = \"a\", closed = \"b\" }}\nthen = {{ menu = \"c\" }}\n"
+    ));
+    assert!(
+        e.contains("'a'") && e.contains("'b'") && e.contains("'c'"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_refused_wav_names_what_the_file_is() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("closed.wav"), wav::synthesize(44100, 2, 16, 100)).unwrap();
+    std::fs::write(
+        dir.path().join("closed.wav"),
+        wav::synthesize(44100, 2, 16, 100),
+    )
+    .unwrap();
     let text = "time_zone = \"UTC\"\n[announcements]\nclosed = { file = \"closed.wav\" }\n";
-    let e = compile(text, "49", Files::Dir(dir.path())).unwrap_err().to_string();
-    assert!(e.contains("line 3, column 19: closed.wav is 44.1 kHz stereo 16-bit PCM; sipgate plays only"), "{e}");
+    let e = compile(text, "49", Files::Dir(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "line 3, column 19: closed.wav is 44.1 kHz stereo 16-bit PCM; sipgate plays only"
+        ),
+        "{e}"
+    );
     std::fs::write(dir.path().join("closed.wav"), b"not audio").unwrap();
-    let e = compile(text, "49", Files::Dir(dir.path())).unwrap_err().to_string();
+    let e = compile(text, "49", Files::Dir(dir.path()))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("closed.wav is not a WAV file"), "{e}");
 }
 
@@ -242,7 +394,9 @@ fn size_and_rule_limits() {
     assert!(refused(&huge).contains("at most 1048576 (1 MiB)"));
     let mut many = String::from("time_zone = \"UTC\"\n");
     for i in 0..=MAX_RULES {
-        many.push_str(&format!("[[rules]]\nname = \"r{i}\"\nwhen = {{ to = [\"{i}\"] }}\nthen = {{ hangup = true }}\n"));
+        many.push_str(&format!(
+            "[[rules]]\nname = \"r{i}\"\nwhen = {{ to = [\"{i}\"] }}\nthen = {{ hangup = true }}\n"
+        ));
     }
     assert!(refused(&many).contains("10001 rules; at most 10000"));
 }

@@ -17,7 +17,7 @@ impl Format {
     }
 
     fn describe(&self) -> String {
-        let rate = if self.sample_rate % 1000 == 0 {
+        let rate = if self.sample_rate.is_multiple_of(1000) {
             format!("{} kHz", self.sample_rate / 1000)
         } else {
             format!("{:.1} kHz", f64::from(self.sample_rate) / 1000.0)
@@ -138,10 +138,18 @@ mod tests {
             check_playable(&synthesize(16000, 1, 16, 10)).unwrap_err(),
             "16 kHz mono 16-bit PCM"
         );
-        assert!(check_playable(b"ID3\x04mp3 data").unwrap_err().contains("not a WAV"));
+        assert!(
+            check_playable(b"ID3\x04mp3 data")
+                .unwrap_err()
+                .contains("not a WAV")
+        );
         let mut no_data = synthesize(8000, 1, 16, 0);
         no_data.truncate(36);
-        assert!(check_playable(&no_data).unwrap_err().contains("no data chunk"));
+        assert!(
+            check_playable(&no_data)
+                .unwrap_err()
+                .contains("no data chunk")
+        );
         assert!(check_playable(&synthesize(8000, 1, 16, 0)[..20]).is_err());
     }
 }

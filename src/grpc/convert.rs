@@ -4,8 +4,8 @@ pub use crate::encode::{
     call, call_state_from, decision, direction, direction_from, event_kind, event_kind_from,
 };
 use crate::{
-    settings::{BlockEntry, RoutingRule, Settings},
     proto,
+    settings::{BlockEntry, RoutingRule, Settings},
     settings::{SettingsDiff, zammad::ZammadExtras},
 };
 

@@ -147,7 +147,11 @@ impl flows_server::Flows for FlowsService {
         let text = (!r.text.trim().is_empty()).then_some(r.text);
         let (warnings, summary) = match &text {
             Some(text) => {
-                let compiled = self.settings.check_flows(text.clone()).await.map_err(status)?;
+                let compiled = self
+                    .settings
+                    .check_flows(text.clone())
+                    .await
+                    .map_err(status)?;
                 (compiled.warnings, compiled.flows.summary())
             }
             None => (Vec::new(), "no call flows are set".to_string()),
@@ -201,12 +205,13 @@ impl flows_server::Flows for FlowsService {
             live.flows.clone()
         } else {
             let text = r.text.clone();
-            let compiled = tokio::task::spawn_blocking(move || {
-                flows::compile(&text, &cc, Files::Unchecked)
-            })
-            .await
-            .map_err(|e| Status::internal(format!("the document could not be checked: {e}")))?
-            .map_err(|e| Status::invalid_argument(clip(&e.to_string(), MAX_MESSAGE)))?;
+            let compiled =
+                tokio::task::spawn_blocking(move || flows::compile(&text, &cc, Files::Unchecked))
+                    .await
+                    .map_err(|e| {
+                        Status::internal(format!("the document could not be checked: {e}"))
+                    })?
+                    .map_err(|e| Status::invalid_argument(clip(&e.to_string(), MAX_MESSAGE)))?;
             Some(Arc::new(compiled.flows))
         };
         let inputs = Inputs {
@@ -218,10 +223,15 @@ impl flows_server::Flows for FlowsService {
         let steps = walk(&inputs, &r.from, &r.to, &r.digits, &self.reply_base);
         let (local_time, time_zone) = match &given {
             Some(f) => (
-                now.to_zoned_datetime(f.time_zone().clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                now.to_zoned_datetime(f.time_zone().clone())
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string(),
                 f.time_zone_name().to_string(),
             ),
-            None => (now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), "UTC".to_string()),
+            None => (
+                now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "UTC".to_string(),
+            ),
         };
         Ok(Response::new(proto::EvaluateFlowsResponse {
             steps,

@@ -24,39 +24,39 @@ impl From<StoreError> for Status {
 }
 
 fn store_status(e: &StoreError) -> Status {
-        match e {
-            StoreError::BadPageToken => {
-                Status::invalid_argument("page_token is not one this server handed out")
-            }
-            StoreError::Database(error) => database(error),
-            StoreError::Write(reason) => {
-                tracing::error!(%reason, "database write failed");
-                Status::unavailable(format!(
-                    "writing to the database failed ({reason}); nothing was changed, try again"
-                ))
-            }
-            StoreError::Read(reason) => {
-                tracing::error!(%reason, "database read failed");
-                Status::unavailable(format!("reading the database failed ({reason}); try again"))
-            }
-            StoreError::WriterClosed => {
-                Status::unavailable("the sidecar is shutting down; nothing was changed")
-            }
-            StoreError::QueueFull => Status::unavailable(
-                "the event writer's queue is full (is storage failing?); nothing was changed",
-            ),
-            StoreError::Corrupt(reason) => {
-                tracing::error!(%reason, "stored data cannot be decoded");
-                Status::data_loss(format!(
-                    "stored data cannot be decoded ({reason}); retrying will not help, \
-                     check the database"
-                ))
-            }
-            StoreError::Open { path, reason } => {
-                tracing::error!(%path, %reason, "database cannot be opened");
-                Status::unavailable(format!("the database {path} cannot be opened: {reason}"))
-            }
+    match e {
+        StoreError::BadPageToken => {
+            Status::invalid_argument("page_token is not one this server handed out")
         }
+        StoreError::Database(error) => database(error),
+        StoreError::Write(reason) => {
+            tracing::error!(%reason, "database write failed");
+            Status::unavailable(format!(
+                "writing to the database failed ({reason}); nothing was changed, try again"
+            ))
+        }
+        StoreError::Read(reason) => {
+            tracing::error!(%reason, "database read failed");
+            Status::unavailable(format!("reading the database failed ({reason}); try again"))
+        }
+        StoreError::WriterClosed => {
+            Status::unavailable("the sidecar is shutting down; nothing was changed")
+        }
+        StoreError::QueueFull => Status::unavailable(
+            "the event writer's queue is full (is storage failing?); nothing was changed",
+        ),
+        StoreError::Corrupt(reason) => {
+            tracing::error!(%reason, "stored data cannot be decoded");
+            Status::data_loss(format!(
+                "stored data cannot be decoded ({reason}); retrying will not help, \
+                     check the database"
+            ))
+        }
+        StoreError::Open { path, reason } => {
+            tracing::error!(%path, %reason, "database cannot be opened");
+            Status::unavailable(format!("the database {path} cannot be opened: {reason}"))
+        }
+    }
 }
 
 /// sqlx errors: the database being busy, gone or full is worth a retry;
@@ -184,7 +184,9 @@ mod tests {
         let status = Status::from(StoreError::Corrupt("bad json".into()));
         assert_eq!(status.code(), Code::DataLoss);
         assert!(status.message().contains("bad json"));
-        let status = Status::from(SettingsError::Store(crate::settings::RepositoryError::new(StoreError::Corrupt("x".into()))));
+        let status = Status::from(SettingsError::Store(crate::settings::RepositoryError::new(
+            StoreError::Corrupt("x".into()),
+        )));
         assert_eq!(status.code(), Code::DataLoss);
         assert!(status.message().starts_with("settings not changed"));
     }

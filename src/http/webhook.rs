@@ -258,7 +258,12 @@ async fn handle(
         country_code: webhook.settings.country_code(),
     };
     let menu = (event.kind == EventKind::Dtmf)
-        .then(|| webhook.settings.menu_key().verify(&event.call_id, query.as_deref()))
+        .then(|| {
+            webhook
+                .settings
+                .menu_key()
+                .verify(&event.call_id, query.as_deref())
+        })
         .flatten();
     let decision = decide::decide(&event, &inputs, menu.as_ref());
 
@@ -305,14 +310,17 @@ async fn handle(
                 let callback = xml::callback_url(&base, token, direction.as_str());
                 let key = webhook.settings.menu_key();
                 let call_id = answered.call_id.as_str();
-                let menu_query =
-                    |g: &Gather, rule: &str| key.query(call_id, &g.menu, g.step, rule);
+                let menu_query = |g: &Gather, rule: &str| key.query(call_id, &g.menu, g.step, rule);
                 let urls = ReplyUrls {
                     callback: &callback,
                     base: &base,
                     menu_query: &menu_query,
                 };
-                xml::render(&decide::reply(answered.decision.as_ref(), &urls, &answered.to))
+                xml::render(&decide::reply(
+                    answered.decision.as_ref(),
+                    &urls,
+                    &answered.to,
+                ))
             };
             let body = render(Secrets::Shown);
             if recording {

@@ -12,8 +12,8 @@ use super::{
     zammad::ImportedSettings,
 };
 use crate::{
-    settings::{BlockEntry, RoutingRule},
     numbers,
+    settings::{BlockEntry, RoutingRule},
 };
 
 /// One validated settings edit.

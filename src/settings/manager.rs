@@ -13,13 +13,10 @@ use std::{collections::HashSet, path::PathBuf, sync::Arc};
 use arc_swap::ArcSwap;
 
 use super::{
-    AuditEntry, AuditRecord, Change, Content, RepositoryError, SavedChange, Settings,
-    SettingsDiff, SettingsError, SettingsRepository, validate, zammad::ZammadExtras,
+    AuditEntry, AuditRecord, Change, Content, RepositoryError, SavedChange, Settings, SettingsDiff,
+    SettingsError, SettingsRepository, validate, zammad::ZammadExtras,
 };
-use crate::{
-    decide::MenuKey,
-    flows::{self, Compiled, Files, Flows},
-};
+use crate::flows::{self, Compiled, Files, Flows, menu::MenuKey};
 
 /// What a mutating request asks to hold before it is applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use super::{ECHO_CHARS, shown};
 use crate::{
-    settings::{BlockEntry, RoutingRule},
     numbers::{normalize_number, normalize_pattern},
+    settings::{BlockEntry, RoutingRule},
 };
 
 pub const MAX_NOTE: usize = 500;

@@ -70,7 +70,10 @@ impl Element {
                 let _ = writeln!(out, "{indent}</Dial>");
             }
             Element::Voicemail => {
-                let _ = write!(out, "{indent}<Dial>\n{indent}  <Voicemail/>\n{indent}</Dial>\n");
+                let _ = write!(
+                    out,
+                    "{indent}<Dial>\n{indent}  <Voicemail/>\n{indent}</Dial>\n"
+                );
             }
             Element::Reject(reason) => {
                 let _ = writeln!(out, "{indent}<Reject reason=\"{}\"/>", attribute(reason));
@@ -246,18 +249,31 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response onHangup=\"{URL}\" onAnswer=\"{URL}\">\n"
         );
         assert_eq!(
-            flow(vec![Element::Dial(vec!["491701234567".into(), "491707654321".into()])]),
-            format!("{head}  <Dial>\n    <Number>491701234567</Number>\n    <Number>491707654321</Number>\n  </Dial>\n</Response>\n")
+            flow(vec![Element::Dial(vec![
+                "491701234567".into(),
+                "491707654321".into()
+            ])]),
+            format!(
+                "{head}  <Dial>\n    <Number>491701234567</Number>\n    <Number>491707654321</Number>\n  </Dial>\n</Response>\n"
+            )
         );
         assert_eq!(
-            flow(vec![Element::Play("https://a.example/x.wav".into()), Element::Voicemail]),
-            format!("{head}  <Play>\n    <Url>https://a.example/x.wav</Url>\n  </Play>\n  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n")
+            flow(vec![
+                Element::Play("https://a.example/x.wav".into()),
+                Element::Voicemail
+            ]),
+            format!(
+                "{head}  <Play>\n    <Url>https://a.example/x.wav</Url>\n  </Play>\n  <Dial>\n    <Voicemail/>\n  </Dial>\n</Response>\n"
+            )
         );
         assert_eq!(
             flow(vec![Element::Reject("rejected".into())]),
             format!("{head}  <Reject reason=\"rejected\"/>\n</Response>\n")
         );
-        assert_eq!(flow(vec![Element::Hangup]), format!("{head}  <Hangup/>\n</Response>\n"));
+        assert_eq!(
+            flow(vec![Element::Hangup]),
+            format!("{head}  <Hangup/>\n</Response>\n")
+        );
         let gather = flow(vec![Element::Gather {
             on_data: format!("{URL}?menu=main&step=1"),
             max_digits: 1,
@@ -266,10 +282,15 @@ mod tests {
         }]);
         assert_eq!(
             gather,
-            format!("{head}  <Gather onData=\"{URL}?menu=main&amp;step=1\" maxDigits=\"1\" timeout=\"5000\">\n    <Play>\n      <Url>https://a.example/menu.wav</Url>\n    </Play>\n  </Gather>\n</Response>\n")
+            format!(
+                "{head}  <Gather onData=\"{URL}?menu=main&amp;step=1\" maxDigits=\"1\" timeout=\"5000\">\n    <Play>\n      <Url>https://a.example/menu.wav</Url>\n    </Play>\n  </Gather>\n</Response>\n"
+            )
         );
         let values = well_formed(&gather);
-        assert!(values.contains(&format!("{URL}?menu=main&step=1")), "{values:?}");
+        assert!(
+            values.contains(&format!("{URL}?menu=main&step=1")),
+            "{values:?}"
+        );
     }
 
     #[test]

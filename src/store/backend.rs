@@ -220,7 +220,9 @@ impl Store {
 #[async_trait::async_trait]
 impl SettingsRepository for Store {
     async fn load_settings(&self) -> Result<Settings, RepositoryError> {
-        Store::load_settings(self).await.map_err(RepositoryError::new)
+        Store::load_settings(self)
+            .await
+            .map_err(RepositoryError::new)
     }
 
     async fn load_zammad_extras(&self) -> Result<Option<String>, RepositoryError> {

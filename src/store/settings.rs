@@ -2,8 +2,8 @@
 
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Sqlite, Type};
 
-use crate::settings::{BlockEntry, RoutingRule, Settings};
 use crate::paging;
+use crate::settings::{BlockEntry, RoutingRule, Settings};
 
 /// Rows per INSERT statement (4 bound values each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;

@@ -9,8 +9,8 @@ use prost::Message as _;
 use super::testing::{Harness, Kind};
 use super::*;
 use crate::calls::tests::{dtmf, event, new_call, reject};
-use crate::settings::{BlockEntry, RoutingRule, Settings};
 use crate::now_ms;
+use crate::settings::{BlockEntry, RoutingRule, Settings};
 use crate::sipgate::event::EventKind;
 
 /// Runs each named test of this suite on SQLite and on PostgreSQL.

@@ -26,7 +26,11 @@ impl std::fmt::Debug for MenuKey {
 pub enum MenuState {
     /// Offered for this call: menu `menu` as prompt number `step` (1-based)
     /// of the call, started by flow rule `rule`.
-    Offered { menu: String, step: u32, rule: String },
+    Offered {
+        menu: String,
+        step: u32,
+        rule: String,
+    },
     /// Menu state that this call was not offered (or that does not parse);
     /// `menu` as the URL names it.
     NotOffered { menu: String },
@@ -71,7 +75,12 @@ impl MenuKey {
     /// menu state at all (a push to the plain URL).
     pub fn verify(&self, call_id: &str, query: Option<&str>) -> Option<MenuState> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
         let menu = get("menu")?.to_string();
         let offered = (|| {
             let step: u32 = get("step")?.parse().ok()?;
@@ -100,7 +109,10 @@ mod tests {
     fn state_verifies_for_its_call_only() {
         let key = MenuKey::new(b"0123456789abcdef0123456789abcdef".to_vec());
         let q = key.query("call-1", "main", 2, "hot line");
-        assert!(q.starts_with("menu=main&step=2&rule=hot%20line&sig="), "{q}");
+        assert!(
+            q.starts_with("menu=main&step=2&rule=hot%20line&sig="),
+            "{q}"
+        );
         assert_eq!(
             key.verify("call-1", Some(&q)),
             Some(MenuState::Offered {
@@ -109,10 +121,18 @@ mod tests {
                 rule: "hot line".into()
             })
         );
-        let not = Some(MenuState::NotOffered { menu: "main".into() });
+        let not = Some(MenuState::NotOffered {
+            menu: "main".into(),
+        });
         assert_eq!(key.verify("call-2", Some(&q)), not, "another call");
-        assert_eq!(key.verify("call-1", Some(&q.replace("step=2", "step=1"))), not);
-        assert_eq!(key.verify("call-1", Some(&q.replace("sig=", "sig=00"))), not);
+        assert_eq!(
+            key.verify("call-1", Some(&q.replace("step=2", "step=1"))),
+            not
+        );
+        assert_eq!(
+            key.verify("call-1", Some(&q.replace("sig=", "sig=00"))),
+            not
+        );
         let other = MenuKey::new(b"another key, another database!!".to_vec());
         assert_eq!(other.verify("call-1", Some(&q)), not, "another key");
         assert_eq!(key.verify("call-1", None), None);
