@@ -1,11 +1,10 @@
 //! `sipgate-sidecar flows ...`: check a call-flows document offline, set it
 //! (with a dry run), show it, evaluate a call against it, list its history.
 
-use anyhow::Context;
 use serde_json::json;
 use tonic::Code;
 
-use super::{endpoint, output};
+use super::{endpoint, output, settings::read_input};
 use crate::{
     bridge::schema,
     client::{self, Failure, FailureKind, status_error},
@@ -13,14 +12,6 @@ use crate::{
     flows::{self, Files},
     proto::{self, flows_client::FlowsClient, settings_client::SettingsClient},
 };
-
-fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
-    if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("cannot read stdin")
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
-    }
-}
 
 fn invalid(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Failure::new(FailureKind::Usage, message))

@@ -33,7 +33,8 @@ fn refusal(status: Status) -> anyhow::Error {
     }
 }
 
-fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
+/// The text of `file`, or of stdin for `-`.
+pub(super) fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
     if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read stdin")
     } else {

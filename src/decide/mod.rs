@@ -201,7 +201,8 @@ impl Decision {
                 self.caller_id.as_deref().unwrap_or_default()
             ),
             (action, Rule::Flow { index, name }) => {
-                let flow = self.flow.as_deref().cloned().unwrap_or_default();
+                let none = FlowDetail::default();
+                let flow = self.flow.as_deref().unwrap_or(&none);
                 let what = match action {
                     Action::Forward => format!("forwarded to {}", flow.numbers.join(", ")),
                     Action::Voicemail => "sent to the voicemail".to_string(),

@@ -18,17 +18,14 @@ use crate::{
     },
 };
 
-/// The longest error message sent back.
+/// The longest error message sent back: a refused document lists every
+/// problem, so more than a settings refusal.
 const MAX_MESSAGE: usize = 8 * 1024;
 /// At most this many menu answers in one evaluation.
 const MAX_DIGIT_STEPS: usize = 16;
 
 fn status(e: SettingsError) -> Status {
-    let status = Status::from(e);
-    if status.message().chars().count() <= MAX_MESSAGE {
-        return status;
-    }
-    Status::new(status.code(), clip(status.message(), MAX_MESSAGE))
+    super::settings::status_within(e, MAX_MESSAGE)
 }
 
 pub struct FlowsService {
@@ -145,17 +142,6 @@ impl flows_server::Flows for FlowsService {
         let r = request.into_inner();
         let live = self.settings.live();
         let text = (!r.text.trim().is_empty()).then_some(r.text);
-        let (warnings, summary) = match &text {
-            Some(text) => {
-                let compiled = self
-                    .settings
-                    .check_flows(text.clone())
-                    .await
-                    .map_err(status)?;
-                (compiled.warnings, compiled.flows.summary())
-            }
-            None => (Vec::new(), "no call flows are set".to_string()),
-        };
         let changed = text != live.settings.flows;
         if let Some(expected) = r.expected_version
             && expected != live.settings.version
@@ -165,7 +151,18 @@ impl flows_server::Flows for FlowsService {
                 current: live.settings.version,
             }));
         }
+        let summary = |flows: Option<&CompiledFlows>| {
+            flows.map_or_else(|| "no call flows are set".to_string(), |f| f.summary())
+        };
         if r.dry_run || !changed {
+            // Checked once here; nothing is stored.
+            let (warnings, summary) = match text {
+                Some(text) => {
+                    let compiled = self.settings.check_flows(text).await.map_err(status)?;
+                    (compiled.warnings, summary(Some(&compiled.flows)))
+                }
+                None => (Vec::new(), summary(None)),
+            };
             return Ok(Response::new(proto::SetFlowsResponse {
                 version: live.settings.version,
                 warnings,
@@ -173,9 +170,10 @@ impl flows_server::Flows for FlowsService {
                 changed,
             }));
         }
-        let stored = self
+        // Checked once, by the change itself.
+        let updated = self
             .settings
-            .update_checked(
+            .update_reporting(
                 &client,
                 Change::SetFlows(text),
                 Precondition {
@@ -186,9 +184,9 @@ impl flows_server::Flows for FlowsService {
             .await
             .map_err(status)?;
         Ok(Response::new(proto::SetFlowsResponse {
-            version: stored.version,
-            warnings,
-            summary,
+            version: updated.settings.version,
+            warnings: updated.warnings,
+            summary: summary(updated.flows.as_deref()),
             changed: true,
         }))
     }

@@ -26,11 +26,16 @@ pub const FORCE: &str = "x-sidecar-force";
 const MAX_MESSAGE: usize = 1024;
 
 fn status(e: SettingsError) -> Status {
+    status_within(e, MAX_MESSAGE)
+}
+
+/// The status of `e`, its message cut to `max` characters.
+pub(super) fn status_within(e: SettingsError, max: usize) -> Status {
     let status = Status::from(e);
-    if status.message().chars().count() <= MAX_MESSAGE {
+    if status.message().chars().count() <= max {
         return status;
     }
-    Status::new(status.code(), clip(status.message(), MAX_MESSAGE))
+    Status::new(status.code(), clip(status.message(), max))
 }
 
 /// The preconditions a request carries in its metadata.

@@ -38,6 +38,14 @@ pub struct Preview {
     pub warnings: Vec<String>,
 }
 
+/// A stored change: the settings as stored, their compiled flows, and
+/// what the flows warn about (rules that can never fire).
+pub struct Updated {
+    pub settings: Arc<Settings>,
+    pub flows: Option<Arc<Flows>>,
+    pub warnings: Vec<String>,
+}
+
 /// The published state: what webhooks decide from, plus what export shows.
 pub struct Live {
     pub settings: Arc<Settings>,
@@ -334,6 +342,20 @@ impl SettingsManager {
         change: Change,
         precondition: Precondition,
     ) -> Result<Arc<Settings>, SettingsError> {
+        Ok(self
+            .update_reporting(client, change, precondition)
+            .await?
+            .settings)
+    }
+
+    /// [`update_checked`](Self::update_checked), answering also with the
+    /// flows compiled for the stored settings and what they warn about.
+    pub async fn update_reporting(
+        &self,
+        client: &str,
+        change: Change,
+        precondition: Precondition,
+    ) -> Result<Updated, SettingsError> {
         let _guard = self.write_lock.lock().await;
         if self.repo.settings_changes().is_some() {
             // Other processes change the same settings: start from what is stored.
@@ -357,21 +379,24 @@ impl SettingsManager {
         };
         let base = current.clone();
         let (country_code, dir) = (self.country_code.clone(), self.announcements_dir.clone());
-        let (next, next_json, extras_json, flows) = tokio::task::spawn_blocking(move || {
-            let mut next = Content::new(&base.settings, base.zammad.clone());
-            change.apply(&mut next)?;
-            let reasons = needs_force(&base.settings, &next);
-            if !precondition.force && !reasons.is_empty() {
-                return Err(force_error(&reasons));
-            }
-            let (flows, _) = next_flows(&country_code, dir.as_deref(), &base, &next)?;
-            let extras_json = (next.zammad != base.zammad)
-                .then(|| serde_json::to_string(&next.zammad).expect("extras serialise"));
-            let next_json = encode(&next);
-            Ok::<_, SettingsError>((next, next_json, extras_json, flows))
-        })
-        .await
-        .map_err(|e| SettingsError::Invalid(format!("the change could not be applied: {e}")))??;
+        let (next, next_json, extras_json, flows, warnings) =
+            tokio::task::spawn_blocking(move || {
+                let mut next = Content::new(&base.settings, base.zammad.clone());
+                change.apply(&mut next)?;
+                let reasons = needs_force(&base.settings, &next);
+                if !precondition.force && !reasons.is_empty() {
+                    return Err(force_error(&reasons));
+                }
+                let (flows, warnings) = next_flows(&country_code, dir.as_deref(), &base, &next)?;
+                let extras_json = (next.zammad != base.zammad)
+                    .then(|| serde_json::to_string(&next.zammad).expect("extras serialise"));
+                let next_json = encode(&next);
+                Ok::<_, SettingsError>((next, next_json, extras_json, flows, warnings))
+            })
+            .await
+            .map_err(|e| {
+                SettingsError::Invalid(format!("the change could not be applied: {e}"))
+            })??;
         let settings = next.settings(current.settings.version);
         let stored = Arc::new(
             self.repo
@@ -386,12 +411,16 @@ impl SettingsManager {
         );
         self.current.store(Arc::new(Live {
             settings: stored.clone(),
-            flows,
+            flows: flows.clone(),
             zammad: next.zammad,
             json: next_json,
         }));
         tracing::info!(action, client, version = stored.version, "settings changed");
-        Ok(stored)
+        Ok(Updated {
+            settings: stored,
+            flows,
+            warnings,
+        })
     }
 
     /// The change that puts back the settings from before audit entry `id`

@@ -51,17 +51,21 @@ pub enum Element {
     },
 }
 
+/// `<Play><Url>url</Url></Play>` at `indent`.
+fn play(out: &mut String, indent: &str, url: &str) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "{indent}<Play>\n{indent}  <Url>{}</Url>\n{indent}</Play>\n",
+        text(url)
+    );
+}
+
 impl Element {
     fn render(&self, out: &mut String, indent: &str) {
         use std::fmt::Write;
         match self {
-            Element::Play(url) => {
-                let _ = write!(
-                    out,
-                    "{indent}<Play>\n{indent}  <Url>{}</Url>\n{indent}</Play>\n",
-                    text(url)
-                );
-            }
+            Element::Play(url) => play(out, indent, url),
             Element::Dial(numbers) => {
                 let _ = writeln!(out, "{indent}<Dial>");
                 for n in numbers {
@@ -94,7 +98,7 @@ impl Element {
                 match prompt {
                     Some(url) => {
                         let _ = writeln!(out, "{open}>");
-                        Element::Play(url.clone()).render(out, &format!("{indent}  "));
+                        play(out, &format!("{indent}  "), url);
                         let _ = writeln!(out, "{indent}</Gather>");
                     }
                     None => {
