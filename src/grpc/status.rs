@@ -35,6 +35,12 @@ fn store_status(e: &StoreError) -> Status {
                 "writing to the database failed ({reason}); nothing was changed, try again"
             ))
         }
+        StoreError::Refused(reason) => {
+            tracing::error!(%reason, "database refused a write");
+            Status::internal(format!(
+                "the database refused the write ({reason}); nothing was changed"
+            ))
+        }
         StoreError::Read(reason) => {
             tracing::error!(%reason, "database read failed");
             Status::unavailable(format!("reading the database failed ({reason}); try again"))

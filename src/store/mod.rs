@@ -34,11 +34,11 @@ mod settings;
 mod sql;
 pub mod writer;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 use crate::calls::{CallRecord, CallState};
 use crate::decide::Decision;
@@ -140,9 +140,15 @@ pub enum StoreError {
     /// A stored row that no longer decodes (hand-edited, or a newer schema).
     #[error("stored data cannot be decoded: {0}")]
     Corrupt(String),
-    /// The writer's transaction failed; nothing of the batch was stored.
+    /// The writer's transaction failed because of the storage (I/O, full
+    /// disk, read-only, locked, a file removed); nothing of the batch was
+    /// stored.
     #[error("writing to the database failed: {0}")]
     Write(String),
+    /// The database refused the writer's statement itself (a constraint, a
+    /// value it cannot take); nothing of the batch was stored.
+    #[error("the database refused the write: {0}")]
+    Refused(String),
     #[error("the event writer is not running")]
     WriterClosed,
     /// The writer's queue is full (storage failing or far behind); the event
@@ -203,12 +209,9 @@ pub(crate) struct SqliteStore {
 struct Inner {
     pool: SqlitePool,
     options: SqliteConnectOptions,
-    /// The connection reserved for the writer task, taken when it starts.
-    writer_connection: Mutex<Option<SqliteConnection>>,
     path: String,
-    /// `<database>.lock`, exclusively locked for the life of the store
-    /// (`None` for an in-memory database).
-    _lock: Option<std::fs::File>,
+    /// `<database>.lock`, exclusively locked for the life of the store.
+    _lock: std::fs::File,
     /// Test hook: while set, the writer's connection refuses writes
     /// (`PRAGMA query_only`), the way a read-only file does.
     #[cfg(test)]

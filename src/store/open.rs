@@ -4,12 +4,12 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::{Inner, SqliteStore, StoreError};
@@ -39,14 +39,15 @@ impl SqliteStore {
             reason,
         };
 
-        let in_memory = database.contains(":memory:") || database.contains("mode=memory");
-        let lock = if in_memory {
-            None
-        } else {
-            let lock = lock(options.get_filename()).map_err(open_error)?;
-            create_private(options.get_filename()).map_err(open_error)?;
-            Some(lock)
-        };
+        if database.contains(":memory:") || database.contains("mode=memory") {
+            // The writer's connection and the readers' share the database
+            // through its file.
+            return Err(open_error(
+                "an in-memory database cannot be served; give a file path".into(),
+            ));
+        }
+        let lock = lock(options.get_filename()).map_err(open_error)?;
+        create_private(options.get_filename()).map_err(open_error)?;
 
         let mut writer = options
             .connect()
@@ -68,12 +69,14 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| open_error(describe(&e)))?;
+        // The pool keeps the database (and its WAL) open from here on; the
+        // writer opens its own connection (`writer::sqlite`).
+        drop(writer);
 
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 pool,
                 options,
-                writer_connection: Mutex::new(Some(writer)),
                 path,
                 _lock: lock,
                 #[cfg(test)]
@@ -87,33 +90,9 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// The dedicated writer connection (opened by [`SqliteStore::open`]), or a new
-    /// one if it was already taken by an earlier writer.
-    pub(crate) async fn writer_connection(&self) -> Result<SqliteConnection, StoreError> {
-        let reserved = self
-            .inner
-            .writer_connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        match reserved {
-            Some(connection) => Ok(connection),
-            None => Ok(self.inner.options.connect().await?),
-        }
-    }
-
-    /// A new connection for the writer after a failure; never creates the
-    /// file (a removed database must not silently start over empty).
-    pub(crate) async fn reconnect_writer(&self) -> Result<SqliteConnection, StoreError> {
-        Ok(self.inner.options.connect().await?)
-    }
-
-    /// The database file, or `None` for an in-memory database.
-    pub(crate) fn file(&self) -> Option<&Path> {
-        self.inner
-            ._lock
-            .as_ref()
-            .map(|_| self.inner.options.get_filename())
+    /// The database file.
+    pub(crate) fn file(&self) -> &Path {
+        self.inner.options.get_filename()
     }
 
     /// Test hook: makes the writer's connection refuse writes while `on`.

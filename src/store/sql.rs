@@ -122,6 +122,21 @@ where
         .transpose()
 }
 
+/// The calls [`stale_open_calls`] returns; `$1` is the cutoff. The
+/// `state <> 'hangup'` term is the one of the partial index `calls_open`.
+pub(super) const STALE_OPEN_CALLS: &str = "SELECT record, wire FROM calls \
+     WHERE state <> 'hangup' AND initialized_at_ms < $1 AND updated_at_ms < $1 \
+     ORDER BY initialized_at_ms, call_id";
+
+/// Retention: events received before `$1` below the head `$2` (the newest
+/// event stays: the sequence restarts from MAX(seq) on open).
+pub(super) const PURGE_EVENTS: &str = "DELETE FROM events WHERE received_at_ms < $1 AND seq < $2";
+
+/// Retention: calls last updated before `$1`. A call is initialized before
+/// it is updated, so the range on `initialized_at_ms` finds them by index.
+pub(super) const PURGE_CALLS: &str =
+    "DELETE FROM calls WHERE initialized_at_ms < $1 AND updated_at_ms < $1";
+
 /// Calls not ended whose last sign of life is older than `cutoff_ms`, oldest
 /// first: the rows [`crate::calls::is_stale`] holds for, found by index.
 pub(super) async fn stale_open_calls<'e, E, DB>(
@@ -135,11 +150,7 @@ where
     for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
     for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
 {
-    let records: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT record, wire FROM calls \
-         WHERE state <> 'hangup' AND initialized_at_ms < $1 AND updated_at_ms < $1 \
-         ORDER BY initialized_at_ms, call_id",
-    )
+    let records: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(STALE_OPEN_CALLS)
     .bind(cutoff_ms)
     .fetch_all(ex)
     .await?;
@@ -165,6 +176,26 @@ where
     Ok(())
 }
 
+/// The columns of an `events` row, in the order the writers bind them.
+pub(super) const EVENT_COLUMNS: &str = "seq, kind, call_id, direction, from_number, to_number, \
+     received_at_ms, synthetic, dedupe_key, payload, wire";
+
+/// The columns of a `calls` row, in the order the writers bind them.
+pub(super) const CALL_COLUMNS: &str = "call_id, direction, from_number, to_number, state, done, \
+     cause, initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
+     first_leg_call_id, xcid, ended_synthetically, record, wire";
+
+/// What follows the values of a `calls` insert: a stored call is replaced.
+pub(super) const CALL_UPSERT: &str = " ON CONFLICT (call_id) DO UPDATE SET \
+     direction = excluded.direction, from_number = excluded.from_number, \
+     to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
+     cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
+     start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
+     updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
+     first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
+     ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
+     wire = excluded.wire";
+
 /// Rows per INSERT: at most 16 parameters each stays far below SQLite's
 /// and PostgreSQL's limits.
 pub(super) const INSERT_CHUNK: usize = 500;
@@ -189,10 +220,9 @@ where
     debug_assert_eq!(events.len(), dedupe_keys.len());
     debug_assert_eq!(events.len(), wires.len());
     debug_assert!(events.len() <= INSERT_CHUNK);
-    sql.push_str(
-        "INSERT INTO events (seq, kind, call_id, direction, from_number, to_number, \
-         received_at_ms, synthetic, dedupe_key, payload, wire) VALUES ",
-    );
+    sql.push_str("INSERT INTO events (");
+    sql.push_str(EVENT_COLUMNS);
+    sql.push_str(") VALUES ");
     for (i, ((e, key), wire)) in events.iter().zip(dedupe_keys).zip(wires).enumerate() {
         sql.push_str(if i == 0 { "(" } else { ", (" });
         bind::<DB, _>(sql, args, e.seq as i64)?;
@@ -237,11 +267,9 @@ where
     Vec<u8>: Encode<'q, DB> + Type<DB>,
 {
     debug_assert!(calls.len() <= INSERT_CHUNK);
-    sql.push_str(
-        "INSERT INTO calls (call_id, direction, from_number, to_number, state, done, cause, \
-         initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
-         first_leg_call_id, xcid, ended_synthetically, record, wire) VALUES ",
-    );
+    sql.push_str("INSERT INTO calls (");
+    sql.push_str(CALL_COLUMNS);
+    sql.push_str(") VALUES ");
     for (i, call) in calls.iter().enumerate() {
         sql.push_str(if i == 0 { "(" } else { ", (" });
         bind::<DB, _>(sql, args, call.call_id.as_str())?;
@@ -282,16 +310,6 @@ where
         )?;
         sql.push(')');
     }
-    sql.push_str(
-        " ON CONFLICT (call_id) DO UPDATE SET \
-         direction = excluded.direction, from_number = excluded.from_number, \
-         to_number = excluded.to_number, state = excluded.state, done = excluded.done, \
-         cause = excluded.cause, initialized_at_ms = excluded.initialized_at_ms, \
-         start_at_ms = excluded.start_at_ms, end_at_ms = excluded.end_at_ms, \
-         updated_at_ms = excluded.updated_at_ms, orig_call_id = excluded.orig_call_id, \
-         first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
-         ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
-         wire = excluded.wire",
-    );
+    sql.push_str(CALL_UPSERT);
     Ok(())
 }

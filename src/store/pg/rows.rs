@@ -186,13 +186,13 @@ pub(crate) async fn purge(
     head: u64,
     cutoff_ms: i64,
 ) -> Result<(u64, u64), StoreError> {
-    let events = sqlx::query("DELETE FROM events WHERE received_at_ms < $1 AND seq < $2")
+    let events = sqlx::query(sql::PURGE_EVENTS)
         .bind(cutoff_ms)
         .bind(head as i64)
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let calls = sqlx::query("DELETE FROM calls WHERE updated_at_ms < $1")
+    let calls = sqlx::query(sql::PURGE_CALLS)
         .bind(cutoff_ms)
         .execute(&mut *conn)
         .await?

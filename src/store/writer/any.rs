@@ -1,13 +1,16 @@
 //! The writer of the backend in use, behind the calls the task loop makes.
 
-use super::batch::{BatchEffects, Writer};
+use std::time::Duration;
+
+use super::batch::{self, BatchEffects};
 use super::pg::PgWriter;
+use super::sqlite::SqliteWriter;
 use super::{Command, Publish};
 use crate::store::backend::Backend;
 use crate::store::{Store, StoreError};
 
 pub(super) enum AnyWriter {
-    Sqlite(Writer),
+    Sqlite(SqliteWriter),
     Postgres(PgWriter),
 }
 
@@ -17,7 +20,7 @@ impl AnyWriter {
         publisher: Box<dyn Publish>,
     ) -> Result<AnyWriter, StoreError> {
         Ok(match store.backend() {
-            Backend::Sqlite(sqlite) => AnyWriter::Sqlite(Writer::start(sqlite, publisher).await?),
+            Backend::Sqlite(sqlite) => AnyWriter::Sqlite(SqliteWriter::start(sqlite, publisher)?),
             Backend::Postgres(pg) => AnyWriter::Postgres(PgWriter::start(pg, publisher).await?),
         })
     }
@@ -52,6 +55,15 @@ impl AnyWriter {
         if let AnyWriter::Postgres(w) = self {
             w.forget();
         }
-        Writer::fail(batch, error)
+        batch::fail(batch, error)
+    }
+
+    /// Waits `wait` before a failed batch is tried again: the SQLite writer
+    /// sleeps on its own thread, the PostgreSQL writer yields to the runtime.
+    pub(super) async fn pause(&mut self, wait: Duration) {
+        match self {
+            AnyWriter::Sqlite(_) => std::thread::sleep(wait),
+            AnyWriter::Postgres(_) => tokio::time::sleep(wait).await,
+        }
     }
 }

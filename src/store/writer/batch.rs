@@ -2,114 +2,15 @@
 //! answers and the new events, released only after the commit.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use sqlx::sqlite::SqliteConnection;
-
 use super::cache::CallCache;
-use super::conn::{BatchConn, SqliteBatch};
-use super::{Command, Committed, Intake, Outcome, Publish};
+use super::conn::BatchConn;
+use super::{Command, Committed, Intake, Outcome};
 use crate::calls::{self, CallRecord, SyntheticEnd};
-use crate::store::{SqliteStore, StoreError, StoredEvent, WireEvent, sql};
+use crate::store::{StoreError, StoredEvent, WireEvent};
 use crate::telemetry::names;
-
-/// The database and WAL files as they were when the writer started: SQLite
-/// keeps writing to a file that was removed while open, so what it commits
-/// would be gone at the next start. A file that is no longer the one opened
-/// is a storage failure (writes are held) until the original is back.
-struct Files {
-    database: Option<PathBuf>,
-    database_id: Option<FileId>,
-    wal_id: Option<FileId>,
-    /// The removed WAL was checkpointed into the database already.
-    wal_rescued: bool,
-}
-
-type FileId = (u64, u64);
-
-fn file_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-impl Files {
-    fn new(database: Option<&Path>) -> Files {
-        let database = database.map(Path::to_path_buf);
-        let database_id = database.as_deref().and_then(file_id);
-        let wal_id = database.as_deref().and_then(|db| file_id(&wal_path(db)));
-        Files {
-            database,
-            database_id,
-            wal_id,
-            wal_rescued: false,
-        }
-    }
-
-    async fn check(&mut self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
-        let Some(database) = &self.database else {
-            return Ok(());
-        };
-        if file_id(database) != self.database_id {
-            return Err(StoreError::Write(format!(
-                "the database file {} was removed or replaced while in use; events are held \
-                 until the original file is back at that path (restart the server to use another file)",
-                database.display()
-            )));
-        }
-        let wal = wal_path(database);
-        let now = file_id(&wal);
-        if self.wal_id.is_none() {
-            self.wal_id = now;
-            return Ok(());
-        }
-        if now == self.wal_id {
-            return Ok(());
-        }
-        if !self.wal_rescued {
-            // What was committed to the removed WAL goes into the database
-            // file, which is still in place.
-            match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&mut *connection)
-                .await
-            {
-                Ok(_) => {
-                    self.wal_rescued = true;
-                    tracing::error!(wal = %wal.display(), "the WAL file was removed while in use; its committed events were copied into the database");
-                }
-                Err(error) => {
-                    tracing::error!(wal = %wal.display(), %error, "the WAL file was removed while in use and could not be copied into the database")
-                }
-            }
-        }
-        Err(StoreError::Write(format!(
-            "the WAL file {} was removed or replaced while in use; events are held, restart the server",
-            wal.display()
-        )))
-    }
-}
-
-fn wal_path(database: &Path) -> PathBuf {
-    let mut name = database.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
-/// The writer task's state between batches.
-pub(super) struct Writer {
-    store: SqliteStore,
-    connection: SqliteConnection,
-    /// Set after a failed transaction: the next attempt opens a new
-    /// connection and re-reads the head first.
-    reconnect: bool,
-    publisher: Box<dyn Publish>,
-    /// The seq the next appended event gets.
-    next_seq: u64,
-    /// Calls as stored; the writer is the only one changing them.
-    cache: CallCache,
-    files: Files,
-}
 
 /// What one batch produced, applied only after its commit.
 #[derive(Default)]
@@ -175,104 +76,11 @@ impl BatchEffects {
     }
 }
 
-impl Writer {
-    /// Takes the store's writer connection and reports the stored head.
-    pub(super) async fn start(
-        store: &SqliteStore,
-        publisher: Box<dyn Publish>,
-    ) -> Result<Writer, StoreError> {
-        let mut connection = store.writer_connection().await?;
-        let head = sql::head_seq(&mut connection).await?;
-        publisher.set_head(head);
-        let files = Files::new(store.file());
-        Ok(Writer {
-            store: store.clone(),
-            connection,
-            reconnect: false,
-            publisher,
-            next_seq: head + 1,
-            cache: CallCache::default(),
-            files,
-        })
-    }
-
-    /// The seq the next appended event gets.
-    pub(super) fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-
-    /// Runs `batch` in one transaction. On success the caller hands the
-    /// effects to [`Writer::finish`]; on failure nothing of the batch was
-    /// stored, the batch can be tried again, and the next attempt starts
-    /// from the position stored in the database (a new connection, the head
-    /// re-read, the call cache dropped), never from a stale seq.
-    pub(super) async fn try_commit(
-        &mut self,
-        batch: &[Command],
-    ) -> Result<BatchEffects, StoreError> {
-        self.files.check(&mut self.connection).await?;
-        if self.reconnect {
-            // The new connection is open before the old one closes, so the
-            // WAL is never released (and recreated) in between.
-            let mut connection = self.store.reconnect_writer().await?;
-            let head = sql::head_seq(&mut connection).await?;
-            self.connection = connection;
-            self.next_seq = head + 1;
-            self.cache.clear();
-            self.reconnect = false;
-        }
-        #[cfg(test)]
-        {
-            let on = if self.store.fault() { 1 } else { 0 };
-            sqlx::query(&format!("PRAGMA query_only = {on}"))
-                .execute(&mut self.connection)
-                .await?;
-        }
-        let first_seq = self.next_seq;
-        let result = self.run_batch(batch).await;
-        if result.is_err() {
-            self.next_seq = first_seq;
-            self.cache.clear();
-            self.reconnect = true;
-        }
-        result
-    }
-
-    /// Answers every command of a committed batch and publishes its events.
-    pub(super) fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
-        for event in effects.respond(batch) {
-            self.publisher.publish(event);
-        }
-    }
-
-    /// Answers every command of a batch that will not be stored with `error`.
-    pub(super) fn fail(batch: Vec<Command>, error: &StoreError) {
-        let reason = error.to_string();
-        for command in batch {
-            command.respond(Err(StoreError::Write(reason.clone())));
-        }
-    }
-
-    /// Runs `batch` in one transaction, in two round trips to the
-    /// connection for the common case: `BEGIN` with the reads of every call
-    /// the batch touches, then every write with `COMMIT`. (A sweep or a purge
-    /// adds its own statements in between.)
-    async fn run_batch(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
-        self.cache.trim();
-        let mut conn = SqliteBatch(&mut self.connection);
-        let result = apply(&mut conn, &mut self.next_seq, &mut self.cache, batch).await;
-        match result {
-            // `apply` committed with its last write.
-            Ok(effects) => Ok(effects),
-            Err(error) => {
-                // Whatever ran of the batch is undone; "no transaction is
-                // active" (it never began, or SQLite ended it) is fine.
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn.0).await {
-                    tracing::debug!(error = %rollback, "rollback after a failed batch");
-                }
-                Err(error)
-            }
-        }
+/// Answers every command of a batch that will not be stored with `error`.
+pub(super) fn fail(batch: Vec<Command>, error: &StoreError) {
+    let reason = error.to_string();
+    for command in batch {
+        command.respond(Err(StoreError::Write(reason.clone())));
     }
 }
 

@@ -5,10 +5,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 use sqlx::postgres::PgConnection;
-use sqlx::sqlite::SqliteConnection;
 
 use crate::calls::CallRecord;
-use crate::store::{StoreError, StoredEvent, pg, rows, sql};
+use crate::store::{StoreError, StoredEvent, pg, sql};
 
 /// What a batch reads before it applies its commands: the stored calls and
 /// the stored (dedupe key, seq) pairs it asked for.
@@ -24,7 +23,7 @@ pub(crate) trait BatchConn: Send {
     /// The stored calls among `call_ids` (in no particular order) and the
     /// stored (dedupe key, seq) pairs among `keys`: what a batch reads
     /// before it applies its commands. On SQLite this also opens the batch's
-    /// transaction, in the same round trip.
+    /// transaction.
     fn load_batch(
         &mut self,
         call_ids: &[&str],
@@ -44,7 +43,7 @@ pub(crate) trait BatchConn: Send {
 
     /// Writes what a batch produced: the calls it changed and its events
     /// (with their wire forms and dedupe keys). On SQLite this also commits
-    /// the batch's transaction, in the same round trip.
+    /// the batch's transaction.
     fn store_batch(
         &mut self,
         calls: &[CallRecord],
@@ -65,49 +64,6 @@ pub(crate) trait BatchConn: Send {
         head: u64,
         cutoff_ms: i64,
     ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
-}
-
-/// The writer's SQLite connection while it runs a batch: the reads open the
-/// transaction (`BEGIN IMMEDIATE`) and the writes commit it, so a batch
-/// takes two round trips to SQLite's thread. On an error the transaction
-/// may still be open: the caller rolls it back.
-pub(super) struct SqliteBatch<'c>(pub &'c mut SqliteConnection);
-
-impl BatchConn for SqliteBatch<'_> {
-    async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        sql::load_call(&mut *self.0, call_id).await
-    }
-    async fn load_batch(
-        &mut self,
-        call_ids: &[&str],
-        keys: &[String],
-    ) -> Result<Loaded, StoreError> {
-        rows::begin_and_load(self.0, call_ids, keys).await
-    }
-    async fn seqs_by_dedupe_keys(
-        &mut self,
-        keys: &[String],
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        rows::seqs_by_dedupe_keys(self.0, keys).await
-    }
-    async fn upsert_calls(&mut self, calls: &[CallRecord]) -> Result<(), StoreError> {
-        rows::upsert_calls(self.0, calls).await
-    }
-    async fn store_batch(
-        &mut self,
-        calls: &[CallRecord],
-        events: &[StoredEvent],
-        wires: &[Bytes],
-        dedupe_keys: &[Option<String>],
-    ) -> Result<(), StoreError> {
-        rows::write_and_commit(self.0, calls, events, wires, dedupe_keys).await
-    }
-    async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
-        sql::stale_open_calls(&mut *self.0, cutoff_ms).await
-    }
-    async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
-        purge(self.0, head, cutoff_ms).await
-    }
 }
 
 impl BatchConn for PgConnection {
@@ -145,24 +101,4 @@ impl BatchConn for PgConnection {
     async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
         pg::rows::purge(self, head, cutoff_ms).await
     }
-}
-
-async fn purge(
-    conn: &mut SqliteConnection,
-    head: u64,
-    cutoff_ms: i64,
-) -> Result<(u64, u64), StoreError> {
-    // The newest event stays: the sequence restarts from MAX(seq) on open.
-    let events = sqlx::query("DELETE FROM events WHERE received_at_ms < $1 AND seq < $2")
-        .bind(cutoff_ms)
-        .bind(head as i64)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    let calls = sqlx::query("DELETE FROM calls WHERE updated_at_ms < $1")
-        .bind(cutoff_ms)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    Ok((events, calls))
 }

@@ -1,5 +1,6 @@
 //! The single writer: every event, call-log change, sweep and purge goes
-//! through one task on one dedicated connection. It waits for one command,
+//! through one writer on one dedicated connection (on SQLite a thread of
+//! its own, on PostgreSQL a task). It waits for one command,
 //! takes whatever else is already queued (group commit), runs the lot in one
 //! `BEGIN IMMEDIATE` transaction, commits (one fsync for the batch), then
 //! answers every caller and publishes the new events in sequence order.
@@ -16,6 +17,8 @@
 //! - `batch`: one transaction of commands and what it produced;
 //! - `cache`: the writer's view of recent calls and their dedupe keys;
 //! - `conn`: what a batch asks of its connection, on either backend;
+//! - `sqlite`: the SQLite writer (its own thread and connection, statements
+//!   prepared once, the WAL checkpointed off the commit path);
 //! - `pg`: the PostgreSQL writer (seqs from the database under a lock,
 //!   calls read under it, fan-out fed from the table);
 //! - `any`: the writer of the backend in use.
@@ -26,6 +29,7 @@ mod cache;
 mod conn;
 mod pg;
 mod queue;
+mod sqlite;
 
 use tokio::sync::oneshot;
 

@@ -13,7 +13,7 @@ use super::any::AnyWriter as Writer;
 use super::{Command, Committed, Intake, Publish, Reply};
 use crate::calls::CallRecord;
 use crate::store::health::{HealthReporter, StorageHealth};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 use crate::telemetry::names;
 
 /// Commands waiting for the writer. A webhook's event is refused at once
@@ -183,7 +183,8 @@ pub(crate) fn spawn_with_capacity(
     let (commands, queue) = mpsc::channel(capacity);
     let running = Arc::new(AtomicBool::new(true));
     let (reporter, health) = HealthReporter::new(store.path().to_owned());
-    let task = tokio::spawn(run(
+    let sqlite = matches!(store.backend(), Backend::Sqlite(_));
+    let writer = run(
         store,
         Box::new(publisher),
         queue,
@@ -191,7 +192,12 @@ pub(crate) fn spawn_with_capacity(
         max_batch.max(1),
         RunningFlag(running.clone()),
         reporter,
-    ));
+    );
+    let task = if sqlite {
+        on_own_thread(writer)
+    } else {
+        tokio::spawn(writer)
+    };
     (
         WriterHandle {
             commands,
@@ -201,6 +207,28 @@ pub(crate) fn spawn_with_capacity(
         },
         task,
     )
+}
+
+/// Runs the SQLite writer on a thread of its own: every call into SQLite
+/// there is synchronous, so the loop is driven by a plain executor, and the
+/// runtime's threads never wait for the disk. The returned task ends when
+/// the thread does.
+fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+    let (done, finished) = oneshot::channel::<()>();
+    let started = std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            futures::executor::block_on(writer);
+            drop(done);
+        });
+    if let Err(error) = started {
+        // The writer (and its running flag) went with the closure: every
+        // submit now fails with WriterClosed and readiness says so.
+        tracing::error!(%error, "the event writer's thread cannot start");
+    }
+    tokio::spawn(async move {
+        let _ = finished.await;
+    })
 }
 
 /// Clears the running flag however the task ends (including a panic).
@@ -319,7 +347,7 @@ async fn store_batch(
                 return;
             }
         }
-        tokio::time::sleep(wait).await;
+        writer.pause(wait).await;
         wait = (wait * 2).min(RETRY_CAP);
     }
 }
