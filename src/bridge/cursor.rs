@@ -24,7 +24,7 @@ pub struct Cursor {
     after_seq: Option<u64>,
     /// Kept in this database (row `name` of `bridge_cursors`) rather than
     /// in the file at `path`.
-    database: Option<(crate::store::PgStore, String)>,
+    database: Option<(crate::store::Replicas, String)>,
 }
 
 impl Cursor {
@@ -56,7 +56,7 @@ impl Cursor {
 
     /// Reads bridge `name`'s cursor from the database (shared by replicas).
     pub(crate) async fn load_from_database(
-        store: crate::store::PgStore,
+        store: crate::store::Replicas,
         name: &str,
     ) -> anyhow::Result<Self> {
         let after_seq = store

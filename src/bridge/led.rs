@@ -14,7 +14,7 @@ use super::delivery::{self, Sink};
 use super::source::LocalSource;
 use super::status::BridgeStatus;
 use crate::config::DeliveryPolicy;
-use crate::store::{Leadership, PgStore, bridge_lock};
+use crate::store::Replicas;
 
 /// How often a standby tries to take the lead, and a leader checks it
 /// still holds it.
@@ -25,7 +25,7 @@ const LEAD_CHECK: Duration = Duration::from_secs(1);
 /// policy, a cursor ahead of the log).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
-    store: PgStore,
+    replicas: Replicas,
     index: usize,
     source: LocalSource,
     sink: &dyn Sink,
@@ -35,7 +35,7 @@ pub(super) async fn run(
 ) {
     let name = sink.name();
     loop {
-        let mut leadership = Leadership::new(store.clone(), bridge_lock(index), name);
+        let mut leadership = replicas.bridge_lead(index, name);
         while !leadership.hold().await {
             status.standby();
             tokio::select! {
@@ -43,7 +43,7 @@ pub(super) async fn run(
                 _ = tokio::time::sleep(LEAD_CHECK) => {}
             }
         }
-        let cursor = match Cursor::load_from_database(store.clone(), name).await {
+        let cursor = match Cursor::load_from_database(replicas.clone(), name).await {
             Ok(cursor) => cursor,
             Err(error) => {
                 tracing::warn!(bridge = name, error = format!("{error:#}"), "retrying");

@@ -152,10 +152,7 @@ impl InProcess {
                     shutdown: shutdown.clone(),
                 };
                 let shutdown = shutdown.clone();
-                let postgres = match store.backend() {
-                    crate::store::Backend::Postgres(pg) => Some(pg.clone()),
-                    crate::store::Backend::Sqlite(_) => None,
-                };
+                let replicas = store.replicas();
                 tokio::spawn(async move {
                     let Prepared {
                         sink,
@@ -163,10 +160,10 @@ impl InProcess {
                         policy,
                         status,
                     } = bridge;
-                    if let Some(pg) = postgres {
+                    if let Some(replicas) = replicas {
                         // Several replicas: the cursor is in the database.
                         tracing::info!(bridge = sink.name(), receiver = %sink.describe(), "bridge started in-process, led by one replica at a time");
-                        led::run(pg, index, source, sink.as_ref(), &policy, &status, shutdown)
+                        led::run(replicas, index, source, sink.as_ref(), &policy, &status, shutdown)
                             .await;
                         return;
                     }

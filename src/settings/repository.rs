@@ -59,6 +59,7 @@ pub struct AuditEntry {
 }
 
 /// One change as the repository stores it, in one transaction.
+#[derive(Clone, Copy)]
 pub struct SavedChange<'a> {
     /// The settings after the change (its version is ignored).
     pub settings: &'a Settings,

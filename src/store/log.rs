@@ -1,4 +1,4 @@
-//! Reads of the event log and the call log.
+//! Reads of the event log and the call log that both backends share.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -7,10 +7,8 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use crate::calls::CallRecord;
 use crate::paging;
 
-#[cfg(test)]
-use super::StoredEvent;
 use super::sql::{self, bind};
-use super::{CallQuery, SqliteStore, StoreError, WireEvent, pages};
+use super::{CallQuery, StoreError, WireEvent};
 
 /// One page of the event log, bounded in events and in bytes.
 #[derive(Debug, Default)]
@@ -19,52 +17,6 @@ pub(crate) struct EventPage {
     /// The page ends at the newest event stored when it was read, not at a
     /// limit: a next page would have held only events committed since.
     pub at_head: bool,
-}
-
-impl SqliteStore {
-    /// Events with seq > `after_seq`, ascending, a page of at most `limit`
-    /// as [`paging::EVENTS`] clamps it, whatever their size (tests; readers
-    /// for clients use [`Store::event_page`]).
-    #[cfg(test)]
-    pub(crate) async fn events_after(
-        &self,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        sql::events_after(&self.inner.pool, after_seq, paging::EVENTS.clamp(limit)).await
-    }
-
-    /// Events with seq > `after_seq`, ascending, in their wire form: at
-    /// most `limit` of them (not 0: [`super::Store::event_page`] resolves that)
-    /// and at most `max_bytes` of them, but always the first one, however
-    /// large. Only the rows of the page are loaded, so a large page costs
-    /// what it holds.
-    pub(crate) async fn event_page(
-        &self,
-        after_seq: u64,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<EventPage, StoreError> {
-        pages::read(&self.inner.pool, after_seq, limit, max_bytes).await
-    }
-
-    /// The highest stored sequence number, 0 when the log is empty.
-    pub(crate) async fn head_seq(&self) -> Result<u64, StoreError> {
-        sql::head_seq(&self.inner.pool).await
-    }
-
-    pub(crate) async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        sql::load_call(&self.inner.pool, call_id).await
-    }
-
-    /// Calls newest first (by initialized_at, ties by call_id) and the token
-    /// for the next page (`None` on the last page).
-    pub(crate) async fn list_calls(
-        &self,
-        q: &CallQuery,
-    ) -> Result<(Vec<CallRecord>, Option<String>), StoreError> {
-        list_calls(&self.inner.pool, q).await
-    }
 }
 
 /// A page of the call log, newest first (by initialized_at, ties by

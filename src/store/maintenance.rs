@@ -9,8 +9,6 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Store;
-use super::backend::Backend;
-use super::pg::{Leadership, MAINTENANCE_LOCK};
 use super::writer::WriterHandle;
 
 /// Every `interval` (and once at start): sweep calls open longer than
@@ -24,10 +22,8 @@ pub(crate) fn spawn_maintenance(
     interval: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let mut leadership = match store.backend() {
-        Backend::Sqlite(_) => None,
-        Backend::Postgres(pg) => Some(Leadership::new(pg.clone(), MAINTENANCE_LOCK, "maintenance")),
-    };
+    // Several replicas: only the one leading runs maintenance.
+    let mut leadership = store.replicas().map(|replicas| replicas.maintenance_lead());
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

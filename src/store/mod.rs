@@ -23,22 +23,17 @@
 //! - `backend`: [`Store`], which hands each call to the backend in use.
 
 mod backend;
+mod database;
 pub mod health;
 mod log;
 pub(crate) mod maintenance;
-mod open;
-mod pages;
 mod pg;
-mod rows;
 mod settings;
 mod sql;
+mod sqlite;
 pub mod writer;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 use crate::calls::{CallRecord, CallState};
 use crate::decide::Decision;
@@ -195,36 +190,8 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-pub(crate) use backend::Backend;
-pub use backend::Store;
-pub(crate) use pg::{Leadership, PgStore, bridge_lock};
-
-/// The SQLite database: a read pool, and the connection reserved for the
-/// writer. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct SqliteStore {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    pool: SqlitePool,
-    options: SqliteConnectOptions,
-    path: String,
-    /// `<database>.lock`, exclusively locked for the life of the store.
-    _lock: std::fs::File,
-    /// Test hook: while set, the writer's connection refuses writes
-    /// (`PRAGMA query_only`), the way a read-only file does.
-    #[cfg(test)]
-    fault: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .finish_non_exhaustive()
-    }
-}
+pub use database::Store;
+pub(crate) use pg::Replicas;
 
 #[cfg(test)]
 pub(crate) mod testing;

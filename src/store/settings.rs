@@ -1,9 +1,9 @@
 //! The settings snapshot and its audit trail.
 
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Sqlite, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use crate::paging;
-use crate::settings::{BlockEntry, RoutingRule, Settings};
+use crate::settings::{BlockEntry, RoutingRule, SavedChange, Settings};
 
 /// Rows per INSERT statement (4 bound values each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 500;
@@ -15,71 +15,7 @@ const FLOWS: &str = "flows";
 const MENU_KEY: &str = "menu_key";
 
 use super::sql::bind;
-use super::{AuditEntry, AuditRecord, SqliteStore, StoreError};
-
-impl SqliteStore {
-    pub(crate) async fn load_settings(&self) -> Result<Settings, StoreError> {
-        // One read transaction: a consistent snapshot even during a save.
-        let mut tx = self.inner.pool.begin().await?;
-        let settings = read_settings::<Sqlite>(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(settings)
-    }
-
-    /// Replaces the block list, routing table and default caller ID, bumps
-    /// the version and appends `audit`, all in one transaction
-    /// ([`write_change`]): tables equal to `previous` are not rewritten,
-    /// `zammad_extras` (JSON) is stored when given, and the audit entry
-    /// keeps the whole settings before and after (`content`, JSON) for an
-    /// undo. The database's write lock, which the event writer also needs,
-    /// is held for those few statements only.
-    pub(crate) async fn save_settings_change(
-        &self,
-        settings: &Settings,
-        previous: Option<&Settings>,
-        zammad_extras: Option<&str>,
-        audit: &AuditRecord,
-        content: Option<(&str, &str)>,
-    ) -> Result<Settings, StoreError> {
-        let started = std::time::Instant::now();
-        // IMMEDIATE takes the write lock up front, so this waits (busy_timeout)
-        // for the event writer instead of failing with SQLITE_BUSY on upgrade.
-        let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let version =
-            write_change::<Sqlite>(&mut tx, settings, previous, zammad_extras, audit, content)
-                .await?;
-        tx.commit().await?;
-        tracing::debug!(
-            version,
-            held_ms = started.elapsed().as_millis() as u64,
-            "settings stored"
-        );
-        Ok(stored(settings, version))
-    }
-
-    /// Zammad's keys kept with the settings (JSON), if any were stored.
-    pub(crate) async fn load_zammad_extras(&self) -> Result<Option<String>, StoreError> {
-        let mut conn = self.inner.pool.acquire().await?;
-        setting::<Sqlite>(&mut conn, ZAMMAD_EXTRAS).await
-    }
-
-    /// The settings before audit entry `id`: see [`audit_settings_before`].
-    pub(crate) async fn audit_settings_before(
-        &self,
-        id: Option<u64>,
-    ) -> Result<Option<(u64, Option<String>)>, StoreError> {
-        audit_settings_before(&self.inner.pool, id).await
-    }
-
-    /// Audit entries newest first: see [`list_audit`].
-    pub(crate) async fn list_audit(
-        &self,
-        limit: u32,
-        before_id: Option<u64>,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        list_audit(&self.inner.pool, limit, before_id).await
-    }
-}
+use super::{AuditEntry, StoreError};
 
 /// One settings change, in the caller's transaction (which holds the
 /// backend's write lock): the tables rewritten from the first row that
@@ -90,11 +26,7 @@ impl SqliteStore {
 /// version.
 pub(super) async fn write_change<DB>(
     conn: &mut DB::Connection,
-    settings: &Settings,
-    previous: Option<&Settings>,
-    zammad_extras: Option<&str>,
-    audit: &AuditRecord,
-    content: Option<(&str, &str)>,
+    change: &SavedChange<'_>,
 ) -> Result<u64, StoreError>
 where
     DB: Database,
@@ -105,6 +37,13 @@ where
     for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
+    let SavedChange {
+        settings,
+        previous,
+        zammad_extras,
+        audit,
+        content,
+    } = *change;
     let stored_version = parse_version(setting::<DB>(conn, "version").await?)?;
     // `previous` is what this process last saw; when another replica
     // stored a change since, the tables are rewritten whole.
@@ -453,7 +392,7 @@ mod tests {
         let Some(h) = Harness::of(kind, "appends_removals_and_reorders", 16).await else {
             return;
         };
-        let audit = AuditRecord {
+        let audit = crate::store::AuditRecord {
             at_ms: 1,
             client: "t".into(),
             action: "test".into(),

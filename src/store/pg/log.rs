@@ -1,31 +1,15 @@
-//! Reads of the event log and the call log on PostgreSQL.
+//! Catch-up pages on PostgreSQL: the sizes first, then the rows of the page.
 
 use super::{PgStore, rows};
-use crate::calls::CallRecord;
-#[cfg(test)]
-use crate::paging;
-#[cfg(test)]
-use crate::store::StoredEvent;
-use crate::store::{CallQuery, EventPage, StoreError, sql};
+use crate::store::{EventPage, StoreError};
 
 impl PgStore {
-    /// Events with seq > `after_seq`, ascending, a page of at most `limit`
-    /// as [`paging::EVENTS`] clamps it, whatever their size (tests).
-    #[cfg(test)]
-    pub(crate) async fn events_after(
-        &self,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        sql::events_after(&self.inner.pool, after_seq, paging::EVENTS.clamp(limit)).await
-    }
-
     /// Events with seq > `after_seq`, ascending, in their wire form: at
     /// most `limit` of them (not 0: [`crate::store::Store::event_page`] resolves that)
     /// and at most `max_bytes` of them, but always the first one, however
     /// large. Only the rows of the page are loaded, so a large page costs
     /// what it holds.
-    pub(crate) async fn event_page(
+    pub(super) async fn read_page(
         &self,
         after_seq: u64,
         limit: u32,
@@ -59,23 +43,5 @@ impl PgStore {
         };
         let events = rows::wire_events(&self.inner.pool, after_seq, last as u64).await?;
         Ok(EventPage { events, at_head })
-    }
-
-    /// The highest stored sequence number, 0 when the log is empty.
-    pub(crate) async fn head_seq(&self) -> Result<u64, StoreError> {
-        sql::head_seq(&self.inner.pool).await
-    }
-
-    pub(crate) async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        sql::load_call(&self.inner.pool, call_id).await
-    }
-
-    /// Calls newest first (by initialized_at, ties by call_id) and the token
-    /// for the next page (`None` on the last page).
-    pub(crate) async fn list_calls(
-        &self,
-        q: &CallQuery,
-    ) -> Result<(Vec<CallRecord>, Option<String>), StoreError> {
-        crate::store::log::list_calls(&self.inner.pool, q).await
     }
 }

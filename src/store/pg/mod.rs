@@ -19,14 +19,17 @@
 //!
 //! - `open`: connections, migrations, the notification listener;
 //! - `rows`: the SQL of the writer and the reads;
-//! - `log`, `settings`: the reads and settings writes of [`PgStore`].
+//! - `log`: catch-up pages; `settings`: the settings snapshot and changes;
+//! - `writer`: the writer (seqs from the database under a lock);
+//! - `replicas`: leadership and bridge cursors, for the rest of the sidecar.
 
-mod bridges;
 mod leader;
 mod log;
 mod open;
+mod replicas;
 pub(crate) mod rows;
 mod settings;
+pub(super) mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -34,11 +37,16 @@ mod tests;
 use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
+
+use super::backend::{Backend, Pool};
+use super::writer::{BackendWriter, Publish};
+use super::{EventPage, StoreError};
+use crate::settings::{SavedChange, Settings};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::DropGuard;
 
-pub(crate) use bridges::bridge_lock;
 pub(crate) use leader::Leadership;
+pub(crate) use replicas::Replicas;
 
 /// Advisory lock key held by a writer transaction (`pg_advisory_xact_lock`):
 /// one batch at a time across every replica.
@@ -80,6 +88,58 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+#[async_trait::async_trait]
+impl Backend for PgStore {
+    fn path(&self) -> &str {
+        PgStore::path(self)
+    }
+
+    fn pool(&self) -> Pool<'_> {
+        Pool::Postgres(&self.inner.pool)
+    }
+
+    async fn event_page(
+        &self,
+        after_seq: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<EventPage, StoreError> {
+        self.read_page(after_seq, limit, max_bytes).await
+    }
+
+    async fn load_settings(&self) -> Result<Settings, StoreError> {
+        self.read_settings().await
+    }
+
+    async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<Settings, StoreError> {
+        self.write_settings(change).await
+    }
+
+    fn writer_on_own_thread(&self) -> bool {
+        false
+    }
+
+    async fn start_writer(
+        &self,
+        publisher: Box<dyn Publish>,
+    ) -> Result<Box<dyn BackendWriter>, StoreError> {
+        Ok(Box::new(writer::PgWriter::start(self, publisher).await?))
+    }
+
+    fn settings_changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.settings.clone())
+    }
+
+    fn replicas(&self) -> Option<Replicas> {
+        Some(Replicas::new(self.clone()))
+    }
+
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl PgStore {
     /// The database as shown in messages: the URL without its password.
     pub(crate) fn path(&self) -> &str {
@@ -99,10 +159,6 @@ impl PgStore {
         self.inner.events.clone()
     }
 
-    pub(crate) fn settings_changes(&self) -> watch::Receiver<u64> {
-        self.inner.settings.clone()
-    }
-
     /// Test hook: the writer's next commit succeeds but reports that its
     /// answer was lost.
     #[cfg(test)]
@@ -119,13 +175,6 @@ impl PgStore {
             .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// True when the database answers a query.
-    pub(crate) async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.pool)
-            .await
-            .is_ok()
-    }
 }
 
 /// True for SQLSTATEs of the database or its connection rather than of the
@@ -161,7 +210,6 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
-    use crate::store::StoreError;
 
     #[test]
     fn messages_never_show_the_password() {

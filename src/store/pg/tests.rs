@@ -7,14 +7,12 @@ use futures::StreamExt as _;
 use futures::future::join_all;
 use sqlx::ConnectOptions as _;
 
-use super::{Leadership, MAINTENANCE_LOCK};
 use crate::calls::CallState;
 use crate::calls::tests::{event, new_call, reject};
 use crate::decide::Decision;
 use crate::fanout::EventFilter;
 use crate::settings::{BlockEntry, Settings};
 use crate::sipgate::event::{Direction, EventKind};
-use crate::store::backend::Backend;
 use crate::store::testing::{Harness, Kind};
 use crate::store::{AuditRecord, Committed, Intake};
 
@@ -250,12 +248,9 @@ async fn maintenance_is_led_by_one_replica_and_moves_when_it_goes() {
     let Some((a, b)) = two_replicas("maintenance_is_led_by_one_replica").await else {
         return;
     };
-    let pg = |h: &Harness| match h.store.backend() {
-        Backend::Postgres(pg) => pg.clone(),
-        Backend::Sqlite(_) => unreachable!(),
-    };
-    let mut on_a = Leadership::new(pg(&a), MAINTENANCE_LOCK, "maintenance");
-    let mut on_b = Leadership::new(pg(&b), MAINTENANCE_LOCK, "maintenance");
+    let lead = |h: &Harness| h.store.replicas().expect("replicas").maintenance_lead();
+    let mut on_a = lead(&a);
+    let mut on_b = lead(&b);
     assert!(on_a.hold().await);
     assert!(!on_b.hold().await);
     assert!(on_a.hold().await, "still the leader");
@@ -296,9 +291,7 @@ async fn lost_connections_are_replaced_and_nothing_is_lost_or_repeated() {
     // Every session on the database ends: writers, pools, listeners, as
     // when the server restarts.
     let admin = crate::store::Store::open(&a.database).await.unwrap();
-    let Backend::Postgres(pg) = admin.backend() else {
-        unreachable!()
-    };
+    let pg = admin.postgres();
     let ended: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid() \
@@ -367,9 +360,7 @@ async fn a_commit_whose_answer_was_lost_is_found_and_not_stored_twice() {
     let Some(h) = Harness::of(Kind::Postgres, "a_commit_whose_answer_was_lost", 16).await else {
         return;
     };
-    let Backend::Postgres(pg) = h.store.backend() else {
-        unreachable!()
-    };
+    let pg = h.store.postgres();
     h.append(
         new_call("d", Direction::In, &[]),
         Some(Decision::accept()),

@@ -14,7 +14,7 @@ use crate::telemetry::names;
 
 /// What one batch produced, applied only after its commit.
 #[derive(Default)]
-pub(super) struct BatchEffects {
+pub(in crate::store) struct BatchEffects {
     outcomes: Vec<Outcome>,
     published: Vec<StoredEvent>,
     /// The encoded form of each of `published`, stored with it.
@@ -30,7 +30,7 @@ pub(super) struct BatchEffects {
 impl BatchEffects {
     /// Answers every command of the committed batch; returns its new
     /// events, in seq order.
-    pub(super) fn respond(self, batch: Vec<Command>) -> impl Iterator<Item = WireEvent> {
+    pub(in crate::store) fn respond(self, batch: Vec<Command>) -> impl Iterator<Item = WireEvent> {
         metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
         metrics::counter!(names::EVENTS_APPENDED).increment(self.published.len() as u64);
         metrics::counter!(names::EVENTS_DUPLICATE).increment(self.duplicates);
@@ -47,12 +47,12 @@ impl BatchEffects {
     }
 
     /// The number of events the batch appended.
-    pub(super) fn appended(&self) -> usize {
+    pub(in crate::store) fn appended(&self) -> usize {
         self.published.len()
     }
 
     /// The last event the batch appended, in its wire form.
-    pub(super) fn last_event(&self) -> Option<(u64, &Bytes)> {
+    pub(in crate::store) fn last_event(&self) -> Option<(u64, &Bytes)> {
         Some((self.published.last()?.seq, self.wires.last()?))
     }
 
@@ -77,7 +77,7 @@ impl BatchEffects {
 }
 
 /// Answers every command of a batch that will not be stored with `error`.
-pub(super) fn fail(batch: Vec<Command>, error: &StoreError) {
+pub(in crate::store) fn fail(batch: Vec<Command>, error: &StoreError) {
     let reason = error.to_string();
     for command in batch {
         command.respond(Err(StoreError::Write(reason.clone())));
@@ -88,7 +88,7 @@ pub(super) fn fail(batch: Vec<Command>, error: &StoreError) {
 /// caller opened: appended events take seqs from `next_seq` on (advanced
 /// past the last one), calls are read through `cache`. Nothing is
 /// committed here.
-pub(super) async fn apply<C: BatchConn>(
+pub(in crate::store) async fn apply<C: BatchConn>(
     conn: &mut C,
     next_seq: &mut u64,
     cache: &mut CallCache,

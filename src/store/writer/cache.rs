@@ -13,7 +13,7 @@ use crate::store::StoreError;
 const CACHE_LIMIT: usize = 20_000;
 
 #[derive(Default)]
-pub(super) struct CallCache {
+pub(in crate::store) struct CallCache {
     calls: HashMap<String, CachedCall>,
 }
 
@@ -119,14 +119,14 @@ impl CallCache {
     }
 
     /// Starts over when the cache has grown past its limit.
-    pub(super) fn trim(&mut self) {
+    pub(in crate::store) fn trim(&mut self) {
         if self.calls.len() > CACHE_LIMIT {
             self.calls.clear();
         }
     }
 
     /// Forgets every call, after a failed transaction or a purge.
-    pub(super) fn clear(&mut self) {
+    pub(in crate::store) fn clear(&mut self) {
         self.calls.clear();
     }
 }

@@ -1,20 +1,19 @@
 //! What a batch asks of the connection it runs on: the same operations on
-//! SQLite and on PostgreSQL, each backend with its own SQL.
+//! every backend, each with its own SQL (`sqlite::writer`, `pg::writer`).
 
 use std::future::Future;
 
 use bytes::Bytes;
-use sqlx::postgres::PgConnection;
 
 use crate::calls::CallRecord;
-use crate::store::{StoreError, StoredEvent, pg, sql};
+use crate::store::{StoreError, StoredEvent};
 
 /// What a batch reads before it applies its commands: the stored calls and
 /// the stored (dedupe key, seq) pairs it asked for.
-pub(crate) type Loaded = (Vec<CallRecord>, Vec<(String, u64)>);
+pub(in crate::store) type Loaded = (Vec<CallRecord>, Vec<(String, u64)>);
 
 /// The reads and writes of one batch, inside its transaction.
-pub(crate) trait BatchConn: Send {
+pub(in crate::store) trait BatchConn: Send {
     fn load_call(
         &mut self,
         call_id: &str,
@@ -64,41 +63,4 @@ pub(crate) trait BatchConn: Send {
         head: u64,
         cutoff_ms: i64,
     ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
-}
-
-impl BatchConn for PgConnection {
-    async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        sql::load_call(self, call_id).await
-    }
-    async fn load_batch(
-        &mut self,
-        call_ids: &[&str],
-        keys: &[String],
-    ) -> Result<Loaded, StoreError> {
-        pg::rows::load_batch(self, call_ids, keys).await
-    }
-    async fn seqs_by_dedupe_keys(
-        &mut self,
-        keys: &[String],
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        pg::rows::seqs_by_dedupe_keys(self, keys).await
-    }
-    async fn upsert_calls(&mut self, calls: &[CallRecord]) -> Result<(), StoreError> {
-        pg::rows::upsert_calls(self, calls).await
-    }
-    async fn store_batch(
-        &mut self,
-        calls: &[CallRecord],
-        events: &[StoredEvent],
-        wires: &[Bytes],
-        dedupe_keys: &[Option<String>],
-    ) -> Result<(), StoreError> {
-        pg::rows::write_batch(self, calls, events, wires, dedupe_keys).await
-    }
-    async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
-        sql::stale_open_calls(self, cutoff_ms).await
-    }
-    async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
-        pg::rows::purge(self, head, cutoff_ms).await
-    }
 }

@@ -13,23 +13,22 @@
 //! queue holds what arrives meanwhile, and [`crate::store::StorageHealth`]
 //! says so to `/readyz` and the gRPC health service.
 //!
-//! - `queue`: the handle callers submit through, and the task loop;
+//! - `queue`: the handle callers submit through, and the loop;
 //! - `batch`: one transaction of commands and what it produced;
 //! - `cache`: the writer's view of recent calls and their dedupe keys;
-//! - `conn`: what a batch asks of its connection, on either backend;
-//! - `sqlite`: the SQLite writer (its own thread and connection, statements
-//!   prepared once, the WAL checkpointed off the commit path);
-//! - `pg`: the PostgreSQL writer (seqs from the database under a lock,
-//!   calls read under it, fan-out fed from the table);
-//! - `any`: the writer of the backend in use.
+//! - `conn`: what a batch asks of its connection ([`BatchConn`]);
+//! - [`BackendWriter`]: what the loop asks of the backend's writer, which
+//!   each backend supplies (`sqlite::writer`: its own thread and
+//!   connection, statements prepared once, the WAL checkpointed off the
+//!   commit path; `pg::writer`: seqs from the database under a lock, calls
+//!   read under it, fan-out fed from the table).
 
-mod any;
 mod batch;
 mod cache;
 mod conn;
-mod pg;
 mod queue;
-mod sqlite;
+
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -38,9 +37,36 @@ use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
 
+pub(in crate::store) use batch::{BatchEffects, apply, fail};
+pub(in crate::store) use cache::CallCache;
+pub(in crate::store) use conn::{BatchConn, Loaded};
 #[cfg(test)]
 pub(crate) use queue::spawn_with_capacity;
 pub use queue::{WriterHandle, spawn_writer};
+
+/// The backend's writer, as the loop drives it ([`crate::store::Backend::start_writer`]).
+#[async_trait::async_trait]
+pub(in crate::store) trait BackendWriter: Send {
+    /// The seq the next appended event gets, as far as this process knows.
+    fn next_seq(&self) -> u64;
+
+    /// Runs `batch` in one transaction. On success the loop hands the
+    /// effects to [`BackendWriter::finish`]; on failure nothing of the
+    /// batch was stored and it can be tried again, from the position stored
+    /// in the database, never from a stale seq.
+    async fn try_commit(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError>;
+
+    /// Answers every command of a committed batch and publishes its events.
+    fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects);
+
+    /// Answers every command of a batch that will not be stored with `error`.
+    fn fail(&mut self, batch: Vec<Command>, error: &StoreError) {
+        fail(batch, error)
+    }
+
+    /// Waits `wait` before a failed batch is tried again.
+    async fn pause(&mut self, wait: Duration);
+}
 
 /// Where the writer hands what it committed (the fan-out, in a server).
 pub trait Publish: Send + 'static {
@@ -87,7 +113,7 @@ pub enum Committed {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A request to the writer task, with where its answer goes.
-enum Command {
+pub(in crate::store) enum Command {
     Append(Box<Intake>, Reply<Committed>),
     SetDone {
         call_id: String,
@@ -106,7 +132,7 @@ enum Command {
 }
 
 /// The result of one command inside a committed transaction.
-enum Outcome {
+pub(in crate::store) enum Outcome {
     Append(Committed),
     SetDone(Option<CallRecord>),
     Sweep(usize),

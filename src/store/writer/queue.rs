@@ -9,11 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::any::AnyWriter as Writer;
-use super::{Command, Committed, Intake, Publish, Reply};
+use super::{BackendWriter, Command, Committed, Intake, Publish, Reply};
 use crate::calls::CallRecord;
 use crate::store::health::{HealthReporter, StorageHealth};
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::names;
 
 /// Commands waiting for the writer. A webhook's event is refused at once
@@ -183,7 +182,7 @@ pub(crate) fn spawn_with_capacity(
     let (commands, queue) = mpsc::channel(capacity);
     let running = Arc::new(AtomicBool::new(true));
     let (reporter, health) = HealthReporter::new(store.path().to_owned());
-    let sqlite = matches!(store.backend(), Backend::Sqlite(_));
+    let own_thread = store.backend().writer_on_own_thread();
     let writer = run(
         store,
         Box::new(publisher),
@@ -193,7 +192,7 @@ pub(crate) fn spawn_with_capacity(
         RunningFlag(running.clone()),
         reporter,
     );
-    let task = if sqlite {
+    let task = if own_thread {
         on_own_thread(writer)
     } else {
         tokio::spawn(writer)
@@ -209,14 +208,14 @@ pub(crate) fn spawn_with_capacity(
     )
 }
 
-/// Runs the SQLite writer on a thread of its own: every call into SQLite
-/// there is synchronous, so the loop is driven by a plain executor, and the
-/// runtime's threads never wait for the disk. The returned task ends when
-/// the thread does.
+/// Runs a writer on a thread of its own (SQLite's: every call into the
+/// database there is synchronous), so the loop is driven by a plain
+/// executor and the runtime's threads never wait for the disk. The
+/// returned task ends when the thread does.
 fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
     let (done, finished) = oneshot::channel::<()>();
     let started = std::thread::Builder::new()
-        .name("sqlite-writer".into())
+        .name("event-writer".into())
         .spawn(move || {
             futures::executor::block_on(writer);
             drop(done);
@@ -249,7 +248,7 @@ async fn run(
     _running: RunningFlag,
     mut health: HealthReporter,
 ) {
-    let mut writer = match Writer::start(&store, publisher).await {
+    let mut writer = match store.backend().start_writer(publisher).await {
         Ok(writer) => writer,
         Err(error) => {
             tracing::error!(%error, path = store.path(), "event writer cannot start");
@@ -301,7 +300,7 @@ async fn run(
 /// database fails, so accepted events are stored in order once it is back.
 /// Only a stopping writer gives up, after [`SHUTDOWN_RETRY`], and says so.
 async fn store_batch(
-    writer: &mut Writer,
+    writer: &mut Box<dyn BackendWriter>,
     batch: Vec<Command>,
     queue: &mpsc::Receiver<Command>,
     health: &mut HealthReporter,

@@ -12,7 +12,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Inner, SqliteStore, StoreError};
+use super::{Inner, SqliteStore};
+use crate::store::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -85,11 +86,6 @@ impl SqliteStore {
         })
     }
 
-    /// The database file, as shown in messages.
-    pub(crate) fn path(&self) -> &str {
-        &self.inner.path
-    }
-
     /// The database file.
     pub(crate) fn file(&self) -> &Path {
         self.inner.options.get_filename()
@@ -106,14 +102,6 @@ impl SqliteStore {
     #[cfg(test)]
     pub(crate) fn fault(&self) -> bool {
         self.inner.fault.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// True when the database answers a query.
-    pub(crate) async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.pool)
-            .await
-            .is_ok()
     }
 }
 

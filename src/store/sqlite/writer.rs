@@ -22,14 +22,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
-use super::Publish;
-use super::batch::{BatchEffects, apply};
-use super::cache::CallCache;
-use super::conn::{BatchConn, Loaded};
-use super::Command;
+use super::SqliteStore;
 use crate::calls::CallRecord;
 use crate::store::sql::{self, CALL_COLUMNS, CALL_UPSERT, EVENT_COLUMNS, call_of};
-use crate::store::{SqliteStore, StoreError, StoredEvent};
+use crate::store::writer::{
+    BackendWriter, BatchConn, BatchEffects, CallCache, Command, Loaded, Publish, apply,
+};
+use crate::store::{StoreError, StoredEvent};
 
 /// How often the checkpointer looks for commits to copy into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -40,7 +39,7 @@ const AUTOCHECKPOINT_PAGES: u32 = 16_384;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer's state between batches.
-pub(super) struct SqliteWriter {
+pub(in crate::store) struct SqliteWriter {
     /// For the test hook that makes the connection refuse writes.
     #[cfg(test)]
     store: SqliteStore,
@@ -82,20 +81,17 @@ impl SqliteWriter {
         })
     }
 
-    /// The seq the next appended event gets.
-    pub(super) fn next_seq(&self) -> u64 {
+}
+
+#[async_trait::async_trait]
+impl BackendWriter for SqliteWriter {
+    fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
-    /// Runs `batch` in one transaction. On success the caller hands the
-    /// effects to [`SqliteWriter::finish`]; on failure nothing of the batch
-    /// was stored, the batch can be tried again, and the next attempt starts
-    /// from the position stored in the database (a new connection, the head
-    /// re-read, the call cache dropped), never from a stale seq.
-    pub(super) async fn try_commit(
-        &mut self,
-        batch: &[Command],
-    ) -> Result<BatchEffects, StoreError> {
+    /// After a failure the next attempt opens a new connection, re-reads
+    /// the head and drops the call cache.
+    async fn try_commit(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         self.files.check(&self.connection)?;
         if self.reconnect {
             // The new connection is open before the old one closes, so the
@@ -132,11 +128,15 @@ impl SqliteWriter {
         result
     }
 
-    /// Answers every command of a committed batch and publishes its events.
-    pub(super) fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
+    fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
         for event in effects.respond(batch) {
             self.publisher.publish(event);
         }
+    }
+
+    /// The writer has its own thread: sleeping here holds up no one else.
+    async fn pause(&mut self, wait: Duration) {
+        std::thread::sleep(wait)
     }
 }
 

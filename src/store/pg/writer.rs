@@ -25,11 +25,14 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::batch::{BatchEffects, apply};
-use super::cache::CallCache;
-use super::{Command, Publish};
-use crate::store::pg::{PgStore, WRITE_LOCK};
-use crate::store::{StoreError, WireEvent, sql};
+use bytes::Bytes;
+
+use super::{PgStore, WRITE_LOCK, rows};
+use crate::calls::CallRecord;
+use crate::store::writer::{
+    BackendWriter, BatchConn, BatchEffects, CallCache, Command, Loaded, Publish, apply,
+};
+use crate::store::{StoreError, StoredEvent, WireEvent, sql};
 
 /// The longest a committed event waits for the tail when a notification
 /// was lost (the listener reconnecting).
@@ -39,7 +42,7 @@ const TAIL_PAGE: i64 = 1024;
 /// Wait before the tail reads again after a failed read.
 const TAIL_RETRY: Duration = Duration::from_millis(500);
 
-pub(in crate::store) struct PgWriter {
+pub(super) struct PgWriter {
     store: PgStore,
     /// `None` after a failure: the next attempt connects anew.
     connection: Option<PgConnection>,
@@ -83,17 +86,18 @@ impl PgWriter {
         })
     }
 
-    pub(super) fn next_seq(&self) -> u64 {
+}
+
+#[async_trait::async_trait]
+impl BackendWriter for PgWriter {
+    fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
     /// Runs `batch` in one transaction under the write lock. On failure
     /// nothing of it was stored (or, when the commit's answer was lost,
     /// all of it was: a retry then finds its events as duplicates).
-    pub(super) async fn try_commit(
-        &mut self,
-        batch: &[Command],
-    ) -> Result<BatchEffects, StoreError> {
+    async fn try_commit(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
             None => self.store.options().connect().await?,
@@ -127,19 +131,25 @@ impl PgWriter {
         }
     }
 
-    /// The batch being retried was given up: what it left is not its answer.
-    pub(super) fn forget(&mut self) {
-        self.unanswered = None;
-    }
-
     /// Answers every command of a committed batch and wakes the tail,
     /// which publishes its events with everyone else's in seq order.
-    pub(super) fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
+    fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
         let appended = effects.appended();
         drop(effects.respond(batch));
         if appended > 0 {
             self.wake.notify_one();
         }
+    }
+
+    /// The batch being retried was given up: what it left is not its
+    /// answer.
+    fn fail(&mut self, batch: Vec<Command>, error: &StoreError) {
+        self.unanswered = None;
+        crate::store::writer::fail(batch, error)
+    }
+
+    async fn pause(&mut self, wait: Duration) {
+        tokio::time::sleep(wait).await
     }
 }
 
@@ -273,4 +283,41 @@ async fn read_after(store: &PgStore, after: u64) -> Result<Vec<WireEvent>, Store
             None => Err(StoreError::Corrupt(format!("event {seq} has no content"))),
         })
         .collect()
+}
+
+impl BatchConn for PgConnection {
+    async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        sql::load_call(self, call_id).await
+    }
+    async fn load_batch(
+        &mut self,
+        call_ids: &[&str],
+        keys: &[String],
+    ) -> Result<Loaded, StoreError> {
+        rows::load_batch(self, call_ids, keys).await
+    }
+    async fn seqs_by_dedupe_keys(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        rows::seqs_by_dedupe_keys(self, keys).await
+    }
+    async fn upsert_calls(&mut self, calls: &[CallRecord]) -> Result<(), StoreError> {
+        rows::upsert_calls(self, calls).await
+    }
+    async fn store_batch(
+        &mut self,
+        calls: &[CallRecord],
+        events: &[StoredEvent],
+        wires: &[Bytes],
+        dedupe_keys: &[Option<String>],
+    ) -> Result<(), StoreError> {
+        rows::write_batch(self, calls, events, wires, dedupe_keys).await
+    }
+    async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
+        sql::stale_open_calls(self, cutoff_ms).await
+    }
+    async fn purge(&mut self, head: u64, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+        rows::purge(self, head, cutoff_ms).await
+    }
 }

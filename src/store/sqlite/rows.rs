@@ -5,8 +5,8 @@
 use bytes::Bytes;
 
 
-use super::sql::Payload;
-use super::{StoreError, StoredEvent};
+use crate::store::sql::Payload;
+use crate::store::{StoreError, StoredEvent};
 
 /// The wire form of an event stored before the wire form was kept
 /// (migration 0003): encoded from its JSON payload.

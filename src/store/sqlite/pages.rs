@@ -14,7 +14,8 @@ use bytes::{Bytes, BytesMut};
 use rusqlite::types::ValueRef;
 use sqlx::SqlitePool;
 
-use super::{EventPage, StoreError, WireEvent, rows};
+use super::rows;
+use crate::store::{EventPage, StoreError, WireEvent};
 
 const PAGE_SQL: &str = "SELECT seq, wire, received_at_ms, synthetic, \
      CASE WHEN wire IS NULL THEN payload END \
