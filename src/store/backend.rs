@@ -21,7 +21,9 @@ pub(in crate::store) enum Pool<'a> {
 /// What a backend does its own way. Everything else [`Store`] runs on the
 /// backend's [`Pool`] with the shared SQL of `sql`, `log` and `settings`.
 #[async_trait::async_trait]
-pub(in crate::store) trait Backend: Send + Sync + std::fmt::Debug + 'static {
+pub(in crate::store) trait Backend:
+    Send + Sync + std::fmt::Debug + 'static
+{
     /// The database as shown in messages (a URL without its password).
     fn path(&self) -> &str;
 
@@ -78,4 +80,3 @@ pub(in crate::store) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 pub(crate) fn is_postgres(database: &str) -> bool {
     database.starts_with("postgres://") || database.starts_with("postgresql://")
 }
-

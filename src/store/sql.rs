@@ -27,6 +27,30 @@ pub(super) struct Payload {
     pub call: CallRecord,
 }
 
+impl Payload {
+    /// The stored event of the row with the JSON `payload`.
+    pub(super) fn parse(
+        payload: &str,
+        seq: u64,
+        received_at_ms: i64,
+        synthetic: bool,
+    ) -> Result<StoredEvent, StoreError> {
+        let Payload {
+            event,
+            decision,
+            call,
+        } = serde_json::from_str(payload)?;
+        Ok(StoredEvent {
+            seq,
+            event,
+            received_at_ms,
+            synthetic,
+            decision,
+            call,
+        })
+    }
+}
+
 /// A call row's content: its protobuf form (`wire`), or the JSON `record` of
 /// rows stored before it was kept.
 pub(super) fn call_of(record: &str, wire: Option<&[u8]>) -> Result<CallRecord, StoreError> {
@@ -84,19 +108,7 @@ where
                 event.seq = seq as u64;
                 return Ok(event);
             }
-            let Payload {
-                event,
-                decision,
-                call,
-            } = serde_json::from_str(&payload)?;
-            Ok(StoredEvent {
-                seq: seq as u64,
-                event,
-                received_at_ms,
-                synthetic,
-                decision,
-                call,
-            })
+            Payload::parse(&payload, seq as u64, received_at_ms, synthetic)
         })
         .collect()
 }
@@ -151,9 +163,9 @@ where
     for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
 {
     let records: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(STALE_OPEN_CALLS)
-    .bind(cutoff_ms)
-    .fetch_all(ex)
-    .await?;
+        .bind(cutoff_ms)
+        .fetch_all(ex)
+        .await?;
     records
         .into_iter()
         .map(|(record, wire)| call_of(&record, wire.as_deref()))

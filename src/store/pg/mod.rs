@@ -174,7 +174,6 @@ impl PgStore {
             .lose_commit_answer
             .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
-
 }
 
 /// True for SQLSTATEs of the database or its connection rather than of the

@@ -9,6 +9,7 @@ use sqlx::{Executor, Postgres};
 use crate::calls::CallRecord;
 use crate::store::sql::call_of;
 use crate::store::sql::{self, INSERT_CHUNK};
+use crate::store::writer::BatchRows;
 use crate::store::{StoreError, StoredEvent, WireEvent};
 
 use super::EVENTS_CHANNEL;
@@ -119,11 +120,14 @@ pub(crate) async fn load_batch(
 /// notification as its query); a larger one in a statement per chunk.
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
-    calls: &[CallRecord],
-    events: &[StoredEvent],
-    wires: &[Bytes],
-    dedupe_keys: &[Option<String>],
+    batch: BatchRows<'_>,
 ) -> Result<(), StoreError> {
+    let BatchRows {
+        calls,
+        events,
+        wires,
+        dedupe_keys,
+    } = batch;
     if calls.len() > INSERT_CHUNK || events.len() > INSERT_CHUNK {
         upsert_calls(conn, calls).await?;
         insert_events(conn, events, wires, dedupe_keys).await?;

@@ -25,14 +25,12 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use bytes::Bytes;
-
 use super::{PgStore, WRITE_LOCK, rows};
 use crate::calls::CallRecord;
 use crate::store::writer::{
-    BackendWriter, BatchConn, BatchEffects, CallCache, Command, Loaded, Publish, apply,
+    BackendWriter, BatchConn, BatchEffects, BatchRows, CallCache, Command, Loaded, Publish, apply,
 };
-use crate::store::{StoreError, StoredEvent, WireEvent, sql};
+use crate::store::{StoreError, WireEvent, sql};
 
 /// The longest a committed event waits for the tail when a notification
 /// was lost (the listener reconnecting).
@@ -85,7 +83,6 @@ impl PgWriter {
             _tail: stop.drop_guard(),
         })
     }
-
 }
 
 #[async_trait::async_trait]
@@ -305,14 +302,8 @@ impl BatchConn for PgConnection {
     async fn upsert_calls(&mut self, calls: &[CallRecord]) -> Result<(), StoreError> {
         rows::upsert_calls(self, calls).await
     }
-    async fn store_batch(
-        &mut self,
-        calls: &[CallRecord],
-        events: &[StoredEvent],
-        wires: &[Bytes],
-        dedupe_keys: &[Option<String>],
-    ) -> Result<(), StoreError> {
-        rows::write_batch(self, calls, events, wires, dedupe_keys).await
+    async fn store_batch(&mut self, batch: BatchRows<'_>) -> Result<(), StoreError> {
+        rows::write_batch(self, batch).await
     }
     async fn stale_open_calls(&mut self, cutoff_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
         sql::stale_open_calls(self, cutoff_ms).await

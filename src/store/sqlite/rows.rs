@@ -4,9 +4,8 @@
 
 use bytes::Bytes;
 
-
+use crate::store::StoreError;
 use crate::store::sql::Payload;
-use crate::store::{StoreError, StoredEvent};
 
 /// The wire form of an event stored before the wire form was kept
 /// (migration 0003): encoded from its JSON payload.
@@ -16,18 +15,5 @@ pub(super) fn legacy_wire(
     received_at_ms: i64,
     synthetic: bool,
 ) -> Result<Bytes, StoreError> {
-    let Payload {
-        event,
-        decision,
-        call,
-    } = serde_json::from_str(payload)?;
-    Ok(StoredEvent {
-        seq,
-        event,
-        received_at_ms,
-        synthetic,
-        decision,
-        call,
-    }
-    .encode())
+    Ok(Payload::parse(payload, seq, received_at_ms, synthetic)?.encode())
 }

@@ -19,16 +19,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
 use super::SqliteStore;
 use crate::calls::CallRecord;
+use crate::store::StoreError;
 use crate::store::sql::{self, CALL_COLUMNS, CALL_UPSERT, EVENT_COLUMNS, call_of};
 use crate::store::writer::{
-    BackendWriter, BatchConn, BatchEffects, CallCache, Command, Loaded, Publish, apply,
+    BackendWriter, BatchConn, BatchEffects, BatchRows, CallCache, Command, Loaded, Publish, apply,
 };
-use crate::store::{StoreError, StoredEvent};
 
 /// How often the checkpointer looks for commits to copy into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -80,7 +79,6 @@ impl SqliteWriter {
             checkpointer,
         })
     }
-
 }
 
 #[async_trait::async_trait]
@@ -143,7 +141,8 @@ impl BackendWriter for SqliteWriter {
 /// Opens a connection to the existing database `path` for writing (never
 /// creating it: a removed database must not silently start over empty).
 fn open(path: &Path) -> Result<Connection, StoreError> {
-    let open_error = |e: rusqlite::Error| StoreError::Write(format!("cannot open {}: {e}", path.display()));
+    let open_error =
+        |e: rusqlite::Error| StoreError::Write(format!("cannot open {}: {e}", path.display()));
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -268,12 +267,7 @@ impl SqliteBatch<'_> {
         Ok(())
     }
 
-    fn insert(
-        &self,
-        events: &[StoredEvent],
-        wires: &[Bytes],
-        dedupe_keys: &[Option<String>],
-    ) -> Result<(), StoreError> {
+    fn insert(&self, batch: BatchRows<'_>) -> Result<(), StoreError> {
         let mut statement = self
             .0
             .prepare_cached(&format!(
@@ -281,7 +275,8 @@ impl SqliteBatch<'_> {
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '', ?10)"
             ))
             .map_err(write_error)?;
-        for ((e, key), wire) in events.iter().zip(dedupe_keys).zip(wires) {
+        let rows = batch.events.iter().zip(batch.dedupe_keys).zip(batch.wires);
+        for ((e, key), wire) in rows {
             statement
                 .execute(params![
                     e.seq as i64,
@@ -338,15 +333,10 @@ impl BatchConn for SqliteBatch<'_> {
         self.upsert(calls)
     }
 
-    async fn store_batch(
-        &mut self,
-        calls: &[CallRecord],
-        events: &[StoredEvent],
-        wires: &[Bytes],
-        dedupe_keys: &[Option<String>],
-    ) -> Result<(), StoreError> {
-        self.upsert(calls)?;
-        self.insert(events, wires, dedupe_keys)?;
+    /// The writes, then `COMMIT`.
+    async fn store_batch(&mut self, batch: BatchRows<'_>) -> Result<(), StoreError> {
+        self.upsert(batch.calls)?;
+        self.insert(batch)?;
         self.execute("COMMIT")
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::cache::CallCache;
-use super::conn::BatchConn;
+use super::conn::{BatchConn, BatchRows};
 use super::{Command, Committed, Intake, Outcome};
 use crate::calls::{self, CallRecord, SyntheticEnd};
 use crate::store::{StoreError, StoredEvent, WireEvent};
@@ -141,12 +141,12 @@ pub(in crate::store) async fn apply<C: BatchConn>(
         effects.outcomes.push(outcome);
     }
     effects.wires = effects.published.iter().map(StoredEvent::encode).collect();
-    conn.store_batch(
-        &effects.dirty,
-        &effects.published,
-        &effects.wires,
-        &effects.dedupe_keys,
-    )
+    conn.store_batch(BatchRows {
+        calls: &effects.dirty,
+        events: &effects.published,
+        wires: &effects.wires,
+        dedupe_keys: &effects.dedupe_keys,
+    })
     .await?;
     Ok(effects)
 }

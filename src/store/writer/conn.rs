@@ -12,6 +12,16 @@ use crate::store::{StoreError, StoredEvent};
 /// the stored (dedupe key, seq) pairs it asked for.
 pub(in crate::store) type Loaded = (Vec<CallRecord>, Vec<(String, u64)>);
 
+/// What a batch writes: the calls it changed (latest state once each) and
+/// its events, each with its wire form and dedupe key.
+#[derive(Clone, Copy)]
+pub(in crate::store) struct BatchRows<'a> {
+    pub calls: &'a [CallRecord],
+    pub events: &'a [StoredEvent],
+    pub wires: &'a [Bytes],
+    pub dedupe_keys: &'a [Option<String>],
+}
+
 /// The reads and writes of one batch, inside its transaction.
 pub(in crate::store) trait BatchConn: Send {
     fn load_call(
@@ -45,10 +55,7 @@ pub(in crate::store) trait BatchConn: Send {
     /// the batch's transaction.
     fn store_batch(
         &mut self,
-        calls: &[CallRecord],
-        events: &[StoredEvent],
-        wires: &[Bytes],
-        dedupe_keys: &[Option<String>],
+        rows: BatchRows<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn stale_open_calls(

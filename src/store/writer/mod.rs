@@ -39,7 +39,7 @@ use crate::sipgate::event::Event;
 
 pub(in crate::store) use batch::{BatchEffects, apply, fail};
 pub(in crate::store) use cache::CallCache;
-pub(in crate::store) use conn::{BatchConn, Loaded};
+pub(in crate::store) use conn::{BatchConn, BatchRows, Loaded};
 #[cfg(test)]
 pub(crate) use queue::spawn_with_capacity;
 pub use queue::{WriterHandle, spawn_writer};
