@@ -18,12 +18,19 @@ pub(in crate::store) enum Pool<'a> {
     Postgres(&'a PgPool),
 }
 
+/// A page of the event log asked for: the events after `after_seq`, at most
+/// `limit` (not 0) and `max_bytes` of them, but always the first one.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::store) struct PageRequest {
+    pub after_seq: u64,
+    pub limit: u32,
+    pub max_bytes: usize,
+}
+
 /// What a backend does its own way. Everything else [`Store`] runs on the
 /// backend's [`Pool`] with the shared SQL of `sql`, `log` and `settings`.
 #[async_trait::async_trait]
-pub(in crate::store) trait Backend:
-    Send + Sync + std::fmt::Debug + 'static
-{
+pub(in crate::store) trait Backend: Send + Sync + 'static {
     /// The database as shown in messages (a URL without its password).
     fn path(&self) -> &str;
 
@@ -33,20 +40,15 @@ pub(in crate::store) trait Backend:
     /// most `limit` of them (not 0) and at most `max_bytes` of them, but
     /// always the first one, however large. Only the rows of the page are
     /// loaded, so a large page costs what it holds.
-    async fn event_page(
-        &self,
-        after_seq: u64,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<EventPage, StoreError>;
+    async fn event_page(&self, page: PageRequest) -> Result<EventPage, StoreError>;
 
     /// The settings as one consistent snapshot.
     async fn load_settings(&self) -> Result<Settings, StoreError>;
 
     /// Stores one settings change in one transaction under the backend's
     /// write lock (`settings::write_change`), and tells other processes on
-    /// the same database, if there can be any.
-    async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<Settings, StoreError>;
+    /// the same database, if there can be any. Returns the new version.
+    async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<u64, StoreError>;
 
     /// True when the backend's writer runs on a thread of its own (its
     /// calls into the database block); false for a task on the runtime.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::backend::{Backend, Pool, is_postgres};
+use super::backend::{Backend, PageRequest, Pool, is_postgres};
 use super::pg::PgStore;
 use super::sqlite::SqliteStore;
 use super::{AuditEntry, CallQuery, EventPage, Replicas, StoreError, log, settings, sql};
@@ -16,9 +16,17 @@ use crate::settings::{RepositoryError, SavedChange, Settings, SettingsRepository
 
 /// The database: SQLite (a file path or `sqlite://` URL) or PostgreSQL (a
 /// `postgres://` or `postgresql://` URL). Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("database", &self.path())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs `$call` with `$pool` bound to the backend's pool, whichever it is:
@@ -107,7 +115,13 @@ impl Store {
         } else {
             limit
         };
-        self.backend.event_page(after_seq, limit, max_bytes).await
+        self.backend
+            .event_page(PageRequest {
+                after_seq,
+                limit,
+                max_bytes,
+            })
+            .await
     }
 
     /// The highest stored sequence number, 0 when the log is empty.
@@ -138,15 +152,27 @@ impl Store {
         settings: &Settings,
         audit: &super::AuditRecord,
     ) -> Result<Settings, StoreError> {
-        self.backend
-            .save_settings_change(SavedChange {
-                settings,
-                previous: None,
-                zammad_extras: None,
-                audit,
-                content: None,
-            })
-            .await
+        self.save(SavedChange {
+            settings,
+            previous: None,
+            zammad_extras: None,
+            audit,
+            content: None,
+        })
+        .await
+    }
+
+    /// Stores one settings change (see [`Backend::save_settings_change`]);
+    /// the settings as stored, with their new version.
+    async fn save(&self, change: SavedChange<'_>) -> Result<Settings, StoreError> {
+        let started = std::time::Instant::now();
+        let version = self.backend.save_settings_change(change).await?;
+        tracing::debug!(
+            version,
+            held_ms = started.elapsed().as_millis() as u64,
+            "settings stored"
+        );
+        Ok(settings::stored(change.settings, version))
     }
 
     /// Zammad's keys kept with the settings (JSON), if any were stored.
@@ -218,15 +244,14 @@ impl Store {
         audit: &super::AuditRecord,
         content: Option<(&str, &str)>,
     ) -> Result<Settings, StoreError> {
-        self.backend
-            .save_settings_change(SavedChange {
-                settings,
-                previous,
-                zammad_extras,
-                audit,
-                content,
-            })
-            .await
+        self.save(SavedChange {
+            settings,
+            previous,
+            zammad_extras,
+            audit,
+            content,
+        })
+        .await
     }
 
     /// The PostgreSQL read pool, for tests that reach into the database.
@@ -267,10 +292,7 @@ impl SettingsRepository for Store {
         &self,
         change: SavedChange<'_>,
     ) -> Result<Settings, RepositoryError> {
-        self.backend
-            .save_settings_change(change)
-            .await
-            .map_err(RepositoryError::new)
+        self.save(change).await.map_err(RepositoryError::new)
     }
 
     async fn audit_settings_before(

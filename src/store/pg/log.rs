@@ -1,6 +1,7 @@
 //! Catch-up pages on PostgreSQL: the sizes first, then the rows of the page.
 
 use super::{PgStore, rows};
+use crate::store::backend::PageRequest;
 use crate::store::{EventPage, StoreError};
 
 impl PgStore {
@@ -9,12 +10,12 @@ impl PgStore {
     /// and at most `max_bytes` of them, but always the first one, however
     /// large. Only the rows of the page are loaded, so a large page costs
     /// what it holds.
-    pub(super) async fn read_page(
-        &self,
-        after_seq: u64,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<EventPage, StoreError> {
+    pub(super) async fn read_page(&self, page: PageRequest) -> Result<EventPage, StoreError> {
+        let PageRequest {
+            after_seq,
+            limit,
+            max_bytes,
+        } = page;
         // Sizes first: octet_length() reads a row's length, not its content.
         let sizes: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT seq, octet_length(wire)::BIGINT FROM events \

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
-use super::backend::{Backend, Pool};
+use super::backend::{Backend, PageRequest, Pool};
 use super::writer::{BackendWriter, Publish};
 use super::{EventPage, StoreError};
 use crate::settings::{SavedChange, Settings};
@@ -80,14 +80,6 @@ struct Inner {
     lose_commit_answer: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for PgStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore")
-            .field("database", &self.inner.display)
-            .finish_non_exhaustive()
-    }
-}
-
 #[async_trait::async_trait]
 impl Backend for PgStore {
     fn path(&self) -> &str {
@@ -98,20 +90,15 @@ impl Backend for PgStore {
         Pool::Postgres(&self.inner.pool)
     }
 
-    async fn event_page(
-        &self,
-        after_seq: u64,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<EventPage, StoreError> {
-        self.read_page(after_seq, limit, max_bytes).await
+    async fn event_page(&self, page: PageRequest) -> Result<EventPage, StoreError> {
+        self.read_page(page).await
     }
 
     async fn load_settings(&self) -> Result<Settings, StoreError> {
         self.read_settings().await
     }
 
-    async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<Settings, StoreError> {
+    async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<u64, StoreError> {
         self.write_settings(change).await
     }
 

@@ -12,9 +12,17 @@ fn bridge_lock(index: usize) -> i64 {
 
 /// The capabilities of a database several replicas share
 /// ([`crate::store::Store::replicas`]). Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Replicas {
     store: PgStore,
+}
+
+impl std::fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicas")
+            .field("database", &self.path())
+            .finish()
+    }
 }
 
 impl Replicas {

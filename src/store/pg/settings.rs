@@ -32,11 +32,7 @@ impl PgStore {
     /// transaction starts, and rows go in as multi-row inserts, so the
     /// database's write lock (which the event writer also needs) is held
     /// for as short a time as possible.
-    pub(super) async fn write_settings(
-        &self,
-        change: SavedChange<'_>,
-    ) -> Result<Settings, StoreError> {
-        let started = std::time::Instant::now();
+    pub(super) async fn write_settings(&self, change: SavedChange<'_>) -> Result<u64, StoreError> {
         let mut tx = self.inner.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(SETTINGS_LOCK)
@@ -50,11 +46,6 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        tracing::debug!(
-            version,
-            held_ms = started.elapsed().as_millis() as u64,
-            "settings stored"
-        );
-        Ok(settings::stored(change.settings, version))
+        Ok(version)
     }
 }

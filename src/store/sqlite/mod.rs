@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use super::backend::{Backend, Pool};
+use super::backend::{Backend, PageRequest, Pool};
 use super::writer::{BackendWriter, Publish};
 use super::{EventPage, StoreError, settings};
 use crate::settings::{SavedChange, Settings};
@@ -46,14 +46,6 @@ struct Inner {
     fault: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .finish_non_exhaustive()
-    }
-}
-
 #[async_trait::async_trait]
 impl Backend for SqliteStore {
     fn path(&self) -> &str {
@@ -64,13 +56,8 @@ impl Backend for SqliteStore {
         Pool::Sqlite(&self.inner.pool)
     }
 
-    async fn event_page(
-        &self,
-        after_seq: u64,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<EventPage, StoreError> {
-        pages::read(&self.inner.pool, after_seq, limit, max_bytes).await
+    async fn event_page(&self, page: PageRequest) -> Result<EventPage, StoreError> {
+        pages::read(&self.inner.pool, page).await
     }
 
     async fn load_settings(&self) -> Result<Settings, StoreError> {
@@ -83,19 +70,13 @@ impl Backend for SqliteStore {
 
     /// The database's write lock, which the event writer also needs, is
     /// held for the few statements of the change only.
-    async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<Settings, StoreError> {
-        let started = std::time::Instant::now();
+    async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<u64, StoreError> {
         // IMMEDIATE takes the write lock up front, so this waits (busy_timeout)
         // for the event writer instead of failing with SQLITE_BUSY on upgrade.
         let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
         let version = settings::write_change::<Sqlite>(&mut tx, &change).await?;
         tx.commit().await?;
-        tracing::debug!(
-            version,
-            held_ms = started.elapsed().as_millis() as u64,
-            "settings stored"
-        );
-        Ok(settings::stored(change.settings, version))
+        Ok(version)
     }
 
     fn writer_on_own_thread(&self) -> bool {

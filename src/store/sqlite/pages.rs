@@ -15,6 +15,7 @@ use rusqlite::types::ValueRef;
 use sqlx::SqlitePool;
 
 use super::rows;
+use crate::store::backend::PageRequest;
 use crate::store::{EventPage, StoreError, WireEvent};
 
 const PAGE_SQL: &str = "SELECT seq, wire, received_at_ms, synthetic, \
@@ -24,12 +25,12 @@ const PAGE_SQL: &str = "SELECT seq, wire, received_at_ms, synthetic, \
 /// The events with seq > `after_seq`, ascending: at most `limit` of them and
 /// at most `max_bytes` of stored bytes together, but always the first one,
 /// however large.
-pub(super) async fn read(
-    pool: &SqlitePool,
-    after_seq: u64,
-    limit: u32,
-    max_bytes: usize,
-) -> Result<EventPage, StoreError> {
+pub(super) async fn read(pool: &SqlitePool, page: PageRequest) -> Result<EventPage, StoreError> {
+    let PageRequest {
+        after_seq,
+        limit,
+        max_bytes,
+    } = page;
     let mut conn = pool.acquire().await?;
     let runtime = tokio::runtime::Handle::current();
     // The blocking task owns the connection: if the reader goes away (a
