@@ -1,26 +1,41 @@
 //! Durable storage: the event log, the call log, settings and the audit trail.
 //!
-//! Two backends behind one [`Store`]: SQLite (embedded, the default, one
-//! process per database) and PostgreSQL ([`pg`], several replicas on one
-//! database). The rest of this page describes SQLite.
+//! Two backends behind one [`Store`]: SQLite (`sqlite`: embedded, the
+//! default, one process per database) and PostgreSQL (`pg`: several
+//! replicas on one database). Both keep the same tables, give the same
+//! answers and the same guarantees for a single process.
 //!
-//! SQLite in WAL mode with `synchronous=FULL`, so an acknowledged event
-//! survives `kill -9` and power loss. Reads go through a small pool; every
-//! event write goes through the single writer task ([`writer`]) on its own
-//! dedicated connection, which batches many events into one transaction.
-//! The SQL sticks to what PostgreSQL also accepts (`$n` placeholders,
-//! `ON CONFLICT … DO UPDATE`, no SQLite-only functions); [`pg`] runs the
-//! same statements with PostgreSQL's types, and the writer's batch logic is
-//! shared through `writer::conn`.
+//! The shape:
+//! - `database`: [`Store`]. Every read both backends answer with the same
+//!   SQL is written once there, generic over sqlx's `Database` and run on
+//!   the backend's pool (`backend::Pool`);
+//! - `backend`: the `Backend` trait, what a backend does its own way:
+//!   catch-up pages, how a settings change is locked and announced, its
+//!   writer, and the capabilities only a shared database has (`Replicas`:
+//!   leadership, bridge cursors), so the rest of the sidecar never names a
+//!   backend;
+//! - [`writer`]: the single writer's queue and batch logic, shared; the
+//!   backend supplies the connection work (`writer::BatchConn`) and its
+//!   own loop steps (`writer::BackendWriter`);
+//! - `sql`, `log`, `settings`: the shared SQL (`$n` placeholders,
+//!   `ON CONFLICT … DO UPDATE`, nothing one database lacks);
+//! - `sqlite/`, `pg/`: the two backends.
 //!
-//! - [`open`](Store::open): connections and migrations;
-//! - `log`: reads of the event log and the call log;
-//! - `pages`: catch-up pages, read straight from a pooled connection's
-//!   locked handle rather than row by row through sqlx;
-//! - `settings`: the settings snapshot and its audit trail;
-//! - `rows`: the SQL shared by the reads and the writer;
-//! - `sql`: statements built at run time in code generic over the database;
-//! - `backend`: [`Store`], which hands each call to the backend in use.
+//! Adding a backend:
+//! 1. `migrations/<name>/`, the same tables and indexes as the others;
+//! 2. a `Pool` variant and an arm in `database`'s `on_pool!`, with the
+//!    backend's sqlx `Database` meeting the bounds of the shared SQL;
+//! 3. a `<name>/` module whose store type implements `Backend`: open
+//!    (migrations, who else may use the database), catch-up pages, load
+//!    and save settings, `start_writer`, and `settings_changes` /
+//!    `replicas` when several processes can share the database;
+//! 4. its writer: `BatchConn` (the batch's reads and writes inside one
+//!    transaction) and `BackendWriter` (commit, answer, retry; a gap-free
+//!    seq on every path, an unanswered COMMIT told from a failed one);
+//! 5. `Store::open` choosing it by URL, and `StoreError::is_storage` telling
+//!    its storage errors from refusals of the data;
+//! 6. the shared suite (`tests.rs`, `testing::Kind`) and the crash,
+//!    storage-fault and replica tests run on it in `.ci/run`.
 
 mod backend;
 mod database;

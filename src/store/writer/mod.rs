@@ -16,8 +16,8 @@
 //! - `queue`: the handle callers submit through, and the loop;
 //! - `batch`: one transaction of commands and what it produced;
 //! - `cache`: the writer's view of recent calls and their dedupe keys;
-//! - `conn`: what a batch asks of its connection ([`BatchConn`]);
-//! - [`BackendWriter`]: what the loop asks of the backend's writer, which
+//! - `conn`: what a batch asks of its connection (`BatchConn`);
+//! - `BackendWriter`: what the loop asks of the backend's writer, which
 //!   each backend supplies (`sqlite::writer`: its own thread and
 //!   connection, statements prepared once, the WAL checkpointed off the
 //!   commit path; `pg::writer`: seqs from the database under a lock, calls
