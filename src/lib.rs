@@ -275,11 +275,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             webhook_token: config.webhook_token.clone(),
             basic_auth: config.basic_auth.clone(),
         }),
-        readiness: Readiness {
+        readiness: Arc::new(Readiness {
             writer: writer.clone(),
             store: store.clone(),
             bridges: bridges.statuses(),
-        },
+        }),
         recent: recent.clone(),
     };
     let reply_base: Arc<str> = {

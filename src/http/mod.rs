@@ -40,7 +40,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct HttpState {
     pub guards: Arc<Guards>,
     pub webhook: Arc<Webhook>,
-    pub readiness: Readiness,
+    /// Behind an `Arc`: axum clones the state for every request.
+    pub readiness: Arc<Readiness>,
     /// The last webhook requests, for `ListRecentRequests`.
     pub recent: Arc<RecentRequests>,
 }
@@ -57,7 +58,7 @@ impl FromRef<HttpState> for Arc<Webhook> {
     }
 }
 
-impl FromRef<HttpState> for Readiness {
+impl FromRef<HttpState> for Arc<Readiness> {
     fn from_ref(state: &HttpState) -> Self {
         state.readiness.clone()
     }
@@ -131,7 +132,7 @@ async fn announcement(
     }
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> Response {
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
     if let StorageState::Failing { reason } = readiness.writer.storage_health().state() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -44,11 +44,11 @@ async fn fixture(guards: Guards) -> Fixture {
     let state = HttpState {
         guards: Arc::new(guards),
         webhook: Arc::new(webhook),
-        readiness: Readiness {
+        readiness: Arc::new(Readiness {
             writer: harness.writer.clone(),
             store: harness.store.clone(),
             bridges: Default::default(),
-        },
+        }),
         recent: Arc::new(crate::recent::RecentRequests::new(16)),
     };
     Fixture { harness, state }

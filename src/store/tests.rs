@@ -732,6 +732,39 @@ async fn open_accepts_a_sqlite_url_and_creates_the_file() {
 }
 
 #[tokio::test]
+async fn the_sweep_and_retention_find_their_calls_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("plan.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let plan = |statement: &str| {
+        let store = store.clone();
+        let explain = format!("EXPLAIN QUERY PLAN {statement}");
+        async move {
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&explain)
+                .bind(0_i64)
+                .bind(0_i64)
+                .fetch_all(store.sqlite_pool())
+                .await
+                .unwrap();
+            rows.into_iter()
+                .map(|(_, _, _, detail)| detail)
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    };
+    let sweep = plan(sql::STALE_OPEN_CALLS).await;
+    assert!(sweep.contains("USING INDEX calls_open"), "{sweep}");
+    let purge = plan(sql::PURGE_CALLS).await;
+    assert!(purge.contains("USING INDEX calls_newest"), "{purge}");
+    let purge = plan(sql::PURGE_EVENTS).await;
+    assert!(
+        purge.contains("USING INDEX events_received_at") || purge.contains("INTEGER PRIMARY KEY"),
+        "{purge}"
+    );
+}
+
+#[tokio::test]
 async fn failed_batch_answers_every_request_and_leaves_no_gap() {
     let h = Harness::new(16).await;
     h.append(dtmf("ok", "1"), None, 1).await;
