@@ -2,39 +2,19 @@
 //! `store::rows` with PostgreSQL's types (and arrays for lists of keys).
 
 use bytes::Bytes;
-use sqlx::postgres::{PgArguments, PgConnection};
+use std::sync::LazyLock;
+
+use sqlx::postgres::PgConnection;
 
 use sqlx::{Executor, Postgres};
 
 use crate::calls::CallRecord;
 use crate::store::sql::call_of;
-use crate::store::sql::{self, INSERT_CHUNK};
-use crate::store::writer::BatchRows;
+use crate::store::sql::{self, CALL_COLUMNS, CALL_UPSERT, EVENT_COLUMNS};
+use crate::store::writer::{BatchRows, Loaded};
 use crate::store::{StoreError, StoredEvent, WireEvent};
 
 use super::EVENTS_CHANNEL;
-
-/// Inserts `events` (with their dedupe keys) in a few multi-row statements.
-pub(crate) async fn insert_events(
-    conn: &mut PgConnection,
-    events: &[StoredEvent],
-    wires: &[Bytes],
-    dedupe_keys: &[Option<String>],
-) -> Result<(), StoreError> {
-    debug_assert_eq!(events.len(), dedupe_keys.len());
-    debug_assert_eq!(events.len(), wires.len());
-    for ((events, wires), keys) in events
-        .chunks(INSERT_CHUNK)
-        .zip(wires.chunks(INSERT_CHUNK))
-        .zip(dedupe_keys.chunks(INSERT_CHUNK))
-    {
-        let mut insert = String::new();
-        let mut args = PgArguments::default();
-        sql::push_insert_events::<Postgres>(&mut insert, &mut args, events, wires, keys)?;
-        sqlx::query_with(&insert, args).execute(&mut *conn).await?;
-    }
-    Ok(())
-}
 
 /// Events with seq in `after_seq + 1 ..= last_seq`, ascending, in their
 /// wire form.
@@ -87,37 +67,93 @@ pub(crate) async fn load_batch(
     conn: &mut PgConnection,
     call_ids: &[&str],
     keys: &[String],
-) -> Result<(Vec<CallRecord>, Vec<(String, u64)>), StoreError> {
+) -> Result<Loaded, StoreError> {
     if call_ids.is_empty() && keys.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    type Row = (i32, String, Option<String>, Option<i64>, Option<Vec<u8>>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT 0, call_id, record, NULL::BIGINT, wire FROM calls WHERE call_id = ANY($1) \
+    let (loaded, _) = read_batch(conn, call_ids, keys, false).await?;
+    Ok(loaded)
+}
+
+/// [`load_batch`] and the stored head (the highest seq), in the same
+/// statement and so from the same snapshot: the first read of a batch
+/// under the write lock.
+pub(crate) async fn load_batch_and_head(
+    conn: &mut PgConnection,
+    call_ids: &[&str],
+    keys: &[String],
+) -> Result<(Loaded, u64), StoreError> {
+    let (loaded, head) = read_batch(conn, call_ids, keys, true).await?;
+    let head = head.ok_or_else(|| StoreError::Corrupt("the head row is missing".into()))?;
+    Ok((loaded, head))
+}
+
+async fn read_batch(
+    conn: &mut PgConnection,
+    call_ids: &[&str],
+    keys: &[String],
+    with_head: bool,
+) -> Result<(Loaded, Option<u64>), StoreError> {
+    const CALLS_AND_KEYS: &str = "SELECT 0, call_id, record, NULL::BIGINT, wire FROM calls WHERE call_id = ANY($1) \
          UNION ALL \
-         SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key = ANY($2)",
-    )
-    .bind(call_ids)
-    .bind(keys)
-    .fetch_all(&mut *conn)
-    .await?;
+         SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key = ANY($2)";
+    const WITH_HEAD: &str = "SELECT 0, call_id, record, NULL::BIGINT, wire FROM calls WHERE call_id = ANY($1) \
+         UNION ALL \
+         SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key = ANY($2) \
+         UNION ALL \
+         SELECT 2, '', NULL, COALESCE(MAX(seq), 0), NULL FROM events";
+    type Row = (i32, String, Option<String>, Option<i64>, Option<Vec<u8>>);
+    let rows: Vec<Row> = sqlx::query_as(if with_head { WITH_HEAD } else { CALLS_AND_KEYS })
+        .bind(call_ids)
+        .bind(keys)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut calls = Vec::new();
     let mut seqs = Vec::new();
+    let mut head = None;
     for (what, key, record, seq, wire) in rows {
         match (what, record, seq) {
             (0, Some(record), _) => calls.push(call_of(&record, wire.as_deref())?),
             (1, _, Some(seq)) => seqs.push((key, seq as u64)),
+            (2, _, Some(seq)) => head = Some(seq as u64),
             _ => return Err(StoreError::Corrupt(format!("unexpected row for {key}"))),
         }
     }
-    Ok((calls, seqs))
+    Ok(((calls, seqs), head))
 }
 
-/// Writes what a batch produced and tells the other replicas (`NOTIFY`,
-/// delivered when the transaction commits): the calls it changed and its
-/// events. A batch of up to [`INSERT_CHUNK`] of each, the usual case, goes
-/// in one statement (the upsert and the insert as `WITH` clauses, the
-/// notification as its query); a larger one in a statement per chunk.
+/// The one statement that writes a batch: the calls it changed (upserted)
+/// and its events, each table from arrays of its columns, so the text is
+/// the same for every batch and prepared once per connection. The
+/// notification (`NOTIFY`, delivered at commit) tells the other replicas
+/// of the new head, when there are new events.
+static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH calls_written AS (\
+         INSERT INTO calls ({CALL_COLUMNS}) \
+         SELECT call_id, direction, from_number, to_number, state, done, cause, \
+         initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
+         first_leg_call_id, xcid, ended_synthetically, '', wire \
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+         $6::BOOLEAN[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], \
+         $12::TEXT[], $13::TEXT[], $14::TEXT[], $15::BOOLEAN[], $16::BYTEA[]) \
+         AS c(call_id, direction, from_number, to_number, state, done, cause, \
+         initialized_at_ms, start_at_ms, end_at_ms, updated_at_ms, orig_call_id, \
+         first_leg_call_id, xcid, ended_synthetically, wire){CALL_UPSERT}\
+         ), events_written AS (\
+         INSERT INTO events ({EVENT_COLUMNS}) \
+         SELECT seq, kind, call_id, direction, from_number, to_number, received_at_ms, \
+         synthetic, dedupe_key, '', wire \
+         FROM UNNEST($17::BIGINT[], $18::TEXT[], $19::TEXT[], $20::TEXT[], $21::TEXT[], \
+         $22::TEXT[], $23::BIGINT[], $24::BOOLEAN[], $25::TEXT[], $26::BYTEA[]) \
+         AS e(seq, kind, call_id, direction, from_number, to_number, received_at_ms, \
+         synthetic, dedupe_key, wire)\
+         ) SELECT pg_notify($27, $28) WHERE cardinality($17::BIGINT[]) > 0"
+    )
+});
+
+/// Writes what a batch produced, in one statement ([`WRITE_BATCH`]), and
+/// tells the other replicas when it appended events.
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     batch: BatchRows<'_>,
@@ -128,59 +164,79 @@ pub(crate) async fn write_batch(
         wires,
         dedupe_keys,
     } = batch;
-    if calls.len() > INSERT_CHUNK || events.len() > INSERT_CHUNK {
-        upsert_calls(conn, calls).await?;
-        insert_events(conn, events, wires, dedupe_keys).await?;
-        if let Some(last) = events.last() {
-            notify(conn, last.seq).await?;
-        }
-        return Ok(());
-    }
-    let Some(last) = events.last() else {
-        return upsert_calls(conn, calls).await;
-    };
-    let mut statement = String::from("WITH ");
-    let mut args = PgArguments::default();
-    if !calls.is_empty() {
-        statement.push_str("calls_written AS (");
-        sql::push_upsert_calls::<Postgres>(&mut statement, &mut args, calls)?;
-        statement.push_str("), ");
-    }
-    statement.push_str("events_written AS (");
-    sql::push_insert_events::<Postgres>(&mut statement, &mut args, events, wires, dedupe_keys)?;
-    statement.push_str(") SELECT pg_notify(");
-    sql::bind::<Postgres, _>(&mut statement, &mut args, EVENTS_CHANNEL)?;
-    statement.push_str(", ");
-    sql::bind::<Postgres, _>(&mut statement, &mut args, last.seq.to_string())?;
-    statement.push(')');
-    sqlx::query_with(&statement, args)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Tells the other replicas that events up to `head` are stored.
-async fn notify(conn: &mut PgConnection, head: u64) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
+    debug_assert_eq!(events.len(), dedupe_keys.len());
+    debug_assert_eq!(events.len(), wires.len());
+    let column = |f: fn(&CallRecord) -> &str| calls.iter().map(f).collect::<Vec<&str>>();
+    let number = |f: fn(&CallRecord) -> Option<i64>| calls.iter().map(f).collect::<Vec<_>>();
+    let call_wires: Vec<Vec<u8>> = calls
+        .iter()
+        .map(|call| prost::Message::encode_to_vec(&crate::encode::call(call)))
+        .collect();
+    let head = events.last().map(|e| e.seq.to_string()).unwrap_or_default();
+    let event_column =
+        |f: fn(&StoredEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
+    sqlx::query(&WRITE_BATCH)
+        .bind(column(|c| &c.call_id))
+        .bind(
+            calls
+                .iter()
+                .map(|c| c.direction.map(|d| d.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|c| &c.from))
+        .bind(column(|c| &c.to))
+        .bind(column(|c| c.state.as_str()))
+        .bind(calls.iter().map(|c| c.done).collect::<Vec<_>>())
+        .bind(column(|c| &c.cause))
+        .bind(number(|c| Some(c.initialized_at_ms)))
+        .bind(number(|c| c.start_at_ms))
+        .bind(number(|c| c.end_at_ms))
+        .bind(number(|c| Some(c.updated_at_ms)))
+        .bind(column(|c| &c.orig_call_id))
+        .bind(column(|c| &c.first_leg_call_id))
+        .bind(column(|c| &c.xcid))
+        .bind(calls.iter().map(|c| c.ended_synthetically).collect::<Vec<_>>())
+        .bind(call_wires)
+        .bind(events.iter().map(|e| e.seq as i64).collect::<Vec<_>>())
+        .bind(event_column(|e| e.event.kind.as_str()))
+        .bind(event_column(|e| &e.event.call_id))
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event.direction.map(|d| d.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(event_column(|e| &e.event.from))
+        .bind(event_column(|e| &e.event.to))
+        .bind(events.iter().map(|e| e.received_at_ms).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.synthetic).collect::<Vec<_>>())
+        .bind(dedupe_keys.iter().map(|k| k.as_deref()).collect::<Vec<_>>())
+        .bind(wires.iter().map(|w| w.as_ref()).collect::<Vec<&[u8]>>())
         .bind(EVENTS_CHANNEL)
-        .bind(head.to_string())
+        .bind(head)
         .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
-/// Inserts or replaces `calls` (distinct call ids) in multi-row statements.
+/// Inserts or replaces `calls` (distinct call ids).
 pub(crate) async fn upsert_calls(
     conn: &mut PgConnection,
     calls: &[CallRecord],
 ) -> Result<(), StoreError> {
-    for chunk in calls.chunks(INSERT_CHUNK) {
-        let mut upsert = String::new();
-        let mut args = PgArguments::default();
-        sql::push_upsert_calls::<Postgres>(&mut upsert, &mut args, chunk)?;
-        sqlx::query_with(&upsert, args).execute(&mut *conn).await?;
+    if calls.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    write_batch(
+        conn,
+        BatchRows {
+            calls,
+            events: &[],
+            wires: &[],
+            dedupe_keys: &[],
+        },
+    )
+    .await
 }
 
 /// Deletes events received before `cutoff_ms` (below `head`, so the newest

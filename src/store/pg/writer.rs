@@ -1,11 +1,12 @@
 //! The PostgreSQL writer. Several replicas write to one database, so
 //! nothing this process remembers can be trusted between batches: every
 //! transaction takes the advisory lock [`WRITE_LOCK`], reads the stored
-//! head (the next seq) and every call of the batch under it, and notifies
+//! head (the next seq) and every call of the batch under it in one
+//! statement, and notifies
 //! [`EVENTS_CHANNEL`](crate::store::pg::EVENTS_CHANNEL) when it appended
-//! events. A batch takes five round trips to the database: `BEGIN` with
-//! the lock, the head, the reads of its calls and dedupe keys, its writes
-//! with the notification, `COMMIT`.
+//! events. A batch takes four round trips to the database: `BEGIN` with
+//! the lock, the head with the reads of its calls and dedupe keys, its
+//! writes with the notification, `COMMIT`.
 //!
 //! When the answer to a COMMIT is lost with the connection, the batch may
 //! or may not be stored. The retry looks under the lock for the last event
@@ -29,6 +30,7 @@ use super::{PgStore, WRITE_LOCK, rows};
 use crate::calls::CallRecord;
 use crate::store::writer::{
     BackendWriter, BatchConn, BatchEffects, BatchRows, CallCache, Command, Loaded, Publish, apply,
+    call_ids,
 };
 use crate::store::{StoreError, WireEvent, sql};
 
@@ -184,7 +186,11 @@ async fn run_batch(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
         ))
         .await?;
-    let head = sql::head_seq(&mut *tx).await?;
+    // The head and every call the batch touches, in one round trip.
+    let call_ids = call_ids(batch);
+    let (missing, keys) = cache.missing(&call_ids);
+    let (loaded, head) = rows::load_batch_and_head(&mut tx, &missing, &keys).await?;
+    cache.fill(&missing, loaded);
     if let Some(effects) = unanswered
         && let Some((seq, wire)) = effects.last_event()
     {

@@ -84,6 +84,18 @@ pub(in crate::store) fn fail(batch: Vec<Command>, error: &StoreError) {
     }
 }
 
+/// The calls `batch` touches, in its order (repeats included).
+pub(in crate::store) fn call_ids(batch: &[Command]) -> Vec<&str> {
+    batch
+        .iter()
+        .filter_map(|command| match command {
+            Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
+            Command::SetDone { call_id, .. } => Some(call_id.as_str()),
+            Command::Sweep { .. } | Command::Purge { .. } => None,
+        })
+        .collect()
+}
+
 /// Runs the commands of `batch` on `conn`, inside the transaction the
 /// caller opened: appended events take seqs from `next_seq` on (advanced
 /// past the last one), calls are read through `cache`. Nothing is
@@ -95,14 +107,7 @@ pub(in crate::store) async fn apply<C: BatchConn>(
     batch: &[Command],
 ) -> Result<BatchEffects, StoreError> {
     // Every call the batch touches, read at once.
-    let call_ids: Vec<&str> = batch
-        .iter()
-        .filter_map(|command| match command {
-            Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
-            Command::SetDone { call_id, .. } => Some(call_id.as_str()),
-            Command::Sweep { .. } | Command::Purge { .. } => None,
-        })
-        .collect();
+    let call_ids = call_ids(batch);
     let mut effects = BatchEffects::default();
     let mut seq = SeqCounter(next_seq);
     cache.load_missing(&mut *conn, &call_ids).await?;

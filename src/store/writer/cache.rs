@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::conn::BatchConn;
+use super::conn::{BatchConn, Loaded};
 use crate::calls::{CallRecord, DEDUPED_KINDS, dedupe_key};
 use crate::sipgate::event::EventKind;
 use crate::store::StoreError;
@@ -79,6 +79,15 @@ impl CallCache {
         conn: &mut impl BatchConn,
         call_ids: &[&str],
     ) -> Result<(), StoreError> {
+        let (missing, keys) = self.missing(call_ids);
+        let loaded = conn.load_batch(&missing, &keys).await?;
+        self.fill(&missing, loaded);
+        Ok(())
+    }
+
+    /// The calls of `call_ids` not in the cache (sorted, once each) and the
+    /// dedupe keys to read with them.
+    pub(in crate::store) fn missing<'a>(&self, call_ids: &[&'a str]) -> (Vec<&'a str>, Vec<String>) {
         let mut missing: Vec<&str> = call_ids
             .iter()
             .copied()
@@ -91,13 +100,18 @@ impl CallCache {
             .flat_map(|id| DEDUPED_KINDS.map(|kind| dedupe_key(kind, id)))
             .flatten()
             .collect();
-        let (records, found) = conn.load_batch(&missing, &keys).await?;
+        (missing, keys)
+    }
+
+    /// Enters what was read for `missing` (see [`CallCache::missing`]): a
+    /// call not among the records is not stored yet.
+    pub(in crate::store) fn fill(&mut self, missing: &[&str], (records, found): Loaded) {
         let mut records: HashMap<String, CallRecord> = records
             .into_iter()
             .map(|c| (c.call_id.clone(), c))
             .collect();
         let found: HashMap<String, u64> = found.into_iter().collect();
-        for id in missing {
+        for &id in missing {
             let originals = DEDUPED_KINDS
                 .map(|kind| dedupe_key(kind, id).and_then(|key| found.get(&key).copied()));
             self.calls.insert(
@@ -108,7 +122,6 @@ impl CallCache {
                 },
             );
         }
-        Ok(())
     }
 
     /// Keeps `call` as the stored state of a call already in the cache.

@@ -37,7 +37,7 @@ use crate::calls::CallRecord;
 use crate::decide::Decision;
 use crate::sipgate::event::Event;
 
-pub(in crate::store) use batch::{BatchEffects, apply, fail};
+pub(in crate::store) use batch::{BatchEffects, apply, call_ids, fail};
 pub(in crate::store) use cache::CallCache;
 pub(in crate::store) use conn::{BatchConn, BatchRows, Loaded};
 #[cfg(test)]
