@@ -63,6 +63,14 @@ pub mod names {
     pub const BRIDGE_STATE: &str = "sidecar_bridge_state";
     /// Gauge, label `bridge`: events between the last one delivered and the newest.
     pub const BRIDGE_LAG: &str = "sidecar_bridge_lag_events";
+    /// Counter: callback tickets the missed-call bridge created in Zammad.
+    pub const TICKETS_CREATED: &str = "sidecar_tickets_created_total";
+    /// Counter: notes the missed-call bridge added to callback tickets.
+    pub const TICKET_NOTES: &str = "sidecar_ticket_notes_total";
+    /// Counter: callback tickets closed because the caller was reached.
+    pub const TICKETS_CLOSED: &str = "sidecar_tickets_closed_total";
+    /// Counter, label `cause`: Zammad's refusals of the missed-call bridge.
+    pub const TICKET_REFUSALS: &str = "sidecar_ticket_refusals_total";
     /// Gauge, label `listener` (`webhook`, `grpc`): connections open now.
     pub const CONNECTIONS_OPEN: &str = "sidecar_http_connections_open";
     /// Counter, label `listener`: connections closed at once because the cap was reached.

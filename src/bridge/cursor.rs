@@ -89,22 +89,27 @@ impl Cursor {
             self.after_seq = Some(seq);
             return Ok(());
         }
-        let tmp = self.path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            // Owner-only, like the database: it tells what was delivered.
-            let mut file = owner_only().open(&tmp)?;
-            file.write_all(serde_json::to_string(&State { after_seq: seq })?.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().with_context(|| format!("cannot write bridge state {}", self.path.display()))?;
+        let state = serde_json::to_vec(&State { after_seq: seq })?;
+        write_atomically(&self.path, &state)
+            .with_context(|| format!("cannot write bridge state {}", self.path.display()))?;
         self.after_seq = Some(seq);
         Ok(())
     }
+}
+
+/// Replaces the file at `path` with `bytes` durably: a temporary file
+/// (owner-only: it tells what was delivered), fsync, rename, fsync of the
+/// directory.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = owner_only().open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn owner_only() -> fs::OpenOptions {

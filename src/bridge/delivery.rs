@@ -35,6 +35,12 @@ pub trait Sink: Send + Sync {
         true
     }
 
+    /// Checked once before the first event (e.g. the API token); a
+    /// transient failure is waited out, a refusal stops the bridge.
+    async fn preflight(&self) -> Verdict {
+        Verdict::Delivered
+    }
+
     /// One attempt. Reasons in the verdict never carry a secret.
     async fn deliver(&self, event: &proto::CallEvent) -> Verdict;
 }
@@ -77,6 +83,11 @@ pub enum DeliveryError {
         path: PathBuf,
         cursor: u64,
         message: String,
+    },
+    #[error("{bridge}: {reason}; stopping (fix it and restart the bridge)")]
+    Fatal {
+        bridge: &'static str,
+        reason: String,
     },
     #[error(transparent)]
     Cursor(#[from] anyhow::Error),
@@ -124,6 +135,9 @@ impl Bridge<'_> {
         let backoff = backoff(self.policy);
         let shutdown = self.shutdown.clone();
         let mut reconnects = 0u32;
+        if !self.preflight().await? {
+            return Ok(());
+        }
         loop {
             let after = match cursor.after_seq() {
                 Some(seq) => Some(seq),
@@ -189,6 +203,43 @@ impl Bridge<'_> {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(jitter(backoff.delay(1))) => {}
+            }
+        }
+    }
+
+    /// Runs the sink's check until it passes (transient failures are
+    /// retried with backoff); `Ok(false)` when shutdown came first.
+    async fn preflight(&mut self) -> Result<bool, DeliveryError> {
+        let bridge = self.sink.name();
+        let mut tries = 0u32;
+        loop {
+            let verdict = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(false),
+                v = self.sink.preflight() => v,
+            };
+            tries += 1;
+            let (reason, retry_after) = match verdict {
+                Verdict::Delivered => return Ok(true),
+                Verdict::Transient {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
+                Verdict::Refused(reason) | Verdict::Fatal(reason) => {
+                    tracing::error!(bridge, %reason, "the receiver refused the bridge's check");
+                    return Err(DeliveryError::Fatal { bridge, reason });
+                }
+            };
+            let delay = match retry_after {
+                Some(wait) => wait.min(RETRY_AFTER_CAP).max(self.policy.backoff),
+                None => jitter(backoff(self.policy).delay(tries)),
+            };
+            self.status.retrying(&format!("check: {reason}"));
+            if tries.is_power_of_two() {
+                tracing::warn!(bridge, tries, %reason, ?delay, "the receiver's check failed; retrying");
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -264,6 +315,17 @@ impl Bridge<'_> {
                     reason,
                     retry_after,
                 } => (reason, retry_after),
+                Verdict::Fatal(reason) => {
+                    metrics::counter!(names::BRIDGE_REFUSED, "bridge" => bridge).increment(1);
+                    tracing::error!(bridge, seq = event.seq, kind, call_id = %event.call_id, %reason, "receiver refused the bridge; stopping");
+                    return Err(DeliveryError::Fatal {
+                        bridge,
+                        reason: format!(
+                            "event #{} ({kind} of call {}): {reason}",
+                            event.seq, event.call_id
+                        ),
+                    });
+                }
                 Verdict::Refused(reason) => {
                     refusals += 1;
                     if refusals >= policy.max_attempts {

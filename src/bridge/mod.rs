@@ -1,5 +1,5 @@
-//! Subscribers that ship with the sidecar: the Zammad CTI bridge and the JSON
-//! webhook forwarder. Both run the same delivery loop ([`delivery::run`]):
+//! Subscribers that ship with the sidecar: the Zammad CTI bridge, the JSON
+//! webhook forwarder and the missed-call ticket bridge. All run the same delivery loop ([`delivery::run`]):
 //! subscribe from a durable cursor, deliver each event in sequence order,
 //! retry what may get better for as long as it takes, and never skip an
 //! event without saying so. They run as separate processes (over gRPC) or
@@ -18,6 +18,7 @@ mod led;
 pub mod schema;
 pub mod source;
 pub mod status;
+pub mod tickets;
 pub mod webhook;
 pub mod zammad;
 
@@ -39,6 +40,7 @@ use cursor::Cursor;
 use delivery::Sink;
 use source::LocalSource;
 pub use status::{BridgeStatus, BridgeStatuses};
+use tickets::TicketsSink;
 use webhook::WebhookSink;
 use zammad::ZammadSink;
 
@@ -59,6 +61,9 @@ pub enum Verdict {
     /// The receiver refused the event (3xx, other 4xx): retried up to
     /// `max_attempts`, then handled per [`crate::config::OnRefusal`].
     Refused(String),
+    /// The receiver refuses everything until an operator acts (a wrong API
+    /// token): the bridge stops at once, whatever `--on-refusal` says.
+    Fatal(String),
 }
 
 impl Verdict {
@@ -74,12 +79,18 @@ impl Verdict {
                 retry_after,
             },
             Verdict::Refused(reason) => Verdict::Refused(scrub(&reason, secrets)),
+            Verdict::Fatal(reason) => Verdict::Fatal(scrub(&reason, secrets)),
         }
     }
 }
 
-/// The receiver `target` names, delivering under `policy`.
-pub fn sink(target: &BridgeTarget, policy: &DeliveryPolicy) -> anyhow::Result<Box<dyn Sink>> {
+/// The receiver `target` names, delivering under `policy`; `state` is the
+/// bridge's cursor file (the ticket bridge keeps its ledger next to it).
+pub fn sink(
+    target: &BridgeTarget,
+    state: &std::path::Path,
+    policy: &DeliveryPolicy,
+) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match target {
         BridgeTarget::Zammad {
             cti_url,
@@ -92,6 +103,7 @@ pub fn sink(target: &BridgeTarget, policy: &DeliveryPolicy) -> anyhow::Result<Bo
             secret.as_ref().map(|s| s.expose()),
             policy,
         )?),
+        BridgeTarget::Tickets(target) => Box::new(TicketsSink::new(target, state, policy)?),
     })
 }
 
@@ -112,7 +124,7 @@ struct Prepared {
 pub fn prepare(bridges: &[BridgeConfig]) -> anyhow::Result<InProcess> {
     let mut prepared = Vec::new();
     for bridge in bridges {
-        let sink = sink(&bridge.target, &bridge.delivery)?;
+        let sink = sink(&bridge.target, &bridge.state, &bridge.delivery)?;
         let cursor = Cursor::load(&bridge.state)?;
         let status = BridgeStatus::new(sink.name(), cursor.after_seq());
         prepared.push(Prepared {

@@ -1,4 +1,4 @@
-//! `sipgate-sidecar bridge zammad|webhook`: a bridge as its own process,
+//! `sipgate-sidecar bridge zammad|webhook|zammad-tickets`: a bridge as its own process,
 //! reading the event stream over gRPC; `bridge status`: what the bridges
 //! inside a running server do.
 
@@ -11,7 +11,7 @@ use super::endpoint;
 use crate::{
     bridge::{self, BridgeStatus, cursor::Cursor, delivery, source::GrpcSource},
     client::{Failure, FailureKind},
-    config::{BridgeCommand, BridgeTarget, ClientArgs, Secret},
+    config::{BridgeCommand, BridgeTarget, ClientArgs, Secret, TicketsTarget, zammad_api_token},
 };
 
 /// Runs a bridge as its own process until `shutdown` (or shows the status
@@ -52,11 +52,44 @@ pub async fn run_bridge(
             start_from_now,
             delivery,
         ),
+        BridgeCommand::ZammadTickets {
+            zammad_url,
+            api_token_file,
+            api_token,
+            group,
+            state,
+            start_from_now,
+            close_when_reached,
+            unknown_caller,
+            include_blocked,
+            include_anonymous,
+            country_code,
+            delivery,
+        } => (
+            BridgeTarget::Tickets(TicketsTarget {
+                zammad_url,
+                api_token: zammad_api_token(
+                    api_token_file.as_deref(),
+                    api_token,
+                    "--api-token-file",
+                )
+                .map_err(|e| anyhow::anyhow!(e))?,
+                group,
+                close_when_reached,
+                unknown_caller,
+                include_blocked,
+                include_anonymous,
+                country_code,
+            }),
+            state,
+            start_from_now,
+            delivery,
+        ),
         BridgeCommand::Status { http_url } => return status(&http_url).await,
     };
     let mut policy = delivery.policy();
     policy.ca_cert = args.ca_cert.clone();
-    let sink = bridge::sink(&target, &policy)?;
+    let sink = bridge::sink(&target, &state, &policy)?;
     let cursor = Cursor::load(&state)?;
     eprintln!(
         "{} bridge: reading {} from {}, cursor {}, delivering to {}",

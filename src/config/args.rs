@@ -7,8 +7,9 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::{
-    BlockedCalls, DEFAULT_BACKOFF_MS, DEFAULT_BRIDGE_TIMEOUT_MS, DEFAULT_GRPC_ADDR,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DeliveryPolicy, LogFormat, OnRefusal, ServeArgs,
+    BlockedCalls, DEFAULT_BACKOFF_MS, DEFAULT_BRIDGE_TIMEOUT_MS, DEFAULT_COUNTRY_CODE,
+    DEFAULT_GRPC_ADDR, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DeliveryPolicy, LogFormat,
+    OnRefusal, ServeArgs, UnknownCaller,
 };
 
 #[derive(Debug, Parser)]
@@ -196,6 +197,63 @@ pub enum BridgeCommand {
         /// Without a cursor file, start with new events instead of the whole log.
         #[arg(long)]
         start_from_now: bool,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+    },
+    /// Make a Zammad callback ticket of every missed inbound call (one open
+    /// ticket per caller; later missed calls add a note), through Zammad's
+    /// REST API. The API token comes from --api-token-file or
+    /// SIDECAR_ZAMMAD_API_TOKEN (or SIDECAR_ZAMMAD_API_TOKEN_FILE).
+    ZammadTickets {
+        /// Zammad's base URL, e.g. https://zammad.example.com.
+        #[arg(long, env = "SIDECAR_ZAMMAD_URL")]
+        zammad_url: String,
+        /// A file holding the API token (Profile -> Token Access; needs
+        /// ticket.agent, and admin.user to create customers).
+        #[arg(long)]
+        api_token_file: Option<PathBuf>,
+        #[arg(
+            long,
+            env = "SIDECAR_ZAMMAD_API_TOKEN",
+            hide = true,
+            hide_env_values = true
+        )]
+        api_token: Option<String>,
+        /// The Zammad group the callback tickets go to.
+        #[arg(long, env = "SIDECAR_TICKETS_GROUP")]
+        group: String,
+        /// Cursor file: the last delivered sequence number. The ledger of
+        /// open tickets is kept next to it (FILE.tickets.json).
+        #[arg(
+            long,
+            env = "SIDECAR_BRIDGE_STATE",
+            default_value = "sipgate-sidecar-zammad-tickets.cursor"
+        )]
+        state: PathBuf,
+        /// Without a cursor file, start with new events instead of the whole log.
+        #[arg(long)]
+        start_from_now: bool,
+        /// Close the callback ticket once the caller is reached (a later
+        /// answered call with that number, inbound or outbound).
+        #[arg(long, env = "SIDECAR_TICKETS_CLOSE_WHEN_REACHED")]
+        close_when_reached: bool,
+        /// A caller Zammad does not know: create a customer, or make no ticket.
+        #[arg(
+            long,
+            env = "SIDECAR_TICKETS_UNKNOWN_CALLER",
+            value_enum,
+            default_value_t
+        )]
+        unknown_caller: UnknownCaller,
+        /// Also make tickets of calls the sidecar rejected through the block list.
+        #[arg(long)]
+        include_blocked: bool,
+        /// Also make tickets of anonymous callers (one ticket per call).
+        #[arg(long)]
+        include_anonymous: bool,
+        /// Country code for numbers Zammad stores in national form (0211 ...).
+        #[arg(long, env = "SIDECAR_COUNTRY_CODE", default_value = DEFAULT_COUNTRY_CODE)]
+        country_code: String,
         #[command(flatten)]
         delivery: DeliveryArgs,
     },

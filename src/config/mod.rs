@@ -198,6 +198,67 @@ pub enum BridgeTarget {
     },
     /// Any HTTP endpoint taking JSON events, optionally HMAC-signed.
     Webhook { url: String, secret: Option<Secret> },
+    /// Zammad's REST API: a callback ticket per missed caller.
+    Tickets(TicketsTarget),
+}
+
+/// The missed-call bridge's Zammad and what it makes tickets of.
+#[derive(Debug, Clone)]
+pub struct TicketsTarget {
+    /// Zammad's base URL, e.g. https://zammad.example.com.
+    pub zammad_url: String,
+    pub api_token: Secret,
+    /// The group the callback tickets go to.
+    pub group: String,
+    pub close_when_reached: bool,
+    pub unknown_caller: UnknownCaller,
+    /// Also calls the sidecar rejected through the block list.
+    pub include_blocked: bool,
+    /// Also callers without a number (one ticket per call).
+    pub include_anonymous: bool,
+    /// For comparing numbers Zammad stores as typed.
+    pub country_code: String,
+}
+
+/// The Zammad API token from a file (`--api-token-file`) or the
+/// environment; exactly one, and never empty.
+pub fn zammad_api_token(
+    file: Option<&std::path::Path>,
+    env: Option<String>,
+    flag: &str,
+) -> Result<Secret, String> {
+    let env = env.filter(|t| !t.is_empty());
+    let token = match (file, env) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "set {flag} or SIDECAR_ZAMMAD_API_TOKEN(_FILE), not both"
+            ));
+        }
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, Some(token)) => token,
+        (None, None) => {
+            return Err(format!(
+                "the Zammad API token is missing: set {flag} or SIDECAR_ZAMMAD_API_TOKEN(_FILE)"
+            ));
+        }
+    };
+    if token.trim().is_empty() {
+        return Err(format!("the Zammad API token ({flag}) is empty"));
+    }
+    Ok(Secret::new(token))
+}
+
+/// What the missed-call bridge does for a caller Zammad does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum UnknownCaller {
+    /// Create a customer with the number as its phone.
+    #[default]
+    Create,
+    /// No ticket.
+    Skip,
 }
 
 /// A bridge that runs inside `serve`.

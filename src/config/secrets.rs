@@ -19,6 +19,7 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "SIDECAR_BRIDGE_CTI_URL",
     "SIDECAR_BRIDGE_URL",
     "SIDECAR_BRIDGE_SECRET",
+    "SIDECAR_ZAMMAD_API_TOKEN",
 ];
 
 /// Reads every `SIDECAR_X_FILE` that is set and returns `(SIDECAR_X, value)`

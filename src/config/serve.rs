@@ -14,7 +14,8 @@ use super::{
     DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_WEBHOOKS_IN_FLIGHT, DEFAULT_METRICS_ADDR,
     DEFAULT_RECENT_REQUESTS, DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS,
     DEFAULT_SHUTDOWN_TIMEOUT_SECS, DEFAULT_STALE_CALL_SECS, DeliveryArgs, GrpcListenerConfig,
-    HttpListenerConfig, Secret, SignatureMode, TlsFiles, days,
+    HttpListenerConfig, Secret, SignatureMode, TicketsTarget, TlsFiles, UnknownCaller, days,
+    zammad_api_token,
 };
 
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
@@ -109,6 +110,41 @@ pub struct ServeArgs {
     /// HMAC-SHA256 secret for the forwarder's X-Sidecar-Signature header.
     #[arg(long, env = "SIDECAR_FORWARD_SECRET", hide_env_values = true)]
     pub forward_secret: Option<String>,
+    /// Run the missed-call ticket bridge in this process against Zammad at
+    /// this base URL (https://zammad.example.com); the token from
+    /// --tickets-api-token-file or SIDECAR_ZAMMAD_API_TOKEN(_FILE).
+    #[arg(long, env = "SIDECAR_TICKETS_ZAMMAD_URL")]
+    pub tickets_zammad_url: Option<String>,
+    /// A file holding the ticket bridge's Zammad API token.
+    #[arg(long, env = "SIDECAR_TICKETS_API_TOKEN_FILE")]
+    pub tickets_api_token_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "SIDECAR_ZAMMAD_API_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub tickets_api_token: Option<String>,
+    /// The Zammad group the callback tickets go to.
+    #[arg(long, env = "SIDECAR_TICKETS_GROUP")]
+    pub tickets_group: Option<String>,
+    /// Close a callback ticket once the caller is reached.
+    #[arg(long, env = "SIDECAR_TICKETS_CLOSE_WHEN_REACHED")]
+    pub tickets_close_when_reached: bool,
+    /// A caller Zammad does not know: create a customer, or make no ticket.
+    #[arg(
+        long,
+        env = "SIDECAR_TICKETS_UNKNOWN_CALLER",
+        value_enum,
+        default_value_t
+    )]
+    pub tickets_unknown_caller: UnknownCaller,
+    /// Also make tickets of calls rejected through the block list.
+    #[arg(long, env = "SIDECAR_TICKETS_INCLUDE_BLOCKED")]
+    pub tickets_include_blocked: bool,
+    /// Also make tickets of anonymous callers (one ticket per call).
+    #[arg(long, env = "SIDECAR_TICKETS_INCLUDE_ANONYMOUS")]
+    pub tickets_include_anonymous: bool,
     /// Retry and refusal rules of the in-process bridges.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
@@ -251,6 +287,34 @@ impl ServeArgs {
                 },
                 state: bridge_state_path(&self.database, "webhook"),
                 delivery,
+            });
+        }
+        if let Some(zammad_url) = self.tickets_zammad_url.filter(|s| !s.is_empty()) {
+            if self.database.starts_with("postgres") {
+                return Err("the missed-call ticket bridge keeps its ledger in a local file: with PostgreSQL replicas run it as its own process (sipgate-sidecar bridge zammad-tickets)".into());
+            }
+            let group = self
+                .tickets_group
+                .filter(|g| !g.trim().is_empty())
+                .ok_or("--tickets-group names the Zammad group the callback tickets go to")?;
+            let api_token = zammad_api_token(
+                self.tickets_api_token_file.as_deref(),
+                self.tickets_api_token,
+                "--tickets-api-token-file",
+            )?;
+            bridges.push(BridgeConfig {
+                target: BridgeTarget::Tickets(TicketsTarget {
+                    zammad_url,
+                    api_token,
+                    group,
+                    close_when_reached: self.tickets_close_when_reached,
+                    unknown_caller: self.tickets_unknown_caller,
+                    include_blocked: self.tickets_include_blocked,
+                    include_anonymous: self.tickets_include_anonymous,
+                    country_code: self.country_code.clone(),
+                }),
+                state: bridge_state_path(&self.database, "zammad-tickets"),
+                delivery: self.delivery.policy(),
             });
         }
         let config = Config {

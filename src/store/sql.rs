@@ -206,4 +206,3 @@ pub(super) const CALL_UPSERT: &str = " ON CONFLICT (call_id) DO UPDATE SET \
      first_leg_call_id = excluded.first_leg_call_id, xcid = excluded.xcid, \
      ended_synthetically = excluded.ended_synthetically, record = excluded.record, \
      wire = excluded.wire";
-

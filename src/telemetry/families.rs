@@ -274,6 +274,26 @@ pub const FAMILIES: &[Family] = &[
         "Events between the last one a bridge delivered and the newest.",
         &[BRIDGE],
     ),
+    counter(
+        TICKETS_CREATED,
+        "Callback tickets the missed-call bridge created in Zammad.",
+        &[],
+    ),
+    counter(
+        TICKET_NOTES,
+        "Notes the missed-call bridge added to callback tickets (missed again, reached).",
+        &[],
+    ),
+    counter(
+        TICKETS_CLOSED,
+        "Callback tickets closed because the caller was reached (--close-when-reached).",
+        &[],
+    ),
+    counter(
+        TICKET_REFUSALS,
+        "Zammad's refusals of the missed-call bridge, by cause.",
+        &[("cause", &[])],
+    ),
     gauge(
         CONNECTIONS_OPEN,
         None,

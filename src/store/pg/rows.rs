@@ -173,8 +173,7 @@ pub(crate) async fn write_batch(
         .map(|call| prost::Message::encode_to_vec(&crate::encode::call(call)))
         .collect();
     let head = events.last().map(|e| e.seq.to_string()).unwrap_or_default();
-    let event_column =
-        |f: fn(&StoredEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
+    let event_column = |f: fn(&StoredEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
     sqlx::query(&WRITE_BATCH)
         .bind(column(|c| &c.call_id))
         .bind(
@@ -195,7 +194,12 @@ pub(crate) async fn write_batch(
         .bind(column(|c| &c.orig_call_id))
         .bind(column(|c| &c.first_leg_call_id))
         .bind(column(|c| &c.xcid))
-        .bind(calls.iter().map(|c| c.ended_synthetically).collect::<Vec<_>>())
+        .bind(
+            calls
+                .iter()
+                .map(|c| c.ended_synthetically)
+                .collect::<Vec<_>>(),
+        )
         .bind(call_wires)
         .bind(events.iter().map(|e| e.seq as i64).collect::<Vec<_>>())
         .bind(event_column(|e| e.event.kind.as_str()))

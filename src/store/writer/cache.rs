@@ -87,7 +87,10 @@ impl CallCache {
 
     /// The calls of `call_ids` not in the cache (sorted, once each) and the
     /// dedupe keys to read with them.
-    pub(in crate::store) fn missing<'a>(&self, call_ids: &[&'a str]) -> (Vec<&'a str>, Vec<String>) {
+    pub(in crate::store) fn missing<'a>(
+        &self,
+        call_ids: &[&'a str],
+    ) -> (Vec<&'a str>, Vec<String>) {
         let mut missing: Vec<&str> = call_ids
             .iter()
             .copied()
