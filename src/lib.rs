@@ -201,8 +201,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Before anything records a metric (the bridges' statuses do at once).
     telemetry::prometheus();
     let verifier = verifier(&config)?;
-    let bridges = bridge::prepare(&config.bridges)?;
+    let mut bridges = bridge::prepare(&config.bridges)?;
     let store = Store::open(&config.database).await?;
+    bridges.start_new_ones_at_head(&store).await?;
     let settings = Arc::new(
         SettingsManager::load(
             Arc::new(store.clone()),

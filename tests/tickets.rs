@@ -717,3 +717,103 @@ async fn a_wrong_token_stops_the_bridge_with_a_non_zero_exit_and_writes_nothing(
     }
     server.child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_new_in_process_ticket_bridge_starts_at_the_newest_event() {
+    let (zammad, addr) = stand_in().await;
+    // Calls missed before the bridge was configured.
+    let server = TestServer::start().await;
+    call(
+        &server.http,
+        &server.client,
+        "missed",
+        "492111234567",
+        "4921199999",
+        "old1",
+    )
+    .await;
+    call(
+        &server.http,
+        &server.client,
+        "missed",
+        "4930555000",
+        "4921199999",
+        "old2",
+    )
+    .await;
+    let dir = server.stop().await;
+    let mut config = test_config(&dir);
+    config.bridges.push(BridgeConfig {
+        target: BridgeTarget::Tickets(target(addr, TOKEN)),
+        state: std::path::PathBuf::from(format!("{}.zammad-tickets.cursor", config.database)),
+        delivery: fast().policy(),
+    });
+    let server = TestServer::start_in(dir, config).await;
+    call(
+        &server.http,
+        &server.client,
+        "missed",
+        "4940111222",
+        "4921199999",
+        "new1",
+    )
+    .await;
+    until(&zammad, "the new call's ticket", |z| !z.tickets.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        let z = zammad.lock().unwrap();
+        assert_eq!(
+            z.tickets.len(),
+            1,
+            "only the call after the start: {:#?}",
+            z.tickets
+        );
+        assert!(z.tickets[0].articles[0].contains("sipgate call id: new1"));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_group_is_a_refusal_named_in_readyz_with_the_call() {
+    let (zammad, addr) = stand_in().await;
+    let server = TestServer::start_with(|c| {
+        let mut wrong = target(addr, TOKEN);
+        wrong.group = "No Such Group".into();
+        c.bridges.push(BridgeConfig {
+            target: BridgeTarget::Tickets(wrong),
+            state: std::path::PathBuf::from(format!("{}.zammad-tickets.cursor", c.database)),
+            delivery: fast().policy(),
+        });
+    })
+    .await;
+    call(
+        &server.http,
+        &server.client,
+        "missed",
+        "492111234567",
+        "4921199999",
+        "g1",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let reply = server
+            .client
+            .get(format!("{}/readyz", server.http))
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status();
+        let body = reply.text().await.unwrap();
+        if status == 503 && body.contains("stopped") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the bridge stops: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(body.contains("bridge zammad-tickets"), "{body}");
+    assert!(body.contains("No lookup value found for 'group'"), "{body}");
+    assert!(body.contains("call g1"), "{body}");
+    assert!(zammad.lock().unwrap().tickets.is_empty());
+    server.stop().await;
+}

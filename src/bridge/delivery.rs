@@ -35,6 +35,13 @@ pub trait Sink: Send + Sync {
         true
     }
 
+    /// Whether the bridge, run inside `serve` for the first time (no
+    /// cursor yet), starts at the newest stored event instead of the whole
+    /// log: what it makes of an event is only worth it for new ones.
+    fn starts_at_head_when_new(&self) -> bool {
+        false
+    }
+
     /// Checked once before the first event (e.g. the API token); a
     /// transient failure is waited out, a refusal stops the bridge.
     async fn preflight(&self) -> Verdict {

@@ -142,6 +142,30 @@ pub fn prepare(bridges: &[BridgeConfig]) -> anyhow::Result<InProcess> {
 }
 
 impl InProcess {
+    /// Sets the cursor of each new bridge that starts at the newest event
+    /// ([`Sink::starts_at_head_when_new`]) to the stored head: called before
+    /// the server takes webhooks, so every event after the start reaches it.
+    pub async fn start_new_ones_at_head(&mut self, store: &Store) -> anyhow::Result<()> {
+        if store.replicas().is_some() {
+            return Ok(());
+        }
+        for bridge in &mut self.bridges {
+            if bridge.cursor.after_seq().is_some() || !bridge.sink.starts_at_head_when_new() {
+                continue;
+            }
+            let head = store.head_seq().await?;
+            bridge.cursor.store(head).await?;
+            bridge.status.delivered(head);
+            tracing::info!(
+                bridge = bridge.sink.name(),
+                head,
+                state = %bridge.cursor.path().display(),
+                "new bridge: starting after the newest stored event (older events are not delivered to it)"
+            );
+        }
+        Ok(())
+    }
+
     /// What the bridges are doing, for `/readyz`.
     pub fn statuses(&self) -> BridgeStatuses {
         self.statuses.clone()

@@ -317,6 +317,12 @@ impl Sink for TicketsSink {
         self.described.clone()
     }
 
+    /// A year of old missed calls as tickets helps nobody: a new in-process
+    /// ticket bridge starts at the newest event.
+    fn starts_at_head_when_new(&self) -> bool {
+        true
+    }
+
     fn wants(&self, event: &proto::CallEvent) -> bool {
         classify(event, self.include).is_some()
     }
