@@ -212,6 +212,7 @@ pub enum BridgeCommand {
         /// ticket.agent, and admin.user to create customers).
         #[arg(long)]
         api_token_file: Option<PathBuf>,
+        /// The API token itself (from the environment; prefer the file).
         #[arg(
             long,
             env = "SIDECAR_ZAMMAD_API_TOKEN",

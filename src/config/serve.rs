@@ -118,6 +118,7 @@ pub struct ServeArgs {
     /// A file holding the ticket bridge's Zammad API token.
     #[arg(long, env = "SIDECAR_TICKETS_API_TOKEN_FILE")]
     pub tickets_api_token_file: Option<PathBuf>,
+    /// The ticket bridge's API token itself (from the environment; prefer the file).
     #[arg(
         long,
         env = "SIDECAR_ZAMMAD_API_TOKEN",

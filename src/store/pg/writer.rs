@@ -134,7 +134,8 @@ impl BackendWriter for PgWriter {
     /// which publishes its events with everyone else's in seq order.
     fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
         let appended = effects.appended();
-        drop(effects.respond(batch));
+        // The tail publishes, from the table, with every other replica's.
+        effects.respond(batch, drop);
         if appended > 0 {
             self.wake.notify_one();
         }

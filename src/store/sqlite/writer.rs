@@ -127,9 +127,7 @@ impl BackendWriter for SqliteWriter {
     }
 
     fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
-        for event in effects.respond(batch) {
-            self.publisher.publish(event);
-        }
+        effects.respond(batch, |event| self.publisher.publish(event));
     }
 
     /// The writer has its own thread: sleeping here holds up no one else.

@@ -28,22 +28,22 @@ pub(in crate::store) struct BatchEffects {
 }
 
 impl BatchEffects {
-    /// Answers every command of the committed batch; returns its new
-    /// events, in seq order.
-    pub(in crate::store) fn respond(self, batch: Vec<Command>) -> impl Iterator<Item = WireEvent> {
+    /// Hands the batch's new events to `publish`, in seq order, then
+    /// answers every command of the committed batch: whoever got an answer
+    /// finds its event in the fan-out already.
+    pub(in crate::store) fn respond(self, batch: Vec<Command>, mut publish: impl FnMut(WireEvent)) {
         metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
         metrics::counter!(names::EVENTS_APPENDED).increment(self.published.len() as u64);
         metrics::counter!(names::EVENTS_DUPLICATE).increment(self.duplicates);
+        for (event, wire) in self.published.into_iter().zip(self.wires) {
+            publish(WireEvent {
+                seq: event.seq,
+                wire,
+            });
+        }
         for (command, outcome) in batch.into_iter().zip(self.outcomes) {
             command.respond(Ok(outcome));
         }
-        self.published
-            .into_iter()
-            .zip(self.wires)
-            .map(|(event, wire)| WireEvent {
-                seq: event.seq,
-                wire,
-            })
     }
 
     /// The number of events the batch appended.
