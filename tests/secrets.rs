@@ -109,3 +109,68 @@ fn help_never_prints_secret_values() {
         assert!(!help.contains(secret), "{secret} shown in --help");
     }
 }
+
+/// `serve` with `setup` applied, on a database in `dir`: its exit code and stderr.
+fn serve_refusal(dir: &std::path::Path, setup: impl FnOnce(&mut Command)) -> (Option<i32>, String) {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "off", "--database"])
+        .arg(dir.join("s.db"))
+        .env_remove("SIDECAR_WEBHOOK_TOKEN")
+        .env_remove("SIDECAR_GRPC_TOKEN");
+    setup(&mut command);
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_empty_secret_is_refused_naming_the_setting_instead_of_turning_the_check_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(&config, "webhook-token = \"\"\n").unwrap();
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut Command)>)> = vec![
+        (
+            "--webhook-token",
+            Box::new(|c: &mut Command| {
+                c.args(["--webhook-token", ""]);
+            }),
+        ),
+        (
+            "--webhook-token",
+            Box::new(|c: &mut Command| {
+                c.env("SIDECAR_WEBHOOK_TOKEN_FILE", &empty);
+            }),
+        ),
+        (
+            "--webhook-token",
+            Box::new(|c: &mut Command| {
+                c.arg("--config").arg(&config);
+            }),
+        ),
+        (
+            "--grpc-token",
+            Box::new(|c: &mut Command| {
+                c.env("SIDECAR_GRPC_TOKEN_FILE", &empty);
+            }),
+        ),
+        (
+            "--forward-secret",
+            Box::new(|c: &mut Command| {
+                c.args(["--forward-url", "http://127.0.0.1:9/hook", "--forward-secret", ""]);
+            }),
+        ),
+    ];
+    for (setting, setup) in cases {
+        let (code, stderr) = serve_refusal(dir.path(), setup);
+        assert_eq!(code, Some(2), "{setting}: {stderr}");
+        assert!(stderr.contains(setting), "{setting}: {stderr}");
+        assert!(stderr.contains("empty"), "{setting}: {stderr}");
+    }
+    assert!(!dir.path().join("s.db").exists(), "nothing was opened");
+}

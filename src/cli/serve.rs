@@ -4,7 +4,7 @@ use std::future::Future;
 
 use crate::{
     client::{Failure, FailureKind},
-    config::{ClientArgs, Secret, ServeArgs},
+    config::{ClientArgs, ServeArgs},
 };
 
 /// Starts the server from its flags (the gRPC token comes from the shared
@@ -18,11 +18,11 @@ pub async fn run_serve(
     let mut config = args
         .into_config()
         .map_err(|e| Failure::new(FailureKind::Usage, e))?;
-    config.grpc_token = client
-        .grpc_token
-        .clone()
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
+    config.grpc_token = crate::config::secret_setting(
+        client.grpc_token.clone(),
+        "--grpc-token (SIDECAR_GRPC_TOKEN, grpc-token)",
+    )
+    .map_err(|e| Failure::new(FailureKind::Usage, e))?;
     // --ca-cert is a shared flag: the in-process bridges trust it too.
     for bridge in &mut config.bridges {
         bridge.delivery.ca_cert = client.ca_cert.clone();

@@ -220,6 +220,19 @@ pub struct TicketsTarget {
     pub country_code: String,
 }
 
+/// A secret setting as given: absent is `None`; set but empty is refused,
+/// since an empty secret would silently mean no secret (no check at all).
+pub fn secret_setting(value: Option<String>, setting: &str) -> Result<Option<Secret>, String> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Err(format!(
+            "{setting} is set but empty: an empty secret would turn its check off. \
+             Give it a value, or remove the setting (and its _FILE) to run without it"
+        )),
+        Some(v) => Ok(Some(Secret::new(v))),
+    }
+}
+
 /// The Zammad API token from a file (`--api-token-file`) or the
 /// environment; exactly one, and never empty.
 pub fn zammad_api_token(

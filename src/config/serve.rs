@@ -15,7 +15,7 @@ use super::{
     DEFAULT_RECENT_REQUESTS, DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS,
     DEFAULT_SHUTDOWN_TIMEOUT_SECS, DEFAULT_STALE_CALL_SECS, DeliveryArgs, GrpcListenerConfig,
     HttpListenerConfig, Secret, SignatureMode, TicketsTarget, TlsFiles, UnknownCaller, days,
-    zammad_api_token,
+    secret_setting, zammad_api_token,
 };
 
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
@@ -281,10 +281,10 @@ impl ServeArgs {
             bridges.push(BridgeConfig {
                 target: BridgeTarget::Webhook {
                     url,
-                    secret: self
-                        .forward_secret
-                        .filter(|s| !s.is_empty())
-                        .map(Secret::new),
+                    secret: secret_setting(
+                        self.forward_secret,
+                        "--forward-secret (SIDECAR_FORWARD_SECRET, forward-secret)",
+                    )?,
                 },
                 state: bridge_state_path(&self.database, "webhook"),
                 delivery,
@@ -325,10 +325,10 @@ impl ServeArgs {
             metrics_addr,
             database: self.database,
             public_url: self.public_url.filter(|s| !s.is_empty()),
-            webhook_token: self
-                .webhook_token
-                .filter(|s| !s.is_empty())
-                .map(Secret::new),
+            webhook_token: secret_setting(
+                self.webhook_token,
+                "--webhook-token (SIDECAR_WEBHOOK_TOKEN, webhook-token)",
+            )?,
             basic_auth,
             signature: self.signature,
             signature_key: self.signature_key,
