@@ -134,7 +134,8 @@ fn an_empty_secret_is_refused_naming_the_setting_instead_of_turning_the_check_of
     std::fs::write(&empty, "\n").unwrap();
     let config = dir.path().join("sidecar.toml");
     std::fs::write(&config, "webhook-token = \"\"\n").unwrap();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Command)>)> = vec![
+    type Setup<'a> = Box<dyn FnOnce(&mut Command) + 'a>;
+    let cases: Vec<(&str, Setup)> = vec![
         (
             "--webhook-token",
             Box::new(|c: &mut Command| {
