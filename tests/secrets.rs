@@ -114,7 +114,13 @@ fn help_never_prints_secret_values() {
 fn serve_refusal(dir: &std::path::Path, setup: impl FnOnce(&mut Command)) -> (Option<i32>, String) {
     let mut command = Command::new(BINARY);
     command
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
         .args(["--metrics-addr", "off", "--database"])
         .arg(dir.join("s.db"))
         .env_remove("SIDECAR_WEBHOOK_TOKEN")
@@ -163,7 +169,12 @@ fn an_empty_secret_is_refused_naming_the_setting_instead_of_turning_the_check_of
         (
             "--forward-secret",
             Box::new(|c: &mut Command| {
-                c.args(["--forward-url", "http://127.0.0.1:9/hook", "--forward-secret", ""]);
+                c.args([
+                    "--forward-url",
+                    "http://127.0.0.1:9/hook",
+                    "--forward-secret",
+                    "",
+                ]);
             }),
         ),
     ];
@@ -174,4 +185,45 @@ fn an_empty_secret_is_refused_naming_the_setting_instead_of_turning_the_check_of
         assert!(stderr.contains("empty"), "{setting}: {stderr}");
     }
     assert!(!dir.path().join("s.db").exists(), "nothing was opened");
+}
+
+#[test]
+fn a_database_password_is_never_printed_by_check_config_or_help() {
+    let url = "postgres://sidecar:user-part-pw@127.0.0.1:1/calls?password=query-pw&sslmode=disable";
+    for args in [&["serve", "--check-config"][..], &["serve", "--help"][..]] {
+        let output = Command::new(BINARY)
+            .args(args)
+            .env("SIDECAR_DATABASE", url)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!all.contains("user-part-pw"), "{args:?}: {all}");
+        assert!(!all.contains("query-pw"), "{args:?}: {all}");
+        if args[1] == "--check-config" {
+            assert!(
+                all.contains(
+                    "postgres://sidecar@127.0.0.1:1/calls?password=<redacted>&sslmode=disable"
+                ),
+                "{all}"
+            );
+        }
+    }
+    // And from a file, like the other secrets.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database-url");
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let output = Command::new(BINARY)
+        .args(["serve", "--check-config"])
+        .env("SIDECAR_DATABASE_FILE", &file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("database = \"postgres://sidecar@127.0.0.1:1/calls?password=<redacted>"),
+        "{stdout}"
+    );
 }

@@ -241,8 +241,13 @@ fn set_defaults(
         })
         .collect();
     for (id, values) in ids {
+        // The database is shown unless it holds a password.
+        let plain_database = id == "database"
+            && values
+                .iter()
+                .all(|v| crate::text::redact_url_password(v) == *v);
         command = command.mut_arg(id, |arg| {
-            let secret = arg.is_hide_env_values_set();
+            let secret = arg.is_hide_env_values_set() && !plain_database;
             arg.default_values(values).hide_default_value(secret)
         });
     }
@@ -296,6 +301,11 @@ impl Parsed {
                         .collect();
                     if raw.is_empty() || raw.iter().all(String::is_empty) {
                         None
+                    } else if id == "database" {
+                        // A PostgreSQL URL may hold a password.
+                        Some(toml::Value::String(crate::text::redact_url_password(
+                            &raw.concat(),
+                        )))
                     } else if arg.is_hide_env_values_set() {
                         Some(toml::Value::String("<redacted>".into()))
                     } else if takes_many(&arg) {

@@ -20,6 +20,8 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "SIDECAR_BRIDGE_URL",
     "SIDECAR_BRIDGE_SECRET",
     "SIDECAR_ZAMMAD_API_TOKEN",
+    // A postgres:// URL may hold a password: SIDECAR_DATABASE_FILE.
+    "SIDECAR_DATABASE",
 ];
 
 /// Reads every `SIDECAR_X_FILE` that is set and returns `(SIDECAR_X, value)`

@@ -37,7 +37,12 @@ pub struct ServeArgs {
     pub metrics_addr: String,
     /// SQLite database: a path or a sqlite:// URL; created if missing. Or a
     /// postgres:// URL, for several replicas on one PostgreSQL database.
-    #[arg(long, env = "SIDECAR_DATABASE", default_value = DEFAULT_DATABASE)]
+    #[arg(
+        long,
+        env = "SIDECAR_DATABASE",
+        hide_env_values = true,
+        default_value = DEFAULT_DATABASE
+    )]
     pub database: String,
     /// Public base URL sipgate reaches the sidecar at, e.g. https://pbx.example.com
     /// (used for onAnswer/onHangup); derived from the Host header when unset.

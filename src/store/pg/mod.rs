@@ -175,23 +175,7 @@ pub(crate) fn is_storage_code(code: &str) -> bool {
         || code == "25006"
 }
 
-/// `url` without the password of its user part.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
+pub(crate) use crate::text::redact_url_password as redact;
 
 #[cfg(test)]
 mod unit_tests {
@@ -205,6 +189,14 @@ mod unit_tests {
         );
         assert_eq!(redact("postgres://db/calls"), "postgres://db/calls");
         assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact("postgres://u@db/x?sslmode=require&password=s3cret&application_name=a"),
+            "postgres://u@db/x?sslmode=require&password=<redacted>&application_name=a"
+        );
+        assert_eq!(
+            redact("postgres://u:pw@db/x?PassWord=s3cret"),
+            "postgres://u@db/x?PassWord=<redacted>"
+        );
     }
 
     #[tokio::test]
