@@ -121,6 +121,16 @@ pub const WEBHOOK_OUTCOMES: &[&str] = &{
     out
 };
 const LISTENERS: &[&str] = &["webhook", "grpc"];
+/// Why Zammad refused the missed-call bridge (`bridge::tickets::api`).
+const TICKET_REFUSAL_CAUSES: &[&str] = &[
+    "unauthorized",
+    "group_not_found",
+    "unprocessable",
+    "not_found",
+    "refused",
+    "bad_answer",
+    "bad_url",
+];
 const BRIDGE: (&str, &[&str]) = ("bridge", &[]);
 
 const fn counter(
@@ -292,7 +302,7 @@ pub const FAMILIES: &[Family] = &[
     counter(
         TICKET_REFUSALS,
         "Zammad's refusals of the missed-call bridge, by cause.",
-        &[("cause", &[])],
+        &[("cause", TICKET_REFUSAL_CAUSES)],
     ),
     gauge(
         CONNECTIONS_OPEN,
