@@ -47,6 +47,29 @@ pub fn clip(input: &str, max: usize) -> String {
     }
 }
 
+/// `text` safe for a terminal: control characters (C0 other than newline
+/// and tab, DEL, C1) and the bidirectional overrides are written as
+/// `\u{…}` escapes, so a push or a note cannot move the cursor, recolour
+/// the screen or reorder what is shown.
+pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// [`clip`] at [`ECHO_CHARS`].
 pub fn shown(input: &str) -> String {
     clip(input, ECHO_CHARS)
@@ -54,7 +77,23 @@ pub fn shown(input: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clip;
+    use super::{clip, for_terminal};
+
+    #[test]
+    fn terminal_output_escapes_control_characters_and_bidi_overrides() {
+        assert_eq!(
+            for_terminal("Support Team\tline 2\n"),
+            "Support Team\tline 2\n"
+        );
+        assert_eq!(
+            for_terminal("\u{1b}[2J\u{1b}]0;pwned\u{7}"),
+            "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"
+        );
+        assert_eq!(
+            for_terminal("a\u{202E}b\u{9b}c\r"),
+            "a\\u{202e}b\\u{9b}c\\u{d}"
+        );
+    }
 
     #[test]
     fn clip_keeps_short_input_and_marks_cut_input() {

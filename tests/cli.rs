@@ -229,3 +229,58 @@ async fn calls_list_and_watch_print_json_lines() {
     );
     watch.kill().await.unwrap();
 }
+
+/// Terminal escape codes in a push (a user name) or a note: every human
+/// view shows them escaped, never raw; JSON keeps them JSON-escaped.
+#[tokio::test]
+async fn escape_codes_from_pushes_and_notes_are_shown_escaped() {
+    let server = TestServer::start().await;
+    let evil = "Team\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    server
+        .post(
+            "/api/v1/sipgate/in",
+            &form(&[
+                ("event", "newCall"),
+                ("direction", "in"),
+                ("from", "492111234567"),
+                ("to", "4921199999"),
+                ("callId", "esc1"),
+                ("user[]", evil),
+            ]),
+        )
+        .await;
+    let noted = run(
+        &server,
+        &[
+            "settings",
+            "block",
+            "add",
+            "4930111",
+            "--note",
+            "spam\u{1b}[31m red",
+        ],
+    )
+    .await;
+    assert!(noted.success, "{}", noted.stderr);
+    for args in [
+        &["requests"][..],
+        &["events", "list"][..],
+        &["calls", "list"][..],
+        &["settings", "show"][..],
+        &["calls", "get", "esc1"][..],
+    ] {
+        let out = run(&server, args).await;
+        assert!(out.success, "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stdout.contains('\u{1b}'),
+            "{args:?} printed a raw escape: {:?}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains('\u{7}'), "{args:?}: {:?}", out.stdout);
+    }
+    let shown = run(&server, &["calls", "get", "esc1"]).await.stdout;
+    assert!(shown.contains("Team\\u{1b}[2J"), "{shown}");
+    let settings = run(&server, &["settings", "show"]).await.stdout;
+    assert!(settings.contains("spam\\u{1b}[31m red"), "{settings}");
+    server.stop().await;
+}

@@ -20,7 +20,11 @@ macro_rules! out {
     };
 }
 
+/// Every human-readable line goes through here: what came from a push or
+/// a note is escaped for the terminal ([`crate::text::for_terminal`]).
 fn write_line(line: std::fmt::Arguments<'_>) {
+    let line = line.to_string();
+    let line = crate::text::for_terminal(&line);
     if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
@@ -431,13 +435,22 @@ pub fn recent_requests(r: &proto::ListRecentRequestsResponse, as_json: bool) {
     }
     if r.requests.is_empty() {
         if r.capacity > 0 {
-            println!("no webhook requests since the server started");
+            out!("no webhook requests since the server started");
         }
         return;
     }
-    println!(
+    out!(
         "{:<20}  {:>3}  {:<17}  {:<7}  {:<3}  {:<15}  {:<15}  {:<20}  {:>6}  {:>7}  what",
-        "received (UTC)", "st", "outcome", "event", "dir", "from", "to", "call", "seq", "ms"
+        "received (UTC)",
+        "st",
+        "outcome",
+        "event",
+        "dir",
+        "from",
+        "to",
+        "call",
+        "seq",
+        "ms"
     );
     for q in &r.requests {
         let or_dash = |s: &str| {
@@ -464,7 +477,7 @@ pub fn recent_requests(r: &proto::ListRecentRequestsResponse, as_json: bool) {
         } else {
             format!("#{}", q.seq)
         };
-        println!(
+        out!(
             "{:<20}  {:>3}  {:<17}  {:<7}  {:<3}  {:<15}  {:<15}  {:<20}  {:>6}  {:>7.1}  {}{} [{} {} from {}]",
             rfc3339(q.received_at_ms),
             q.status,
