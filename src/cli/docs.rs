@@ -11,8 +11,28 @@ use crate::config::Cli;
 const BIN: &str = "sipgate-sidecar";
 
 /// Writes the completion script for `shell`.
+///
+/// clap_complete's bash script names a subcommand's state one way where it
+/// walks the words (`sipgate__sidecar__subcmd__calls`, the binary's `-`
+/// as `__`) and another where it completes them
+/// (`sipgate__subcmd__sidecar__subcmd__calls`), so past the first word
+/// nothing matched: the second spelling is rewritten to the first.
 pub fn completions(shell: clap_complete::Shell, out: &mut impl Write) {
-    clap_complete::generate(shell, &mut Cli::command(), BIN, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), BIN, &mut script);
+    if shell == clap_complete::Shell::Bash {
+        let text = String::from_utf8_lossy(&script).replace(
+            "sipgate__subcmd__sidecar__subcmd__",
+            "sipgate__sidecar__subcmd__",
+        );
+        let text = text.replace(
+            "        sipgate__subcmd__sidecar)",
+            "        sipgate__sidecar)",
+        );
+        script = text.into_bytes();
+    }
+    // A closed stdout (`| head`) is the reader's choice.
+    let _ = out.write_all(&script);
 }
 
 /// Writes the manual page (roff) of the binary and its subcommands.
