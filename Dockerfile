@@ -21,6 +21,8 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY migrations migrations
 COPY src src
+# Cargo.toml declares the benchmark; without its sources the manifest does not load.
+COPY benches benches
 # The cache mounts keep crates.io downloads and compiled dependencies between
 # builds; the binary is copied out because the target cache is not in the layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
