@@ -27,6 +27,18 @@ pub(in crate::store) struct PageRequest {
     pub max_bytes: usize,
 }
 
+/// Where a backend's writer runs. Either way it is a thread that only
+/// writes: the webhooks' tasks on the runtime never wait behind it, nor it
+/// behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::store) enum WriterThread {
+    /// Its calls into the database block (SQLite): a plain thread.
+    Blocking,
+    /// It talks to a server over async I/O (PostgreSQL): a thread with a
+    /// single-threaded runtime of its own.
+    Runtime,
+}
+
 /// What a backend does its own way. Everything else [`Store`] runs on the
 /// backend's [`Pool`] with the shared SQL of `sql`, `log` and `settings`.
 #[async_trait::async_trait]
@@ -50,9 +62,8 @@ pub(in crate::store) trait Backend: Send + Sync + 'static {
     /// the same database, if there can be any. Returns the new version.
     async fn save_settings_change(&self, change: SavedChange<'_>) -> Result<u64, StoreError>;
 
-    /// True when the backend's writer runs on a thread of its own (its
-    /// calls into the database block); false for a task on the runtime.
-    fn writer_on_own_thread(&self) -> bool;
+    /// Where the backend's writer runs.
+    fn writer_thread(&self) -> WriterThread;
 
     /// Opens the writer: the connection it owns and the stored head, which
     /// it reports to `publisher` before anything else.

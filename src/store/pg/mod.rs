@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
-use super::backend::{Backend, PageRequest, Pool};
+use super::backend::{Backend, PageRequest, Pool, WriterThread};
 use super::writer::{BackendWriter, Publish};
 use super::{EventPage, StoreError};
 use crate::settings::{SavedChange, Settings};
@@ -75,6 +75,9 @@ struct Inner {
     settings: watch::Receiver<u64>,
     /// Stops the notification listener with the store.
     _listener: DropGuard,
+    /// The runtime the store was opened on: the writer's tail runs there,
+    /// beside the pool it reads with, not on the writer's own thread.
+    runtime: tokio::runtime::Handle,
     /// Test hook: the writer's next commit reports a lost answer.
     #[cfg(test)]
     lose_commit_answer: std::sync::atomic::AtomicBool,
@@ -102,8 +105,8 @@ impl Backend for PgStore {
         self.write_settings(change).await
     }
 
-    fn writer_on_own_thread(&self) -> bool {
-        false
+    fn writer_thread(&self) -> WriterThread {
+        WriterThread::Runtime
     }
 
     async fn start_writer(
@@ -142,6 +145,11 @@ impl PgStore {
     }
 
     /// Woken when another replica (or this one) may have appended events.
+    /// The runtime the store was opened on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
+    }
+
     pub(crate) fn events_notify(&self) -> Arc<Notify> {
         self.inner.events.clone()
     }

@@ -101,6 +101,7 @@ impl PgStore {
                 events,
                 settings,
                 _listener: stop.drop_guard(),
+                runtime: tokio::runtime::Handle::current(),
                 #[cfg(test)]
                 lose_commit_answer: std::sync::atomic::AtomicBool::new(false),
             }),

@@ -68,7 +68,7 @@ impl PgWriter {
         let head = sql::head_seq(&mut connection).await?;
         let wake = store.events_notify();
         let stop = CancellationToken::new();
-        tokio::spawn(tail(
+        store.runtime().spawn(tail(
             store.clone(),
             publisher,
             head,

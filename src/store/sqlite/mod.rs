@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use super::backend::{Backend, PageRequest, Pool};
+use super::backend::{Backend, PageRequest, Pool, WriterThread};
 use super::writer::{BackendWriter, Publish};
 use super::{EventPage, StoreError, settings};
 use crate::settings::{SavedChange, Settings};
@@ -79,8 +79,8 @@ impl Backend for SqliteStore {
         Ok(version)
     }
 
-    fn writer_on_own_thread(&self) -> bool {
-        true
+    fn writer_thread(&self) -> WriterThread {
+        WriterThread::Blocking
     }
 
     async fn start_writer(

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackendWriter, Command, Committed, Intake, Publish, Reply};
 use crate::calls::CallRecord;
+use crate::store::backend::WriterThread;
 use crate::store::health::{HealthReporter, StorageHealth};
 use crate::store::{Store, StoreError};
 use crate::telemetry::names;
@@ -182,7 +183,7 @@ pub(crate) fn spawn_with_capacity(
     let (commands, queue) = mpsc::channel(capacity);
     let running = Arc::new(AtomicBool::new(true));
     let (reporter, health) = HealthReporter::new(store.path().to_owned());
-    let own_thread = store.backend().writer_on_own_thread();
+    let thread = store.backend().writer_thread();
     let writer = run(
         store,
         Box::new(publisher),
@@ -192,11 +193,7 @@ pub(crate) fn spawn_with_capacity(
         RunningFlag(running.clone()),
         reporter,
     );
-    let task = if own_thread {
-        on_own_thread(writer)
-    } else {
-        tokio::spawn(writer)
-    };
+    let task = on_own_thread(writer, thread);
     (
         WriterHandle {
             commands,
@@ -208,16 +205,33 @@ pub(crate) fn spawn_with_capacity(
     )
 }
 
-/// Runs a writer on a thread of its own (SQLite's: every call into the
-/// database there is synchronous), so the loop is driven by a plain
-/// executor and the runtime's threads never wait for the disk. The
-/// returned task ends when the thread does.
-fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+/// Runs a writer on a thread of its own, so the runtime's threads never
+/// wait for the database and the writer never waits for a turn among the
+/// webhooks' tasks: driven by a plain executor when its calls block
+/// (SQLite), by a single-threaded runtime when it does async I/O
+/// (PostgreSQL). The returned task ends when the thread does.
+fn on_own_thread(
+    writer: impl Future<Output = ()> + Send + 'static,
+    thread: WriterThread,
+) -> JoinHandle<()> {
     let (done, finished) = oneshot::channel::<()>();
     let started = std::thread::Builder::new()
         .name("event-writer".into())
         .spawn(move || {
-            futures::executor::block_on(writer);
+            match thread {
+                WriterThread::Blocking => futures::executor::block_on(writer),
+                WriterThread::Runtime => match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(writer),
+                    // The writer (and its running flag) goes with it:
+                    // every submit fails and readiness says so.
+                    Err(error) => {
+                        tracing::error!(%error, "the event writer's runtime cannot start")
+                    }
+                },
+            }
             drop(done);
         });
     if let Err(error) = started {
