@@ -7,7 +7,7 @@
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::watch;
 
-use super::writer::{BackendWriter, Publish};
+use super::writer::{BackendWriter, Publish, WriterThread};
 use super::{EventPage, Replicas, StoreError};
 use crate::settings::{SavedChange, Settings};
 
@@ -25,18 +25,6 @@ pub(in crate::store) struct PageRequest {
     pub after_seq: u64,
     pub limit: u32,
     pub max_bytes: usize,
-}
-
-/// Where a backend's writer runs. Either way it is a thread that only
-/// writes: the webhooks' tasks on the runtime never wait behind it, nor it
-/// behind them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::store) enum WriterThread {
-    /// Its calls into the database block (SQLite): a plain thread.
-    Blocking,
-    /// It talks to a server over async I/O (PostgreSQL): a thread with a
-    /// single-threaded runtime of its own.
-    Runtime,
 }
 
 /// What a backend does its own way. Everything else [`Store`] runs on the

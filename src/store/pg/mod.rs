@@ -38,7 +38,8 @@ use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
-use super::backend::{Backend, PageRequest, Pool, WriterThread};
+use super::backend::{Backend, PageRequest, Pool};
+use super::writer::WriterThread;
 use super::writer::{BackendWriter, Publish};
 use super::{EventPage, StoreError};
 use crate::settings::{SavedChange, Settings};

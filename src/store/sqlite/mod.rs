@@ -22,7 +22,8 @@ use std::sync::Arc;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use super::backend::{Backend, PageRequest, Pool, WriterThread};
+use super::backend::{Backend, PageRequest, Pool};
+use super::writer::WriterThread;
 use super::writer::{BackendWriter, Publish};
 use super::{EventPage, StoreError, settings};
 use crate::settings::{SavedChange, Settings};

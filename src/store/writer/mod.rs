@@ -158,3 +158,15 @@ impl Command {
         }
     }
 }
+
+/// Where a backend's writer runs. Either way it is a thread that only
+/// writes: the webhooks' tasks on the runtime never wait behind it, nor it
+/// behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::store) enum WriterThread {
+    /// Its calls into the database block (SQLite): a plain thread.
+    Blocking,
+    /// It talks to a server over async I/O (PostgreSQL): a thread with a
+    /// single-threaded runtime of its own.
+    Runtime,
+}

@@ -9,9 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::WriterThread;
 use super::{BackendWriter, Command, Committed, Intake, Publish, Reply};
 use crate::calls::CallRecord;
-use crate::store::backend::WriterThread;
 use crate::store::health::{HealthReporter, StorageHealth};
 use crate::store::{Store, StoreError};
 use crate::telemetry::names;
