@@ -41,9 +41,57 @@ fn drop_trunk_zero(s: &str) -> String {
     format!("{}{}{}", &s[..open], &s[digits_start..j], &s[j + 1..])
 }
 
+/// The zero of each block of Unicode decimal digits (category Nd) besides
+/// ASCII, so `０３０` or `٠٣٠` read as `030`.
+const DIGIT_ZEROS: &[u32] = &[
+    0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
+    0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x11066, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6,
+];
+
+/// Invisible format characters (Unicode category Cf, as far as they turn
+/// up in text) that change nothing a person sees in a number.
+fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// `input` with invisible format characters removed, Unicode digits as
+/// ASCII digits, Unicode spaces as spaces and the fullwidth `+` `-` `(`
+/// `)` as ASCII: a number that looks like a blocked one matches it.
+pub fn fold_number(input: &str) -> std::borrow::Cow<'_, str> {
+    if input.is_ascii() {
+        return std::borrow::Cow::Borrowed(input);
+    }
+    let folded = input
+        .chars()
+        .filter(|c| !is_format_char(*c))
+        .map(|c| {
+            let code = c as u32;
+            if let Some(zero) = DIGIT_ZEROS.iter().find(|&&z| (z..z + 10).contains(&code)) {
+                return char::from(b'0' + (code - zero) as u8);
+            }
+            match c {
+                '\u{FF0B}' => '+',
+                '\u{FF0D}' | '\u{2010}'..='\u{2015}' | '\u{2212}' => '-',
+                '\u{FF08}' => '(',
+                '\u{FF09}' => ')',
+                c if c.is_whitespace() => ' ',
+                c => c,
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(folded)
+}
+
 /// Normalises one number; `anonymous` (any case) stays `anonymous`.
+/// Unicode look-alikes are folded first ([`fold_number`]).
 pub fn normalize_number(input: &str, country_code: &str) -> Result<String, NumberError> {
-    let trimmed = input.trim();
+    let folded = fold_number(input);
+    let trimmed = folded.trim();
     if trimmed.eq_ignore_ascii_case("anonymous") {
         return Ok("anonymous".into());
     }
@@ -296,5 +344,31 @@ mod tests {
             prop_assert!(pattern_matches(&a, &a));
             prop_assert_eq!(pattern_matches(&a, &b), a == b);
         }
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+
+    #[test]
+    fn look_alikes_fold_to_the_number_they_show() {
+        for input in [
+            "\u{200F}+49 30 123456",
+            "\u{FF0B}\u{FF14}\u{FF19} 30 123456",
+            "+49\u{3000}30\u{2011}123456",
+            "\u{6F4}\u{6F9}30123456",
+        ] {
+            assert_eq!(
+                normalize_number(input, "49").unwrap(),
+                "4930123456",
+                "{input:?}"
+            );
+        }
+        assert_eq!(fold_number("4930"), "4930");
+        assert!(
+            normalize_number("49x30", "49").is_err(),
+            "letters stay refused"
+        );
     }
 }

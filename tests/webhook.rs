@@ -500,3 +500,54 @@ async fn health_endpoints_answer() {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+/// Invisible characters and Unicode look-alikes in `from` (RLM, ZWSP, BOM,
+/// fullwidth or Arabic-Indic digits, a stray letter) never let a variant of
+/// a blocked number through; other callers still pass.
+#[tokio::test]
+async fn look_alike_variants_of_a_blocked_number_are_rejected_too() {
+    let server = TestServer::start().await;
+    server
+        .settings()
+        .await
+        .add_block_entry(proto::AddBlockEntryRequest {
+            pattern: "4930123456".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    let variants = [
+        "4930123456",
+        "\u{200F}4930123456",
+        "4930\u{200B}123456",
+        "\u{FEFF}4930123456\u{200E}",
+        "\u{FF14}\u{FF19}\u{FF13}\u{FF10}\u{FF11}\u{FF12}\u{FF13}\u{FF14}\u{FF15}\u{FF16}",
+        "\u{664}\u{669}\u{663}\u{660}123456",
+        "+49 30\u{3000}123456",
+        "\u{FF0B}4930123456",
+        "49301234x56",
+        "0049\u{2060}30123456",
+    ];
+    for (i, from) in variants.iter().enumerate() {
+        let reply = server
+            .post(
+                "/api/v1/sipgate/in",
+                &new_call("in", from, "4921199999", &format!("la{i}")),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.contains("<Reject reason=\"busy\"/>"),
+            "{from:?} got through: {}",
+            reply.body
+        );
+    }
+    let other = server
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "\u{200F}4930999999", "4921199999", "la-other"),
+        )
+        .await;
+    assert!(!other.body.contains("Reject"), "{}", other.body);
+    server.stop().await;
+}

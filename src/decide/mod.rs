@@ -234,8 +234,19 @@ impl Decision {
     }
 }
 
+/// The number rules are matched against. One that is not a number as it
+/// stands (a stray letter or symbol among the digits) is matched by its
+/// digits, so no variant of a blocked number gets through; one without
+/// digits is matched as written.
 fn normalized_or_raw(number: &str, country_code: &str) -> String {
-    numbers::normalize_number(number, country_code).unwrap_or_else(|_| number.trim().to_string())
+    numbers::normalize_number(number, country_code).unwrap_or_else(|_| {
+        let folded = numbers::fold_number(number);
+        let plus = folded.trim_start().starts_with('+');
+        let digits: String = folded.chars().filter(char::is_ascii_digit).collect();
+        let candidate = if plus { format!("+{digits}") } else { digits };
+        numbers::normalize_number(&candidate, country_code)
+            .unwrap_or_else(|_| number.trim().to_string())
+    })
 }
 
 /// The decision for `event`: for a newCall always, for a dtmf push with
