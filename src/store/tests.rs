@@ -1021,6 +1021,47 @@ async fn a_second_open_of_a_database_in_use_is_refused() {
 
 #[cfg(unix)]
 #[tokio::test]
+async fn a_symlink_to_a_database_in_use_is_refused_and_a_symlinked_lock_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.db");
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let first = Store::open(real.to_str().unwrap()).await.unwrap();
+    let err = Store::open(link.to_str().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use by another process"), "{err}");
+    drop(first);
+    // A directory symlink and a database not created yet: one lock still.
+    let dir_link = dir.path().join("dir-link");
+    std::os::unix::fs::symlink(dir.path(), &dir_link).unwrap();
+    let fresh = Store::open(dir.path().join("fresh.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let err = Store::open(dir_link.join("fresh.db").to_str().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use by another process"), "{err}");
+    drop(fresh);
+
+    // The lock file planted as a symlink to another file: refused, and the
+    // other file keeps its content.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    let db = dir.path().join("planted.db");
+    std::os::unix::fs::symlink(&victim, dir.path().join("planted.db.lock")).unwrap();
+    let err = Store::open(db.to_str().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lock file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+}
+
+#[cfg(unix)]
+#[tokio::test]
 async fn database_files_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt as _;
     let h = Harness::new(16).await;

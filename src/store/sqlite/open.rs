@@ -124,12 +124,34 @@ fn connect_options(database: &str) -> Result<SqliteConnectOptions, StoreError> {
         .row_buffer_size(ROW_CHANNEL))
 }
 
-/// Takes `<database>.lock` for the life of the process, or says who holds it.
+/// The database's real path: symlinks resolved (the file's own, or its
+/// directory's when the file does not exist yet), so every name of one
+/// database shares one lock.
+fn canonical(database: &Path) -> std::path::PathBuf {
+    if let Ok(real) = std::fs::canonicalize(database) {
+        return real;
+    }
+    let parent = match database.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(parent), database.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => database.to_path_buf(),
+    }
+}
+
+/// Takes `<database>.lock` (next to the database's real path) for the life
+/// of the process, or says who holds it. A lock file that is a symlink is
+/// refused (`O_NOFOLLOW`): the pid is never written through one.
 fn lock(database: &Path) -> Result<File, String> {
-    let mut name = database.as_os_str().to_owned();
+    let mut name = canonical(database).into_os_string();
     name.push(".lock");
     let path = Path::new(&name);
-    let mut file = private_options()
+    let mut options = private_options();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = options
         .read(true)
         .write(true)
         .truncate(false)
