@@ -100,8 +100,17 @@ impl Cursor {
 /// Replaces the file at `path` with `bytes` durably: a temporary file
 /// (owner-only: it tells what was delivered), fsync, rename, fsync of the
 /// directory.
+///
+/// The temporary file is created anew (`O_EXCL`, never through a symlink):
+/// a leftover one, or a symlink planted under its name, is removed first,
+/// so the state is never written into another file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut file = owner_only().open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -114,9 +123,12 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 
 fn owner_only() -> fs::OpenOptions {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
     options
 }
 
@@ -143,5 +155,20 @@ mod tests {
         fs::write(&path, "garbage").unwrap();
         let error = format!("{:#}", Cursor::load(&path).unwrap_err());
         assert!(error.contains("damaged"), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlink_planted_as_the_temporary_file_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zammad.cursor");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("zammad.tmp")).unwrap();
+        let mut cursor = Cursor::load(&path).unwrap();
+        cursor.store(7).await.unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(Cursor::load(&path).unwrap().after_seq(), Some(7));
+        assert!(!dir.path().join("zammad.tmp").exists());
     }
 }
