@@ -213,17 +213,14 @@ impl ZammadApi {
             .map(drop)
     }
 
-    /// Closes the ticket with `note` as its last article, in one request.
-    pub async fn close_with_note(
-        &self,
-        ticket_id: u64,
-        subject: &str,
-        note: &str,
-    ) -> ApiResult<()> {
-        let body = json!({
-            "state": "closed",
-            "article": {"subject": subject, "body": note, "type": "note", "internal": true},
-        });
+    /// Closes the ticket; with `note` (subject, body) as its last article,
+    /// in the same request.
+    pub async fn close(&self, ticket_id: u64, note: Option<(&str, &str)>) -> ApiResult<()> {
+        let mut body = json!({"state": "closed"});
+        if let Some((subject, note)) = note {
+            body["article"] =
+                json!({"subject": subject, "body": note, "type": "note", "internal": true});
+        }
         let path = format!("/api/v1/tickets/{ticket_id}");
         self.call(reqwest::Method::PUT, &path, Some(body))
             .await

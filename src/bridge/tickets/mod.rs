@@ -254,14 +254,15 @@ impl TicketsSink {
         if !written {
             self.begin(ledger, event.seq)?;
             if close {
-                self.api.close_with_note(ticket, &title, &note).await?;
+                self.api.close(ticket, Some((&title, &note))).await?;
             } else {
                 self.api.add_note(ticket, &title, &note).await?;
             }
             metrics::counter!(names::TICKET_NOTES).increment(1);
         } else if close {
-            // The note is there; the close went with it in one request.
-            self.api.close_with_note(ticket, &title, &note).await.ok();
+            // The note is there but the ticket is open (it was written
+            // without the close): close it without a second note.
+            self.api.close(ticket, None).await?;
         }
         if close {
             metrics::counter!(names::TICKETS_CLOSED).increment(1);
