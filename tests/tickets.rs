@@ -554,6 +554,18 @@ async fn missed_calls_become_one_ticket_per_caller_and_reaching_them_closes_it()
     server.stop().await;
 }
 
+/// The server binary on a new database in a new directory.
+async fn spawn_server() -> (tempfile::TempDir, process::Spawned) {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("s.db").display().to_string();
+    let server = process::spawn_binary(
+        dir.path(),
+        &["--metrics-addr", "off", "--database", &database],
+    )
+    .await;
+    (dir, server)
+}
+
 /// The bridge binary as its own process.
 async fn spawn_bridge(
     dir: &std::path::Path,
@@ -597,17 +609,7 @@ fn rand_suffix() -> u128 {
 #[tokio::test]
 async fn kill_9_between_calls_and_during_an_outage_makes_no_duplicate_and_misses_none() {
     let (zammad, addr) = stand_in().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = process::spawn_binary(
-        dir.path(),
-        &[
-            "--metrics-addr",
-            "off",
-            "--database",
-            &dir.path().join("s.db").display().to_string(),
-        ],
-    )
-    .await;
+    let (dir, mut server) = spawn_server().await;
     let client = reqwest::Client::new();
     let line = "4921199999";
 
@@ -672,17 +674,7 @@ async fn kill_9_between_calls_and_during_an_outage_makes_no_duplicate_and_misses
 #[tokio::test]
 async fn a_wrong_token_stops_the_bridge_with_a_non_zero_exit_and_writes_nothing() {
     let (zammad, addr) = stand_in().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = process::spawn_binary(
-        dir.path(),
-        &[
-            "--metrics-addr",
-            "off",
-            "--database",
-            &dir.path().join("s.db").display().to_string(),
-        ],
-    )
-    .await;
+    let (dir, mut server) = spawn_server().await;
     let client = reqwest::Client::new();
     call(
         &server.http,

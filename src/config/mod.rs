@@ -247,10 +247,8 @@ pub fn zammad_api_token(
                 "set {flag} or SIDECAR_ZAMMAD_API_TOKEN(_FILE), not both"
             ));
         }
-        (Some(path), None) => std::fs::read_to_string(path)
-            .map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_string(),
+        (Some(path), None) => secrets::read_secret(path)
+            .map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))?,
         (None, Some(token)) => token,
         (None, None) => {
             return Err(format!(

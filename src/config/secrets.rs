@@ -47,7 +47,8 @@ pub fn secrets_from_files(
     Ok(found)
 }
 
-fn read_secret(path: &Path) -> std::io::Result<String> {
+/// A secret file's value: its content less one trailing newline.
+pub(crate) fn read_secret(path: &Path) -> std::io::Result<String> {
     let mut value = std::fs::read_to_string(path)?;
     if value.ends_with('\n') {
         value.pop();

@@ -94,14 +94,18 @@ async fn read_batch(
     keys: &[String],
     with_head: bool,
 ) -> Result<(Loaded, Option<u64>), StoreError> {
-    const CALLS_AND_KEYS: &str = "SELECT 0, call_id, record, NULL::BIGINT, wire FROM calls WHERE call_id = ANY($1) \
-         UNION ALL \
-         SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key = ANY($2)";
-    const WITH_HEAD: &str = "SELECT 0, call_id, record, NULL::BIGINT, wire FROM calls WHERE call_id = ANY($1) \
-         UNION ALL \
-         SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key = ANY($2) \
-         UNION ALL \
-         SELECT 2, '', NULL, COALESCE(MAX(seq), 0), NULL FROM events";
+    macro_rules! calls_and_keys {
+        () => {
+            "SELECT 0, call_id, record, NULL::BIGINT, wire FROM calls WHERE call_id = ANY($1) \
+             UNION ALL \
+             SELECT 1, dedupe_key, NULL, seq, NULL FROM events WHERE dedupe_key = ANY($2)"
+        };
+    }
+    const CALLS_AND_KEYS: &str = calls_and_keys!();
+    const WITH_HEAD: &str = concat!(
+        calls_and_keys!(),
+        " UNION ALL SELECT 2, '', NULL, COALESCE(MAX(seq), 0), NULL FROM events"
+    );
     type Row = (i32, String, Option<String>, Option<i64>, Option<Vec<u8>>);
     let rows: Vec<Row> = sqlx::query_as(if with_head { WITH_HEAD } else { CALLS_AND_KEYS })
         .bind(call_ids)
