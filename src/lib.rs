@@ -240,12 +240,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.live_buffer,
         config.max_subscribers.saturating_add(config.bridges.len()),
     );
+    let spool_dir = match &config.spool_dir {
+        Some(dir) => dir.clone(),
+        None => store.default_spool_dir().map_err(anyhow::Error::msg)?,
+    };
+    let (spool, _) = store::Spool::open(&spool_dir, store.path()).map_err(anyhow::Error::msg)?;
     let (writer, writer_task) = store::spawn_writer(
         store.clone(),
         publisher,
         writer_shutdown.clone(),
         config.writer_max_batch,
+        Some(spool),
     );
+    // A spool an earlier run left goes into the log before any new push.
+    writer.started().await;
     let settings_follower = settings.follow_store(shutdown.clone());
     let maintenance = store::spawn_maintenance(
         &store,
@@ -359,7 +367,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         drop(fanout);
         writer_shutdown.cancel();
-        writer_task.await.context("writer task panicked")?;
+        match writer_task.await.context("writer task panicked")? {
+            None => anyhow::bail!("the event writer's thread died; see the log"),
+            Some(exit) if exit.lost > 0 => anyhow::bail!(
+                "{} accepted events were neither stored nor spooled and are lost (see the log)",
+                exit.lost
+            ),
+            Some(_) => {}
+        }
         http_result.context("webhook listener panicked")?;
         grpc_result
             .context("gRPC listener panicked")?

@@ -42,6 +42,18 @@ pub mod names {
     pub const WRITER_QUEUE_OVERFLOW: &str = "sidecar_writer_queue_overflow_total";
     /// Gauge: 1 while the writer's transactions commit, 0 while they fail.
     pub const STORAGE_HEALTHY: &str = "sidecar_storage_healthy";
+    /// Gauge: events in the spool, not yet folded into the database.
+    pub const SPOOL_EVENTS: &str = "sidecar_spool_events";
+    /// Counter: events written to the spool because the database failed.
+    pub const SPOOL_APPENDED: &str = "sidecar_spool_appended_total";
+    /// Counter: spooled events folded into the database.
+    pub const SPOOL_FOLDED: &str = "sidecar_spool_folded_total";
+    /// Counter: spool appends that failed (the events stay in memory).
+    pub const SPOOL_FAILURES: &str = "sidecar_spool_failures_total";
+    /// Counter: torn or corrupt spool tails set aside at start.
+    pub const SPOOL_TORN: &str = "sidecar_spool_torn_total";
+    /// Gauge: accepted events neither committed nor spooled (held in memory).
+    pub const UNSTORED_EVENTS: &str = "sidecar_unstored_events";
     /// Gauge: live event-stream subscribers (gRPC and in-process bridges).
     pub const SUBSCRIBERS: &str = "sidecar_subscribers";
     /// Counter, label `reason` (`limit`, `beyond_head`): subscriptions refused.

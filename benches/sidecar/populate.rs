@@ -42,7 +42,7 @@ pub async fn populate(database: &Path, count: u64) -> anyhow::Result<Duration> {
     let store = Store::open(&database.display().to_string()).await?;
     let (_fanout, publisher) = Fanout::new(store.clone(), 16);
     let shutdown = CancellationToken::new();
-    let (writer, task) = spawn_writer(store, publisher, shutdown.clone(), 2048);
+    let (writer, task) = spawn_writer(store, publisher, shutdown.clone(), 2048, None);
     let start = Instant::now();
     let producers = 4u64;
     let in_flight = QUEUE / producers as usize;

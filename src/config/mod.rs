@@ -306,6 +306,9 @@ pub struct Config {
     pub country_code: String,
     /// Where the call flows' announcement and iCalendar files are.
     pub announcements_dir: Option<PathBuf>,
+    /// The spool's directory; `None` for the default next to the database
+    /// ([`crate::store::Store::default_spool_dir`]).
+    pub spool_dir: Option<PathBuf>,
     /// The longest a webhook reply waits for its event's commit.
     pub reply_deadline: Duration,
     pub body_limit: usize,
@@ -356,6 +359,7 @@ impl Default for Config {
             grpc_token: None,
             country_code: DEFAULT_COUNTRY_CODE.into(),
             announcements_dir: None,
+            spool_dir: None,
             reply_deadline: Duration::from_millis(DEFAULT_REPLY_DEADLINE_MS),
             body_limit: DEFAULT_BODY_LIMIT,
             stale_call_after: Duration::from_secs(DEFAULT_STALE_CALL_SECS),

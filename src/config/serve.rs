@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// /announcements/ on the webhook listener.
     #[arg(long, env = "SIDECAR_ANNOUNCEMENTS_DIR")]
     pub announcements_dir: Option<PathBuf>,
+    /// Directory of the spool, where accepted events wait while the database
+    /// cannot take them (default: DATABASE.spool next to a SQLite file; for
+    /// PostgreSQL $STATE_DIRECTORY/spool, else
+    /// ~/.local/state/sipgate-sidecar/spool). Local disk, one per server.
+    #[arg(long, env = "SIDECAR_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
     /// Longest wait for the event's commit before the reply goes out anyway.
     #[arg(long, env = "SIDECAR_REPLY_DEADLINE_MS", default_value_t = DEFAULT_REPLY_DEADLINE_MS)]
     pub reply_deadline_ms: u64,
@@ -341,6 +347,7 @@ impl ServeArgs {
             trusted_proxies: self.trusted_proxies,
             country_code: self.country_code,
             announcements_dir: self.announcements_dir,
+            spool_dir: self.spool_dir,
             reply_deadline: Duration::from_millis(self.reply_deadline_ms),
             body_limit: self.body_limit,
             stale_call_after: Duration::from_secs(self.stale_call_secs),

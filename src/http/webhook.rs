@@ -396,6 +396,8 @@ async fn commit(
             seq: Some(seq),
             replayed: false,
         },
+        // Durable in the spool; in the log once the database is back.
+        Ok(Ok(Ok(Committed::Spooled))) => unstored(WebhookOutcome::Spooled, decision),
         Ok(Ok(Ok(Committed::Replayed))) => CommitOutcome {
             outcome: WebhookOutcome::Duplicate,
             decision,

@@ -69,6 +69,28 @@ impl Store {
         self.backend.as_ref()
     }
 
+    /// Where the spool goes unless `--spool-dir` says: next to the SQLite
+    /// file (its real path, as the lock), or for PostgreSQL in the state
+    /// directory (systemd's `$STATE_DIRECTORY`, else `$XDG_STATE_HOME` or
+    /// `~/.local/state`, under `sipgate-sidecar/`).
+    pub fn default_spool_dir(&self) -> Result<std::path::PathBuf, String> {
+        match self.backend.pool() {
+            Pool::Sqlite(_) => {
+                let mut name =
+                    super::sqlite::canonical(std::path::Path::new(self.path())).into_os_string();
+                name.push(".spool");
+                Ok(name.into())
+            }
+            Pool::Postgres(_) => super::writer::spool::state_dir()
+                .map(|dir| dir.join("spool"))
+                .ok_or_else(|| {
+                    "no state directory for the spool: set --spool-dir (SIDECAR_SPOOL_DIR), \
+                     STATE_DIRECTORY or HOME"
+                        .to_owned()
+                }),
+        }
+    }
+
     /// The database as shown in messages (a URL without its password).
     pub(crate) fn path(&self) -> &str {
         self.backend.path()

@@ -57,7 +57,7 @@ use crate::sipgate::event::{Direction, Event};
 pub use health::{StorageHealth, StorageState};
 pub(crate) use log::EventPage;
 pub(crate) use maintenance::spawn_maintenance;
-pub use writer::{Committed, Intake, Publish, WriterHandle, spawn_writer};
+pub use writer::{Committed, Intake, Publish, Spool, WriterExit, WriterHandle, spawn_writer};
 
 /// One event of the log, as stored and as streamed.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Committed, Intake, Store, WriterHandle, spawn_writer};
+use super::{Committed, Intake, Store, WriterExit, WriterHandle, spawn_writer};
 use crate::decide::Decision;
 use crate::fanout::Fanout;
 use crate::sipgate::event::Event;
@@ -77,7 +77,7 @@ pub(crate) struct Harness {
     pub fanout: Fanout,
     pub writer: WriterHandle,
     pub shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<Option<WriterExit>>,
 }
 
 impl Harness {
@@ -110,7 +110,7 @@ impl Harness {
         let store = Store::open(&database).await.expect("open store");
         let (fanout, publisher) = Fanout::new(store.clone(), live_capacity);
         let shutdown = CancellationToken::new();
-        let (writer, task) = spawn_writer(store.clone(), publisher, shutdown.clone(), 64);
+        let (writer, task) = spawn_writer(store.clone(), publisher, shutdown.clone(), 64, None);
         Harness {
             dir,
             database,

@@ -62,7 +62,7 @@ fn hangup(call_id: &str, cause: &str) -> Event {
 fn seq_of(c: &Committed) -> u64 {
     match c {
         Committed::Appended { seq, .. } | Committed::Duplicate { seq, .. } => *seq,
-        Committed::Replayed => unreachable!("no dtmf pushes here"),
+        Committed::Replayed | Committed::Spooled => unreachable!("no dtmf pushes, no spool here"),
     }
 }
 
@@ -169,7 +169,7 @@ async fn duplicates_within_one_batch_are_caught(kind: Kind) {
                 assert_eq!(seq, 1);
                 assert_eq!(decision, Some(Decision::accept()));
             }
-            Committed::Replayed => panic!("a newCall is never a replayed prompt"),
+            other => panic!("a newCall is stored or a duplicate here, not {other:?}"),
         }
     }
     assert_eq!(appended, 1);
@@ -972,7 +972,7 @@ async fn a_full_queue_refuses_at_once_and_keeps_what_it_holds() {
     let (_fanout, publisher) = crate::fanout::Fanout::new(store.clone(), 16);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (writer, task) =
-        writer::spawn_with_capacity(store.clone(), publisher, shutdown.clone(), 1, 2);
+        writer::spawn_with_capacity(store.clone(), publisher, shutdown.clone(), 1, 2, None);
     store.set_fault(true);
     // One batch held by the writer, two waiting in the queue...
     let first = tokio::spawn(submit_dtmf(&writer, "A", "1"));

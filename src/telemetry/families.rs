@@ -57,6 +57,9 @@ pub enum WebhookOutcome {
     StorageFailing,
     /// Answered before the commit, which still happens.
     DeadlineMissed,
+    /// Answered after its event was written to the spool (the database
+    /// failing); it is folded into the log when the database is back.
+    Spooled,
     ForbiddenSource,
     Unauthorized,
     BasicAuthRequired,
@@ -68,13 +71,14 @@ pub enum WebhookOutcome {
 }
 
 impl WebhookOutcome {
-    pub const ALL: [WebhookOutcome; 13] = [
+    pub const ALL: [WebhookOutcome; 14] = [
         WebhookOutcome::Accepted,
         WebhookOutcome::Duplicate,
         WebhookOutcome::QueueFull,
         WebhookOutcome::StoreError,
         WebhookOutcome::StorageFailing,
         WebhookOutcome::DeadlineMissed,
+        WebhookOutcome::Spooled,
         WebhookOutcome::ForbiddenSource,
         WebhookOutcome::Unauthorized,
         WebhookOutcome::BasicAuthRequired,
@@ -93,6 +97,7 @@ impl WebhookOutcome {
             WebhookOutcome::StoreError => "store_error",
             WebhookOutcome::StorageFailing => "storage_failing",
             WebhookOutcome::DeadlineMissed => "deadline_missed",
+            WebhookOutcome::Spooled => "spooled",
             WebhookOutcome::ForbiddenSource => "forbidden_source",
             WebhookOutcome::Unauthorized => "unauthorized",
             WebhookOutcome::BasicAuthRequired => "basic_auth_required",
@@ -232,6 +237,38 @@ pub const FAMILIES: &[Family] = &[
         STORAGE_HEALTHY,
         None,
         "1 while the writer's transactions commit, 0 while they fail.",
+        &[],
+    ),
+    gauge(
+        SPOOL_EVENTS,
+        None,
+        "Events in the spool, waiting to be folded into the database.",
+        &[],
+    ),
+    counter(
+        SPOOL_APPENDED,
+        "Events written to the spool because the database could not take them.",
+        &[],
+    ),
+    counter(
+        SPOOL_FOLDED,
+        "Spooled events folded into the database.",
+        &[],
+    ),
+    counter(
+        SPOOL_FAILURES,
+        "Spool appends that failed; their events stay in memory and are retried.",
+        &[],
+    ),
+    counter(
+        SPOOL_TORN,
+        "Torn or corrupt spool tails set aside at start.",
+        &[],
+    ),
+    gauge(
+        UNSTORED_EVENTS,
+        None,
+        "Accepted events neither committed nor spooled, held in memory and retried.",
         &[],
     ),
     gauge(

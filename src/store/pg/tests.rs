@@ -25,7 +25,7 @@ async fn two_replicas(test: &str) -> Option<(Harness, Harness)> {
 fn seq_of(c: &Committed) -> u64 {
     match c {
         Committed::Appended { seq, .. } | Committed::Duplicate { seq, .. } => *seq,
-        Committed::Replayed => unreachable!("no dtmf pushes here"),
+        Committed::Replayed | Committed::Spooled => unreachable!("no dtmf pushes, no spool here"),
     }
 }
 

@@ -148,6 +148,10 @@ impl BackendWriter for PgWriter {
         crate::store::writer::fail(batch, error)
     }
 
+    fn spooled(&mut self) {
+        self.unanswered = None;
+    }
+
     async fn pause(&mut self, wait: Duration) {
         tokio::time::sleep(wait).await
     }

@@ -16,6 +16,7 @@ mod open;
 mod pages;
 pub(super) mod rows;
 pub(super) mod writer;
+pub(super) use open::canonical;
 
 use std::sync::Arc;
 

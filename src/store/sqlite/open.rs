@@ -127,7 +127,7 @@ fn connect_options(database: &str) -> Result<SqliteConnectOptions, StoreError> {
 /// The database's real path: symlinks resolved (the file's own, or its
 /// directory's when the file does not exist yet), so every name of one
 /// database shares one lock.
-fn canonical(database: &Path) -> std::path::PathBuf {
+pub(in crate::store) fn canonical(database: &Path) -> std::path::PathBuf {
     if let Ok(real) = std::fs::canonicalize(database) {
         return real;
     }

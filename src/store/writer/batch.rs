@@ -89,9 +89,9 @@ pub(in crate::store) fn call_ids(batch: &[Command]) -> Vec<&str> {
     batch
         .iter()
         .filter_map(|command| match command {
-            Command::Append(intake, _) => Some(intake.event.call_id.as_str()),
+            Command::Append { intake, .. } => Some(intake.event.call_id.as_str()),
             Command::SetDone { call_id, .. } => Some(call_id.as_str()),
-            Command::Sweep { .. } | Command::Purge { .. } => None,
+            Command::Sweep { .. } | Command::Purge { .. } | Command::Tick => None,
         })
         .collect()
 }
@@ -113,13 +113,17 @@ pub(in crate::store) async fn apply<C: BatchConn>(
     cache.load_missing(&mut *conn, &call_ids).await?;
     for command in batch {
         let outcome = match command {
-            Command::Append(intake, _) => {
-                let committed = append(&mut *conn, &mut seq, cache, intake, &mut effects).await?;
+            Command::Append { intake, key, .. } => {
+                let committed =
+                    append(&mut *conn, &mut seq, cache, intake, key.as_deref(), &mut effects)
+                        .await?;
                 if matches!(committed, Committed::Duplicate { .. }) {
                     effects.duplicates += 1;
                 }
                 Outcome::Append(committed)
             }
+            // Taken out of the batch by the loop; nothing to do here.
+            Command::Tick => Outcome::Sweep(0),
             Command::SetDone { call_id, done, .. } => {
                 Outcome::SetDone(set_done(&mut *conn, cache, call_id, *done, &mut effects).await?)
             }
@@ -171,14 +175,28 @@ impl SeqCounter<'_> {
     }
 }
 
+/// Appends `intake` unless it is stored already. An event of a kind
+/// without a dedupe key of its own (dtmf) is stored under its push's `key`,
+/// so a push retried or folded in from the spool twice is stored once.
 async fn append(
     conn: &mut impl BatchConn,
     seq: &mut SeqCounter<'_>,
     cache: &mut CallCache,
     intake: &Intake,
+    push_key: Option<&str>,
     effects: &mut BatchEffects,
 ) -> Result<Committed, StoreError> {
     let event = &intake.event;
+    let own_key = calls::dedupe_key(event.kind, &event.call_id);
+    let push_key = push_key.filter(|_| own_key.is_none());
+    if let Some(key) = push_key
+        && let Some((_, seq)) = conn.seqs_by_dedupe_keys(&[key.to_owned()]).await?.first()
+    {
+        return Ok(Committed::Duplicate {
+            seq: *seq,
+            decision: None,
+        });
+    }
     let entry = cache.entry(conn, &event.call_id).await?;
     // Earlier events of the same batch are in the cache already.
     if let Some(original) = entry.original(event.kind) {
@@ -212,7 +230,7 @@ async fn append(
     let appended = stored.seq;
     effects
         .dedupe_keys
-        .push(calls::dedupe_key(event.kind, &event.call_id));
+        .push(own_key.or_else(|| push_key.map(str::to_owned)));
     effects.published.push(stored);
 
     if let Some(end) = calls::end_if_rejected(

@@ -27,6 +27,7 @@ mod batch;
 mod cache;
 mod conn;
 mod queue;
+pub mod spool;
 
 use std::time::Duration;
 
@@ -42,7 +43,8 @@ pub(in crate::store) use cache::CallCache;
 pub(in crate::store) use conn::{BatchConn, BatchRows, Loaded};
 #[cfg(test)]
 pub(crate) use queue::spawn_with_capacity;
-pub use queue::{WriterHandle, spawn_writer};
+pub use queue::{WriterExit, WriterHandle, spawn_writer};
+pub use spool::Spool;
 
 /// The backend's writer, as the loop drives it ([`crate::store::Backend::start_writer`]).
 #[async_trait::async_trait]
@@ -64,6 +66,11 @@ pub(in crate::store) trait BackendWriter: Send {
         fail(batch, error)
     }
 
+    /// The batch that failed was written to the spool instead: a commit
+    /// of it still in doubt is no longer this writer's to resolve (folding
+    /// finds its events by their dedupe keys).
+    fn spooled(&mut self) {}
+
     /// Waits `wait` before a failed batch is tried again.
     async fn pause(&mut self, wait: Duration);
 }
@@ -79,8 +86,9 @@ pub trait Publish: Send + 'static {
     fn publish(&self, event: WireEvent);
 }
 
-/// One accepted webhook, handed to the writer.
-#[derive(Debug, Clone)]
+/// One accepted webhook, handed to the writer (and, while the database
+/// fails, written to the spool as it is).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Intake {
     pub event: Event,
     /// The decision sent back to sipgate (newCall, and dtmf answering a menu).
@@ -108,13 +116,26 @@ pub enum Committed {
     /// A dtmf push that answers a menu prompt the call has answered
     /// already (a replayed push); nothing written.
     Replayed,
+    /// The database failed: the event is in the spool (durable on local
+    /// disk) and goes into the log, in order, when the database is back.
+    Spooled,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A request to the writer task, with where its answer goes.
 pub(in crate::store) enum Command {
-    Append(Box<Intake>, Reply<Committed>),
+    /// An event to append. `key` is its dedupe key when its kind has none of
+    /// its own (dtmf): unique to this push, kept with it in the spool, so a
+    /// push stored once is found again however often it is retried or
+    /// folded. `reply` is `None` for an event folded in from the spool.
+    Append {
+        intake: Box<Intake>,
+        key: Option<String>,
+        reply: Option<Reply<Committed>>,
+    },
+    /// Wakes a spooling writer to try the database again.
+    Tick,
     SetDone {
         call_id: String,
         done: bool,
@@ -144,13 +165,24 @@ impl Command {
         // A caller that stopped waiting (deadline passed) is not an error:
         // its event is stored all the same.
         match (self, result) {
-            (Command::Append(_, reply), Ok(Outcome::Append(c))) => drop(reply.send(Ok(c))),
+            (Command::Append { reply: None, .. } | Command::Tick, _) => {}
+            (
+                Command::Append {
+                    reply: Some(reply), ..
+                },
+                Ok(Outcome::Append(c)),
+            ) => drop(reply.send(Ok(c))),
             (Command::SetDone { reply, .. }, Ok(Outcome::SetDone(c))) => drop(reply.send(Ok(c))),
             (Command::Sweep { reply, .. }, Ok(Outcome::Sweep(n))) => drop(reply.send(Ok(n))),
             (Command::Purge { reply, .. }, Ok(Outcome::Purge(e, c))) => {
                 drop(reply.send(Ok((e, c))))
             }
-            (Command::Append(_, reply), Err(e)) => drop(reply.send(Err(e))),
+            (
+                Command::Append {
+                    reply: Some(reply), ..
+                },
+                Err(e),
+            ) => drop(reply.send(Err(e))),
             (Command::SetDone { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Command::Sweep { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Command::Purge { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
