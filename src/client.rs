@@ -247,9 +247,21 @@ pub fn status_error(status: Status) -> anyhow::Error {
         }
         source = cause.source();
     }
+    let lower = message.to_ascii_lowercase();
+    let hint = if ["broken pipe", "connection reset", "connection closed"]
+        .iter()
+        .any(|closed| lower.contains(closed))
+    {
+        // What a connection closed at accept looks like from here.
+        " (the server closed the connection at once: its gRPC connection limit may be \
+         reached, --grpc-max-connections or --grpc-max-connections-per-source; see \
+         sidecar_http_connections_rejected_total{listener=\"grpc\"} and its log)"
+    } else {
+        ""
+    };
     anyhow::Error::new(Failure::new(
         FailureKind::of_status(status.code()),
-        format!("{what}: {message}"),
+        format!("{what}: {message}{hint}"),
     ))
 }
 

@@ -216,7 +216,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_listener = Listener::webhook(
         bind(config.http_addr, "webhook listener, --http-addr").await?,
         &config.http_listener,
-    )?;
+    )?
+    .with_allow_list(&config.allow_sources, &config.trusted_proxies);
     let grpc_listener = Listener::grpc(
         bind(config.grpc_addr, "gRPC listener, --grpc-addr").await?,
         &config.grpc_listener,

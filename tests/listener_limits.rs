@@ -73,6 +73,8 @@ async fn push(server: &TestServer, call_id: &str) -> Reply {
 async fn half_open_connections_are_closed_after_the_header_timeout() {
     let server = TestServer::start_with(|c| {
         c.http_listener.header_timeout = Duration::from_secs(1);
+        // All from one address here; the per-address share has its own test.
+        c.http_listener.max_per_source = 1000;
     })
     .await;
     let running = server.running.as_ref().unwrap();
@@ -161,6 +163,110 @@ async fn the_grpc_connection_cap_closes_extra_connections() {
     })
     .await;
     assert_eq!(server.head_seq().await, 0, "a client gets in again");
+    server.stop().await;
+}
+
+/// A connection from another loopback address (Linux routes all of
+/// 127.0.0.0/8 to the loopback interface).
+async fn connect_from(source: &str, to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_half_sent_headers_cannot_take_the_webhook_listener() {
+    let server = TestServer::start_with(|c| {
+        c.http_listener.max_connections = 40;
+        c.http_listener.max_per_source = 8;
+        c.http_listener.header_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let running = server.running.as_ref().unwrap();
+    // One client reopens half-sent headers as fast as they close.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut tcp = connect_from("127.0.0.2", running.http_addr).await;
+        let _ = tcp.write_all(HALF_SENT).await;
+        held.push(tcp);
+    }
+    eventually(Duration::from_secs(5), "the extra 52 closed", || {
+        running.webhook_connections().rejected() >= 52
+    })
+    .await;
+    assert_eq!(running.webhook_connections().open(), 8);
+    // sipgate, from its own address, still gets every push answered.
+    for i in 0..20 {
+        let reply = push(&server, &format!("legit-{i}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(server.head_seq().await, 20);
+    drop(held);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_outside_the_allow_list_is_closed_at_accept_before_its_header() {
+    let server = TestServer::start_with(|c| {
+        c.allow_sources = vec!["127.0.0.1/32".parse().unwrap()];
+        c.http_listener.header_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let running = server.running.as_ref().unwrap();
+    for _ in 0..50 {
+        let mut tcp = connect_from("127.0.0.3", running.http_addr).await;
+        let _ = tcp.write_all(HALF_SENT).await;
+        // Long before the 30 s header timeout.
+        closed_within(tcp, Duration::from_secs(2)).await;
+    }
+    assert_eq!(running.webhook_connections().forbidden(), 50);
+    assert_eq!(running.webhook_connections().open(), 0);
+    let reply = push(&server, "allowed").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_grpc_connection_and_the_cli_says_why_it_was_closed() {
+    let server = TestServer::start_with(|c| {
+        c.grpc_listener.max_connections = 6;
+        c.grpc_listener.max_per_source = 4;
+    })
+    .await;
+    let running = server.running.as_ref().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(connect_from("127.0.0.2", running.grpc_addr).await);
+    }
+    eventually(Duration::from_secs(5), "the extra 6 closed", || {
+        running.grpc_connections().rejected() >= 6
+    })
+    .await;
+    assert_eq!(running.grpc_connections().open(), 4);
+    // Another address gets in.
+    assert_eq!(server.head_seq().await, 0);
+
+    // When the listener is full after all, the CLI says what that means.
+    let mut more = Vec::new();
+    for _ in 0..2 {
+        more.push(TcpStream::connect(running.grpc_addr).await.unwrap());
+    }
+    eventually(Duration::from_secs(5), "the listener full", || {
+        running.grpc_connections().open() == 6
+    })
+    .await;
+    let out = Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
+        .args(["events", "list", "--server", &server.grpc])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--grpc-max-connections"),
+        "names the limit: {stderr}"
+    );
+    drop((idle, more));
     server.stop().await;
 }
 
@@ -490,6 +596,7 @@ async fn running_out_of_file_descriptors_backs_off_logs_once_and_recovers() {
         .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr"])
         .args(["127.0.0.1:0", "--signature", "off", "--metrics-addr", "off"])
         .args(["--database", &database, "--max-connections", "1000"])
+        .args(["--max-connections-per-source", "1000"])
         .args(["--header-timeout-secs", "60"])
         .env("SIDECAR_LOG", "warn,sipgate_sidecar::listener=info")
         .stdout(Stdio::null())

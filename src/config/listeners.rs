@@ -6,7 +6,8 @@ use std::{path::PathBuf, time::Duration};
 use super::{
     Config, DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS, DEFAULT_GRPC_KEEPALIVE_SECS,
     DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS, DEFAULT_GRPC_MAX_CONNECTIONS, DEFAULT_GRPC_MAX_STREAMS,
-    DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_GRPC_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_HEADER_TIMEOUT_SECS,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
     DEFAULT_MAX_WEBHOOKS_IN_FLIGHT,
 };
 
@@ -31,6 +32,8 @@ pub struct HttpListenerConfig {
     pub idle_timeout: Duration,
     /// Connections beyond this are closed at once (and counted).
     pub max_connections: usize,
+    /// Connections one address may hold at once (trusted proxies aside).
+    pub max_per_source: usize,
     /// Webhooks handled at once; more are answered 503.
     pub max_in_flight: usize,
 }
@@ -43,6 +46,7 @@ impl Default for HttpListenerConfig {
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
             max_in_flight: DEFAULT_MAX_WEBHOOKS_IN_FLIGHT,
         }
     }
@@ -61,6 +65,8 @@ pub struct GrpcListenerConfig {
     pub keepalive_timeout: Duration,
     /// Connections beyond this are closed at once (and counted).
     pub max_connections: usize,
+    /// Connections one address may hold at once.
+    pub max_per_source: usize,
     /// Concurrent calls and streams on one connection.
     pub max_streams_per_connection: u32,
 }
@@ -74,6 +80,7 @@ impl Default for GrpcListenerConfig {
             keepalive_interval: Duration::from_secs(DEFAULT_GRPC_KEEPALIVE_SECS),
             keepalive_timeout: Duration::from_secs(DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS),
             max_connections: DEFAULT_GRPC_MAX_CONNECTIONS,
+            max_per_source: DEFAULT_GRPC_MAX_CONNECTIONS_PER_SOURCE,
             max_streams_per_connection: DEFAULT_GRPC_MAX_STREAMS,
         }
     }
@@ -88,10 +95,10 @@ impl Config {
                 "--header-timeout-secs and --idle-timeout-secs must be greater than 0".into(),
             );
         }
-        if http.max_connections == 0 || http.max_in_flight == 0 {
-            return Err(
-                "--max-connections and --max-webhooks-in-flight must be greater than 0".into(),
-            );
+        if http.max_connections == 0 || http.max_in_flight == 0 || http.max_per_source == 0 {
+            return Err("--max-connections, --max-connections-per-source and \
+                 --max-webhooks-in-flight must be greater than 0"
+                .into());
         }
         if grpc.handshake_timeout.is_zero()
             || grpc.keepalive_interval.is_zero()
@@ -101,10 +108,13 @@ impl Config {
                  --grpc-keepalive-timeout-secs must be greater than 0"
                 .into());
         }
-        if grpc.max_connections == 0 || grpc.max_streams_per_connection == 0 {
-            return Err(
-                "--grpc-max-connections and --grpc-max-streams must be greater than 0".into(),
-            );
+        if grpc.max_connections == 0
+            || grpc.max_streams_per_connection == 0
+            || grpc.max_per_source == 0
+        {
+            return Err("--grpc-max-connections, --grpc-max-connections-per-source and \
+                 --grpc-max-streams must be greater than 0"
+                .into());
         }
         if grpc.client_ca.is_some() && grpc.tls.is_none() {
             return Err(

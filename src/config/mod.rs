@@ -64,10 +64,14 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Open connections on the webhook listener; systemd's default file
 /// descriptor limit is 1024, so this leaves room for the database and gRPC.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// A webhook client's share: sipgate posts from two addresses, one
+/// connection per push in flight.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// Webhooks handled at once; more are answered 503.
 pub const DEFAULT_MAX_WEBHOOKS_IN_FLIGHT: usize = 256;
 /// Open connections on the gRPC listener.
 pub const DEFAULT_GRPC_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_GRPC_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// Concurrent gRPC calls and streams on one connection.
 pub const DEFAULT_GRPC_MAX_STREAMS: u32 = 64;
 /// TLS handshake plus HTTP/2 connection preface on the gRPC listener.

@@ -9,7 +9,8 @@ use super::{
     BasicAuth, BlockedCalls, BridgeConfig, BridgeTarget, Config, DEFAULT_BODY_LIMIT,
     DEFAULT_COUNTRY_CODE, DEFAULT_DATABASE, DEFAULT_GRPC_ADDR, DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS,
     DEFAULT_GRPC_KEEPALIVE_SECS, DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS, DEFAULT_GRPC_MAX_CONNECTIONS,
-    DEFAULT_GRPC_MAX_STREAMS, DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_HTTP_ADDR,
+    DEFAULT_GRPC_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_GRPC_MAX_STREAMS, DEFAULT_HEADER_TIMEOUT_SECS,
+    DEFAULT_HTTP_ADDR, DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LIVE_BUFFER, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_WEBHOOKS_IN_FLIGHT, DEFAULT_METRICS_ADDR,
     DEFAULT_RECENT_REQUESTS, DEFAULT_REPLY_DEADLINE_MS, DEFAULT_RETENTION_DAYS,
@@ -194,12 +195,20 @@ pub struct ServeArgs {
     /// once. Keep it below the file-descriptor limit (ulimit -n, LimitNOFILE).
     #[arg(long, env = "SIDECAR_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Open webhook connections one address may hold; further ones are
+    /// closed at once, so one client cannot take the listener (trusted
+    /// proxies are not capped: their clients share their address).
+    #[arg(long, env = "SIDECAR_MAX_CONNECTIONS_PER_SOURCE", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
+    pub max_connections_per_source: usize,
     /// Webhooks handled at once; further ones are answered 503.
     #[arg(long, env = "SIDECAR_MAX_WEBHOOKS_IN_FLIGHT", default_value_t = DEFAULT_MAX_WEBHOOKS_IN_FLIGHT)]
     pub max_webhooks_in_flight: usize,
     /// Open connections on the gRPC listener; further ones are closed at once.
     #[arg(long, env = "SIDECAR_GRPC_MAX_CONNECTIONS", default_value_t = DEFAULT_GRPC_MAX_CONNECTIONS)]
     pub grpc_max_connections: usize,
+    /// Open gRPC connections one address may hold; further ones are closed at once.
+    #[arg(long, env = "SIDECAR_GRPC_MAX_CONNECTIONS_PER_SOURCE", default_value_t = DEFAULT_GRPC_MAX_CONNECTIONS_PER_SOURCE)]
+    pub grpc_max_connections_per_source: usize,
     /// Concurrent gRPC calls and streams per connection.
     #[arg(long, env = "SIDECAR_GRPC_MAX_STREAMS", default_value_t = DEFAULT_GRPC_MAX_STREAMS)]
     pub grpc_max_streams: u32,
@@ -360,6 +369,7 @@ impl ServeArgs {
                 header_timeout: Duration::from_secs(self.header_timeout_secs),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 max_connections: self.max_connections,
+                max_per_source: self.max_connections_per_source,
                 max_in_flight: self.max_webhooks_in_flight,
             },
             grpc_listener: GrpcListenerConfig {
@@ -373,6 +383,7 @@ impl ServeArgs {
                 keepalive_interval: Duration::from_secs(self.grpc_keepalive_secs),
                 keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout_secs),
                 max_connections: self.grpc_max_connections,
+                max_per_source: self.grpc_max_connections_per_source,
                 max_streams_per_connection: self.grpc_max_streams,
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),

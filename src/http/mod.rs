@@ -136,7 +136,7 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
     if let StorageState::Failing { reason } = readiness.writer.storage_health().state() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: storage failing, events are held: {reason}\n"),
+            format!("not ready: storage failing: {reason}\n"),
         )
             .into_response();
     }

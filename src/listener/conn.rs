@@ -22,21 +22,29 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::ListenerStats;
+use super::sources::SourceSlot;
 use crate::telemetry::names;
 
 /// One place under the connection cap; frees it and updates the gauge when
 /// the connection is gone.
 pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
+    /// Its place among its address's connections (none for a trusted proxy).
+    _source: Option<SourceSlot>,
     stats: Arc<ListenerStats>,
 }
 
 impl Slot {
-    pub(super) fn new(permit: OwnedSemaphorePermit, stats: Arc<ListenerStats>) -> Self {
+    pub(super) fn new(
+        permit: OwnedSemaphorePermit,
+        source: Option<SourceSlot>,
+        stats: Arc<ListenerStats>,
+    ) -> Self {
         stats.open.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(names::CONNECTIONS_OPEN, "listener" => stats.name).increment(1.0);
         Slot {
             _permit: permit,
+            _source: source,
             stats,
         }
     }

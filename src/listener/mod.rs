@@ -18,6 +18,7 @@
 
 mod conn;
 mod serve;
+mod sources;
 
 use std::{
     future::Future,
@@ -47,6 +48,7 @@ use crate::{
     tls,
 };
 use conn::{FirstBytes, Idle, Io, Slot};
+use sources::{Refusal, Sources};
 
 /// Length of the HTTP/2 connection preface a gRPC client sends first.
 const H2_PREFACE_LEN: usize = 24;
@@ -105,6 +107,7 @@ pub struct ListenerStats {
     name: &'static str,
     open: AtomicUsize,
     rejected: AtomicU64,
+    forbidden: AtomicU64,
 }
 
 impl ListenerStats {
@@ -113,6 +116,7 @@ impl ListenerStats {
             name,
             open: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
         }
     }
 
@@ -121,9 +125,15 @@ impl ListenerStats {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Connections closed at once because the cap was reached.
+    /// Connections closed at once because the cap (of the listener or of
+    /// the address) was reached.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at accept because their address is not allowed.
+    pub fn forbidden(&self) -> u64 {
+        self.forbidden.load(Ordering::Relaxed)
     }
 }
 
@@ -144,6 +154,7 @@ pub struct Listener {
     tls: Option<TlsAcceptor>,
     limits: Limits,
     slots: Arc<Semaphore>,
+    sources: Arc<Sources>,
     stats: Arc<ListenerStats>,
     rejections: Arc<Throttle>,
 }
@@ -170,7 +181,13 @@ impl Listener {
             first_bytes: (HTTP_FIRST_BYTES, config.header_timeout),
             idle_timeout: Some(config.idle_timeout),
         };
-        Ok(Self::new("webhook", tcp, tls, limits))
+        Ok(Self::new(
+            "webhook",
+            tcp,
+            tls,
+            limits,
+            Sources::new(config.max_per_source),
+        ))
     }
 
     /// The gRPC listener: TLS (and client certificates) per `config`.
@@ -195,7 +212,22 @@ impl Listener {
             first_bytes: (H2_PREFACE_LEN, config.handshake_timeout),
             idle_timeout: None,
         };
-        Ok(Self::new("grpc", tcp, tls, limits))
+        Ok(Self::new(
+            "grpc",
+            tcp,
+            tls,
+            limits,
+            Sources::new(config.max_per_source),
+        ))
+    }
+
+    /// Closes connections from addresses outside `allow` (unless empty) at
+    /// accept; `trusted` proxies are always admitted, and not capped per
+    /// address.
+    pub fn with_allow_list(mut self, allow: &[ipnet::IpNet], trusted: &[ipnet::IpNet]) -> Self {
+        let per_source = self.sources.per_source();
+        self.sources = Arc::new(Sources::new(per_source).with_allow_list(allow, trusted));
+        self
     }
 
     fn new(
@@ -203,10 +235,12 @@ impl Listener {
         tcp: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         limits: Limits,
+        sources: Sources,
     ) -> Self {
         Listener {
             tcp,
             tls: tls.map(TlsAcceptor::from),
+            sources: Arc::new(sources),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
             stats: Arc::new(ListenerStats::new(name)),
@@ -273,6 +307,14 @@ impl Listener {
                 tracing::info!(listener = name, failures, "accepting connections again");
                 failures = 0;
             }
+            let source = match self.sources.admit(peer.ip()) {
+                Ok(source) => source,
+                Err(refusal) => {
+                    drop(tcp);
+                    self.refused(refusal, peer);
+                    continue;
+                }
+            };
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 drop(tcp);
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -288,7 +330,7 @@ impl Listener {
                 }
                 continue;
             };
-            let slot = Slot::new(permit, self.stats.clone());
+            let slot = Slot::new(permit, source, self.stats.clone());
             let _ = tcp.set_nodelay(true);
             let _ = socket2::SockRef::from(&tcp)
                 .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
@@ -313,6 +355,40 @@ impl Listener {
             });
         }
         // Dropping the socket here: new connections are refused from now on.
+    }
+}
+
+impl Listener {
+    /// Counts and logs (rate-limited) a connection closed at accept.
+    fn refused(&self, refusal: Refusal, peer: SocketAddr) {
+        let name = self.stats.name;
+        match refusal {
+            Refusal::Forbidden => {
+                self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::WebhookOutcome::ForbiddenSource.count();
+                if let Some(held) = self.rejections.ready() {
+                    tracing::warn!(
+                        listener = name,
+                        %peer,
+                        more_since_last_line = held,
+                        "connection from an address outside --allow-sources closed at accept"
+                    );
+                }
+            }
+            Refusal::PerSource => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(names::CONNECTIONS_REJECTED, "listener" => name).increment(1);
+                if let Some(held) = self.rejections.ready() {
+                    tracing::warn!(
+                        listener = name,
+                        limit = self.sources.per_source(),
+                        %peer,
+                        more_since_last_line = held,
+                        "this address holds its share of connections; closing its new ones until some end"
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -68,7 +68,7 @@ impl HealthReporter {
                 path = %self.path,
                 reason,
                 waiting,
-                "storage failing: events are held in the queue and retried until the database accepts writes"
+                "storage failing: accepted events go to the spool (or, without one, wait in memory) and are stored in order once the database accepts writes"
             );
         }
         self.state.send_if_modified(|state| {

@@ -1060,6 +1060,29 @@ async fn a_symlink_to_a_database_in_use_is_refused_and_a_symlinked_lock_file_too
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }
 
+#[tokio::test]
+async fn a_wal_left_by_a_removed_database_is_moved_aside_not_replayed() {
+    let h = Harness::new(16).await;
+    for i in 0..20 {
+        h.append(dtmf(&format!("call-{i}"), "1"), None, i + 1).await;
+    }
+    // The database file removed with its WAL still in place (copied here
+    // while the server holds it open).
+    let wal = h.dir.path().join("sidecar.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    let orphan_db = h.dir.path().join("removed.db");
+    std::fs::copy(&wal, h.dir.path().join("removed.db-wal")).unwrap();
+    let store = Store::open(orphan_db.to_str().unwrap()).await.unwrap();
+    assert_eq!(store.head_seq().await.unwrap(), 0, "a new, empty database");
+    let aside: Vec<String> = std::fs::read_dir(h.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("removed.db-wal.orphan-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn database_files_are_readable_by_their_owner_only() {

@@ -2,6 +2,7 @@
 //! talks to it with a real HTTP client and the generated tonic clients.
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod process;
 
 use std::time::Duration;

@@ -40,6 +40,9 @@ pub async fn spawn_binary(dir: &Path, flags: &[&str]) -> Spawned {
         .arg(&ready_file)
         .args(flags)
         .env("SIDECAR_LOG", "warn")
+        // A server on PostgreSQL keeps its spool in its state directory:
+        // one per test directory, as one per host in production.
+        .env("STATE_DIRECTORY", dir.join("state"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
@@ -82,4 +85,15 @@ pub async fn spawn_binary(dir: &Path, flags: &[&str]) -> Spawned {
         ready,
         ready_file,
     }
+}
+
+/// Stops `child` the way systemd does (SIGTERM) and waits for its exit.
+pub async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("the child runs") as libc::pid_t;
+    // SAFETY: kill(2) with a pid this test started and a valid signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the server stops within 60 s of SIGTERM")
+        .expect("wait for the server")
 }

@@ -46,6 +46,7 @@ impl SqliteStore {
             ));
         }
         let lock = lock(options.get_filename()).map_err(open_error)?;
+        set_orphans_aside(options.get_filename()).map_err(open_error)?;
         create_private(options.get_filename()).map_err(open_error)?;
 
         let mut writer = options
@@ -189,6 +190,40 @@ fn lock(database: &Path) -> Result<File, String> {
             Err(format!("cannot lock {}: {}", path.display(), io_reason(&e)))
         }
     }
+}
+
+/// A `-wal` (and `-shm`) left by a database file that was removed belongs
+/// to that database: SQLite would replay its pages into the new, empty file
+/// and corrupt it. They are moved aside (`…-wal.orphan-<ms>`), loudly.
+fn set_orphans_aside(database: &Path) -> Result<(), String> {
+    if database.exists() {
+        return Ok(());
+    }
+    let now = crate::now_ms();
+    for suffix in ["-wal", "-shm"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        if std::fs::symlink_metadata(&file).is_err() {
+            continue;
+        }
+        let mut aside = file.clone().into_os_string();
+        aside.push(format!(".orphan-{now}"));
+        std::fs::rename(&file, &aside).map_err(|e| {
+            format!(
+                "the database file is missing but {} is there, and it cannot be moved aside: {}",
+                file.display(),
+                io_reason(&e)
+            )
+        })?;
+        tracing::error!(
+            database = %database.display(),
+            moved = %file.display(),
+            to = %std::path::Path::new(&aside).display(),
+            "the database file is missing but its WAL or shared-memory file is there: moved aside, a new database is created"
+        );
+    }
+    Ok(())
 }
 
 /// Creates the database file readable and writable by its owner only, so

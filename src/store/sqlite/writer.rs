@@ -468,7 +468,7 @@ impl Files {
         let database = &self.database;
         if file_id(database) != self.database_id {
             return Err(StoreError::Write(format!(
-                "the database file {} was removed or replaced while in use; events are held \
+                "the database file {} was removed or replaced while in use; writes fail \
                  until the original file is back at that path (restart the server to use another file)",
                 database.display()
             )));
@@ -496,7 +496,7 @@ impl Files {
             }
         }
         Err(StoreError::Write(format!(
-            "the WAL file {} was removed or replaced while in use; events are held, restart the server",
+            "the WAL file {} was removed or replaced while in use; writes fail until the server restarts",
             wal.display()
         )))
     }

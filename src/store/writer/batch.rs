@@ -114,9 +114,15 @@ pub(in crate::store) async fn apply<C: BatchConn>(
     for command in batch {
         let outcome = match command {
             Command::Append { intake, key, .. } => {
-                let committed =
-                    append(&mut *conn, &mut seq, cache, intake, key.as_deref(), &mut effects)
-                        .await?;
+                let committed = append(
+                    &mut *conn,
+                    &mut seq,
+                    cache,
+                    intake,
+                    key.as_deref(),
+                    &mut effects,
+                )
+                .await?;
                 if matches!(committed, Committed::Duplicate { .. }) {
                     effects.duplicates += 1;
                 }

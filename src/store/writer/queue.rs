@@ -260,7 +260,7 @@ pub(crate) fn spawn_with_capacity(
             give_up_at: None,
             spooling,
             lost: 0,
-            spool_failing: false,
+            spool_error: None,
             db_error: String::new(),
         },
         started_tx,
@@ -437,8 +437,8 @@ struct Loop {
     /// Read by the ticker.
     spooling: Arc<AtomicBool>,
     lost: usize,
-    /// The last spool append failed (logged once per failure).
-    spool_failing: bool,
+    /// Why the last spool append failed, while it does (logged once).
+    spool_error: Option<String>,
     /// Why the database failed last.
     db_error: String,
 }
@@ -447,6 +447,26 @@ impl Loop {
     /// Events in the spool, not yet in the database.
     fn pending(&self) -> u64 {
         self.spool.as_ref().map_or(0, Spool::pending)
+    }
+
+    /// Tells `/readyz`, the health service and the log (once) why writes
+    /// fail and where the events are meanwhile.
+    fn report_failing(&mut self, waiting: usize) {
+        let reason = match (&self.spool, &self.spool_error) {
+            (Some(spool), Some(error)) => format!(
+                "{}; the spool {} fails too ({error}): accepted events are held in memory, and lost if the server stops before one of them takes writes",
+                self.db_error,
+                spool.dir().display()
+            ),
+            (Some(spool), None) if spool.pending() > 0 => format!(
+                "{}; {} accepted events wait in the spool {} and go into the database in order once it takes writes",
+                self.db_error,
+                spool.pending(),
+                spool.dir().display()
+            ),
+            _ => self.db_error.clone(),
+        };
+        self.health.failing(&reason, waiting);
     }
 
     fn exit(&self) -> WriterExit {
@@ -501,13 +521,12 @@ impl Loop {
                             tracing::warn!(%error, commands = batch.len(), "writer transaction failed; trying again from the stored position");
                             continue;
                         }
-                        self.health
-                            .failing(&error.to_string(), batch.len() + queue.len());
                         if self.retry_at <= Instant::now() {
                             self.retry_at = Instant::now() + self.wait;
                             self.wait = (self.wait * 2).min(RETRY_CAP);
                         }
                         self.db_error = error.to_string();
+                        self.report_failing(batch.len() + queue.len());
                         last_error = Some(error.to_string());
                     }
                 }
@@ -561,8 +580,7 @@ impl Loop {
             _ => None,
         });
         if let Err(error) = spool.append(events) {
-            if !self.spool_failing {
-                self.spool_failing = true;
+            if self.spool_error.is_none() {
                 tracing::error!(
                     %error,
                     spool = %spool.dir().display(),
@@ -570,20 +588,14 @@ impl Loop {
                     "the spool cannot take events either: they are held in memory and retried; a stop now loses them"
                 );
             }
-            self.health.failing(
-                &format!(
-                    "{}; the spool {} fails too ({error}): events are held in memory",
-                    self.db_error,
-                    spool.dir().display()
-                ),
-                appends(&batch),
-            );
+            self.spool_error = Some(error.to_string());
+            self.report_failing(appends(&batch));
             return Err(batch);
         }
-        if self.spool_failing {
-            self.spool_failing = false;
+        if self.spool_error.take().is_some() {
             tracing::warn!(spool = %spool.dir().display(), "the spool takes events again");
         }
+        self.report_failing(0);
         self.spooling.store(true, Ordering::Release);
         set_unstored(0);
         if let Some(writer) = self.writer.as_mut() {
@@ -640,7 +652,7 @@ impl Loop {
                     metrics::counter!(names::WRITER_ERRORS).increment(1);
                     if error.is_storage() {
                         self.db_error = error.to_string();
-                        self.health.failing(&self.db_error, waiting);
+                        self.report_failing(waiting);
                     } else {
                         tracing::error!(%error, spool = %spool.dir().display(), "the database refuses spooled events; they stay in the spool");
                     }
@@ -661,7 +673,6 @@ impl Loop {
             );
         }
     }
-
 }
 
 fn set_unstored(events: usize) {

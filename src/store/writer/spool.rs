@@ -196,9 +196,7 @@ impl Spool {
     /// Moves the bytes from `offset` to `size` into a file of their own and
     /// cuts the journal there.
     fn set_aside(&mut self, offset: u64, size: u64) -> Result<(u64, u64, PathBuf), String> {
-        let aside = self
-            .dir
-            .join(format!("journal.torn-{}", crate::now_ms()));
+        let aside = self.dir.join(format!("journal.torn-{}", crate::now_ms()));
         let fail = |e: std::io::Error| {
             format!(
                 "cannot set the torn end of the spool {} aside: {e}",
@@ -212,7 +210,9 @@ impl Spool {
             .create_new(true)
             .open(&aside)
             .map_err(fail)?;
-        torn.write_all(&bytes).and_then(|()| torn.sync_all()).map_err(fail)?;
+        torn.write_all(&bytes)
+            .and_then(|()| torn.sync_all())
+            .map_err(fail)?;
         self.file.set_len(offset).map_err(fail)?;
         self.file.sync_all().map_err(fail)?;
         metrics::counter!(names::SPOOL_TORN).increment(1);
@@ -259,7 +259,8 @@ impl Spool {
         let mut bytes = Vec::new();
         let mut count = 0;
         for (key, intake) in events {
-            let record = serde_json::to_vec(&Record { key, intake }).map_err(std::io::Error::other)?;
+            let record =
+                serde_json::to_vec(&Record { key, intake }).map_err(std::io::Error::other)?;
             bytes.extend_from_slice(&frame(&record));
             count += 1;
         }
@@ -377,7 +378,10 @@ fn read_record(file: &File, offset: u64, size: u64) -> std::io::Result<Option<(V
 fn private() -> OpenOptions {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut options = OpenOptions::new();
-    options.create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    options
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW);
     options
 }
 
@@ -442,7 +446,10 @@ mod tests {
     }
 
     fn calls(chunk: &[Spooled]) -> Vec<String> {
-        chunk.iter().map(|s| s.intake.event.call_id.clone()).collect()
+        chunk
+            .iter()
+            .map(|s| s.intake.event.call_id.clone())
+            .collect()
     }
 
     #[test]
@@ -543,7 +550,10 @@ mod tests {
         assert!(held.contains("in use by another process"), "{held}");
         drop(spool);
         let other = Spool::open(&spool_dir, "other.db").unwrap_err();
-        assert!(other.contains("holds 1 events for the database db"), "{other}");
+        assert!(
+            other.contains("holds 1 events for the database db"),
+            "{other}"
+        );
         // The refusal changed nothing.
         let (spool, recovered) = Spool::open(&spool_dir, "db").unwrap();
         assert_eq!(recovered.events, 1);
@@ -568,10 +578,7 @@ mod tests {
         let (mut spool, _) = Spool::open(&spool_dir, "db").unwrap();
         spool.append(one(&intake("a"))).unwrap();
         // Bytes a failed write left past the end, then a shorter append.
-        spool
-            .file
-            .write_all_at(&[0xAB; 4096], spool.len)
-            .unwrap();
+        spool.file.write_all_at(&[0xAB; 4096], spool.len).unwrap();
         spool.dirty_tail = true;
         spool.append(one(&intake("b"))).unwrap();
         drop(spool);
