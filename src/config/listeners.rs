@@ -5,8 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use super::{
     Config, DEFAULT_GRPC_HANDSHAKE_TIMEOUT_SECS, DEFAULT_GRPC_KEEPALIVE_SECS,
-    DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS, DEFAULT_GRPC_MAX_CONNECTIONS, DEFAULT_GRPC_MAX_STREAMS,
-    DEFAULT_GRPC_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_HEADER_TIMEOUT_SECS,
+    DEFAULT_GRPC_KEEPALIVE_TIMEOUT_SECS, DEFAULT_GRPC_MAX_CONNECTIONS,
+    DEFAULT_GRPC_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_GRPC_MAX_STREAMS, DEFAULT_HEADER_TIMEOUT_SECS,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
     DEFAULT_MAX_WEBHOOKS_IN_FLIGHT,
 };
@@ -112,9 +112,11 @@ impl Config {
             || grpc.max_streams_per_connection == 0
             || grpc.max_per_source == 0
         {
-            return Err("--grpc-max-connections, --grpc-max-connections-per-source and \
+            return Err(
+                "--grpc-max-connections, --grpc-max-connections-per-source and \
                  --grpc-max-streams must be greater than 0"
-                .into());
+                    .into(),
+            );
         }
         if grpc.client_ca.is_some() && grpc.tls.is_none() {
             return Err(
