@@ -195,12 +195,24 @@ fn verifier(config: &Config) -> anyhow::Result<SignatureVerifier> {
     })
 }
 
+/// Everything `serve` checks before it opens the database or binds a port:
+/// the settings and their bounds, the signature key, both listeners' TLS
+/// files, the bridges' URLs and files. `serve --check-config` runs the same,
+/// so it refuses what `serve` would.
+pub fn preflight(config: &Config) -> anyhow::Result<SignatureVerifier> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let verifier = verifier(config)?;
+    Listener::webhook_tls(&config.http_listener)?;
+    Listener::grpc_tls(&config.grpc_listener)?;
+    bridge::prepare(&config.bridges)?;
+    Ok(verifier)
+}
+
 /// Opens the database, binds every listener and starts all tasks.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    config.validate().map_err(anyhow::Error::msg)?;
+    let verifier = preflight(&config)?;
     // Before anything records a metric (the bridges' statuses do at once).
     telemetry::prometheus();
-    let verifier = verifier(&config)?;
     let mut bridges = bridge::prepare(&config.bridges)?;
     let store = Store::open(&config.database).await?;
     bridges.start_new_ones_at_head(&store).await?;

@@ -48,6 +48,10 @@ pub const EVENTS: PageLimit = PageLimit {
 /// by default. A page holds at least one event, whatever its size.
 pub const EVENTS_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
 
+/// The most bytes of calls one `ListCalls` response holds, as encoded; a
+/// page holds at least one call, whatever its size.
+pub const CALLS_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
+
 /// The most bytes of events one catch-up read of a subscriber holds (the
 /// most a subscriber buffers ahead of its transport), counted as stored.
 /// A page holds at least one event, whatever its size.

@@ -393,7 +393,12 @@ async fn call_log_lists_newest_first_with_filters_and_paging() {
 
 #[tokio::test]
 async fn a_lagging_subscriber_still_gets_every_event_in_order() {
-    let server = TestServer::start_with(|c| c.live_buffer = 2).await;
+    let server = TestServer::start_with(|c| {
+        c.live_buffer = 2;
+        // 300 pushes at once from this one address.
+        c.http_listener.max_per_source = 1000;
+    })
+    .await;
     let mut stream = subscribe(&server, Some(0)).await;
     let total = 300;
     let posts = (0..total).map(|i| {

@@ -248,3 +248,57 @@ async fn a_huge_client_value_is_quoted_as_a_short_excerpt() {
         .expect_err("no such call");
     short(status, Code::NotFound);
 }
+
+#[tokio::test]
+async fn list_calls_with_large_calls_stays_under_4_mb_and_pages_through_all() {
+    let server = start_large().await;
+    // 80 calls whose agent list is ~60 KB each: 4.8 MB of calls.
+    let client = reqwest::Client::new();
+    let agent = "A".repeat(60_000);
+    for i in 0..80 {
+        let body = form(&[
+            ("event", "newCall"),
+            ("direction", "in"),
+            ("from", "492111234567"),
+            ("to", "4930600000000"),
+            ("callId", &format!("big-{i:02}")),
+            ("user[]", &agent),
+        ]);
+        let reply = client
+            .post(format!("{}/api/v1/sipgate/in", server.http))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    let mut calls = server.calls().await;
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = calls
+            .list_calls(proto::ListCallsRequest {
+                limit: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("the answer fits the client's default 4 MiB")
+            .into_inner();
+        assert!(page.encoded_len() < CLIENT_DEFAULT_LIMIT);
+        pages += 1;
+        assert!(page.calls.iter().all(|c| c.users == [agent.clone()]));
+        seen.extend(page.calls.into_iter().map(|c| c.call_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut expected: Vec<String> = (0..80).map(|i| format!("big-{i:02}")).collect();
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected, "every call once");
+    assert!(pages >= 2, "{pages} pages");
+}

@@ -100,8 +100,24 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 pub fn load(path: &Path) -> Result<toml::Table, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("config file {}: cannot read it: {e}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| format!("config file {}: not valid TOML: {e}", path.display()))
+    toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))
+}
+
+/// A TOML syntax error by line and column, without the line itself: the
+/// line may hold a secret (`grpc-token = "…`).
+fn syntax_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let position = error.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    format!(
+        "config file {}: not valid TOML{}: {}",
+        path.display(),
+        position.unwrap_or_default(),
+        error.message().trim()
+    )
 }
 
 /// The flags a file may set: the global flags and `serve`'s, by long name.
@@ -342,6 +358,7 @@ pub fn check_config(parsed: &Parsed) -> Result<String, String> {
         return Err("--check-config belongs to `serve`".into());
     };
     let config = args.as_ref().clone().into_config()?;
+    crate::preflight(&config).map_err(|e| format!("{e:#}"))?;
     for (flag, path) in [
         (
             "--tls-cert",
@@ -478,6 +495,22 @@ mod tests {
     }
 
     #[test]
+    fn a_syntax_error_names_line_and_column_and_never_echoes_the_line() {
+        for text in [
+            "grpc-token = \"s3cr3t-token-value\n",
+            "database = \"postgres://u:s3cr3t-token-value@db/x\"\nwebhook-token = s3cr3t-token-value\n",
+        ] {
+            let f = file(text);
+            let error = load(f.path()).unwrap_err();
+            assert!(!error.contains("s3cr3t"), "{error}");
+            assert!(error.contains("not valid TOML at line"), "{error}");
+        }
+        let f = file("a = 1\nwebhook-token = s3cr3t\n");
+        let error = load(f.path()).unwrap_err();
+        assert!(error.contains("line 2, column"), "{error}");
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_name_the_key_and_the_file() {
         let cases = [
             ("grpc-adr = \"127.0.0.1:1\"", "unknown key 'grpc-adr'"),
@@ -607,6 +640,43 @@ mod tests {
         .unwrap();
         let error = check_config(&parsed).unwrap_err();
         assert!(error.contains("--tls-cert /nonexistent/c.pem"), "{error}");
+    }
+
+    #[test]
+    fn check_config_refuses_what_serve_refuses_and_bounds_every_size() {
+        let junk = file("not a certificate\n");
+        let junk = junk.path().to_str().unwrap();
+        let refused = |args: &[&str]| {
+            let mut all = vec!["serve", "--check-config"];
+            all.extend_from_slice(args);
+            let parsed = parse_with(None, &all).unwrap();
+            let error = check_config(&parsed).unwrap_err();
+            let Command::Serve(serve) = &parsed.cli.command else {
+                unreachable!("a serve command line")
+            };
+            // `serve` refuses it with the same words, before any port or file.
+            let serve_error = match serve.as_ref().clone().into_config() {
+                Ok(config) => format!("{:#}", crate::preflight(&config).unwrap_err()),
+                Err(error) => error,
+            };
+            assert_eq!(error, serve_error);
+            error
+        };
+        let e = refused(&["--tls-cert", junk, "--tls-key", junk]);
+        assert!(e.contains("--tls-cert"), "{e}");
+        let e = refused(&["--live-buffer", "1000000000000"]);
+        assert!(
+            e.contains("--live-buffer must be between 1 and 1000000"),
+            "{e}"
+        );
+        let e = refused(&["--max-connections", "99999999999999"]);
+        assert!(e.contains("--max-connections must be between"), "{e}");
+        let e = refused(&["--header-timeout-secs", "18446744073709551615"]);
+        assert!(e.contains("--header-timeout-secs must be between"), "{e}");
+        let e = refused(&["--retention-days", "18446744073709551615"]);
+        assert!(e.contains("--retention-days must be at most"), "{e}");
+        let e = refused(&["--signature-key", junk]);
+        assert!(e.contains("--signature-key"), "{e}");
     }
 
     #[test]

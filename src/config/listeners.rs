@@ -90,6 +90,30 @@ impl Config {
     pub(super) fn validate_listeners(&self) -> Result<(), String> {
         let http = &self.http_listener;
         let grpc = &self.grpc_listener;
+        for (flag, value) in [
+            ("--header-timeout-secs", http.header_timeout),
+            ("--idle-timeout-secs", http.idle_timeout),
+            ("--grpc-handshake-timeout-secs", grpc.handshake_timeout),
+            ("--grpc-keepalive-secs", grpc.keepalive_interval),
+            ("--grpc-keepalive-timeout-secs", grpc.keepalive_timeout),
+        ] {
+            super::bounded_secs(flag, value, false)?;
+        }
+        for (flag, value) in [
+            ("--max-connections", http.max_connections),
+            ("--max-connections-per-source", http.max_per_source),
+            ("--max-webhooks-in-flight", http.max_in_flight),
+            ("--grpc-max-connections", grpc.max_connections),
+            ("--grpc-max-connections-per-source", grpc.max_per_source),
+        ] {
+            super::bounded(flag, value, 1, super::MAX_CONNECTIONS)?;
+        }
+        super::bounded(
+            "--grpc-max-streams",
+            grpc.max_streams_per_connection as usize,
+            1,
+            100_000,
+        )?;
         if http.header_timeout.is_zero() || http.idle_timeout.is_zero() {
             return Err(
                 "--header-timeout-secs and --idle-timeout-secs must be greater than 0".into(),

@@ -343,7 +343,43 @@ pub struct Config {
 
 /// Days as a [`Duration`] (the unit of `--retention-days`).
 pub(crate) fn days(days: u64) -> Duration {
-    Duration::from_secs(days * 24 * 3600)
+    Duration::from_secs(days.saturating_mul(24 * 3600))
+}
+
+/// Upper bounds: past them a value is a typo, and some (a live buffer of
+/// 10^12 slots) would abort the process at start.
+pub const MAX_LIVE_BUFFER: usize = 1_000_000;
+pub const MAX_WRITER_BATCH: usize = 8192;
+pub const MAX_SUBSCRIBERS: usize = 100_000;
+pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+pub const MAX_REPLY_DEADLINE: Duration = Duration::from_secs(30);
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// Timeouts, the stale-call age and the shutdown deadline.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const MAX_RETENTION_DAYS: u64 = 36_500;
+
+/// `value` within `min..=max`, or an error naming `flag` and the range.
+pub(crate) fn bounded(flag: &str, value: usize, min: usize, max: usize) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{flag} must be between {min} and {max}, not {value}"
+        ))
+    }
+}
+
+/// A duration within `1 s..=MAX_TIMEOUT` (or zero allowed when `zero_ok`).
+pub(crate) fn bounded_secs(flag: &str, value: Duration, zero_ok: bool) -> Result<(), String> {
+    if value > MAX_TIMEOUT || (!zero_ok && value.is_zero()) {
+        return Err(format!(
+            "{flag} must be between {} and {} seconds, not {}",
+            u64::from(!zero_ok),
+            MAX_TIMEOUT.as_secs(),
+            value.as_secs()
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Config {
@@ -433,14 +469,32 @@ impl Config {
         if self.reply_deadline.is_zero() {
             return Err("--reply-deadline-ms must be greater than 0".into());
         }
-        if self.body_limit < 1024 {
-            return Err("--body-limit must be at least 1024 bytes".into());
+        bounded("--live-buffer", self.live_buffer, 1, MAX_LIVE_BUFFER)?;
+        bounded(
+            "--writer-max-batch",
+            self.writer_max_batch,
+            1,
+            MAX_WRITER_BATCH,
+        )?;
+        bounded(
+            "--max-subscribers",
+            self.max_subscribers,
+            1,
+            MAX_SUBSCRIBERS,
+        )?;
+        bounded("--body-limit", self.body_limit, 1024, MAX_BODY_LIMIT)?;
+        if self.reply_deadline > MAX_REPLY_DEADLINE {
+            return Err(format!(
+                "--reply-deadline-ms must be at most {} (sipgate stops waiting after about 10 s)",
+                MAX_REPLY_DEADLINE.as_millis()
+            ));
         }
-        if self.live_buffer == 0 || self.writer_max_batch == 0 {
-            return Err("--live-buffer and --writer-max-batch must be greater than 0".into());
-        }
-        if self.max_subscribers == 0 {
-            return Err("--max-subscribers must be greater than 0".into());
+        bounded_secs("--stale-call-secs", self.stale_call_after, false)?;
+        bounded_secs("--shutdown-timeout-secs", self.shutdown_timeout, true)?;
+        if self.retention > days(MAX_RETENTION_DAYS) {
+            return Err(format!(
+                "--retention-days must be at most {MAX_RETENTION_DAYS} (0 keeps everything)"
+            ));
         }
         if self.recent_requests > MAX_RECENT_REQUESTS {
             return Err(format!(

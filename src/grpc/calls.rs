@@ -11,7 +11,7 @@ use super::{
 use crate::{
     numbers, paging,
     proto::{self, call_log_server},
-    store::{CallQuery, Store, WriterHandle},
+    store::{self, CallQuery, Store, WriterHandle},
 };
 
 pub struct CallLogService {
@@ -73,9 +73,25 @@ impl call_log_server::CallLog for CallLogService {
             number,
         };
         let (calls, next) = self.store.list_calls(&query).await?;
+        // Bounded in bytes too: a page of large calls stays under what a
+        // gRPC client accepts; it holds at least one call.
+        let mut page = Vec::with_capacity(calls.len());
+        let mut bytes = 0usize;
+        let mut next_page_token = next.unwrap_or_default();
+        for call in &calls {
+            let encoded = convert::call(call);
+            let len = prost::Message::encoded_len(&encoded);
+            let size = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+            if !page.is_empty() && bytes + size > paging::CALLS_RESPONSE_BYTES {
+                next_page_token = store::call_page_token(&calls[page.len() - 1]);
+                break;
+            }
+            bytes += size;
+            page.push(encoded);
+        }
         Ok(Response::new(proto::ListCallsResponse {
-            calls: calls.iter().map(convert::call).collect(),
-            next_page_token: next.unwrap_or_default(),
+            calls: page,
+            next_page_token,
         }))
     }
 

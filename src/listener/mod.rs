@@ -160,21 +160,52 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// The webhook listener's TLS configuration (`None`: plain HTTP).
+    pub fn webhook_tls(
+        config: &HttpListenerConfig,
+    ) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        config
+            .tls
+            .as_ref()
+            .map(|files| {
+                tls::server_config(
+                    files,
+                    ("--tls-cert", "--tls-key"),
+                    None,
+                    if config.http2 {
+                        tls::ALPN_HTTP2_AND_1
+                    } else {
+                        tls::ALPN_HTTP1
+                    },
+                )
+            })
+            .transpose()
+    }
+
+    /// The gRPC listener's TLS configuration (`None`: plaintext HTTP/2).
+    pub fn grpc_tls(
+        config: &GrpcListenerConfig,
+    ) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        config
+            .tls
+            .as_ref()
+            .map(|files| {
+                tls::server_config(
+                    files,
+                    ("--grpc-tls-cert", "--grpc-tls-key"),
+                    config
+                        .client_ca
+                        .as_deref()
+                        .map(|path| (path, "--grpc-client-ca")),
+                    tls::ALPN_H2,
+                )
+            })
+            .transpose()
+    }
+
     /// The webhook listener: TLS per `config`, ALPN per `--http2`.
     pub fn webhook(tcp: TcpListener, config: &HttpListenerConfig) -> anyhow::Result<Self> {
-        let tls = match &config.tls {
-            Some(files) => Some(tls::server_config(
-                files,
-                ("--tls-cert", "--tls-key"),
-                None,
-                if config.http2 {
-                    tls::ALPN_HTTP2_AND_1
-                } else {
-                    tls::ALPN_HTTP1
-                },
-            )?),
-            None => None,
-        };
+        let tls = Self::webhook_tls(config)?;
         let limits = Limits {
             max_connections: config.max_connections,
             handshake_timeout: config.header_timeout,
@@ -192,18 +223,7 @@ impl Listener {
 
     /// The gRPC listener: TLS (and client certificates) per `config`.
     pub fn grpc(tcp: TcpListener, config: &GrpcListenerConfig) -> anyhow::Result<Self> {
-        let tls = match &config.tls {
-            Some(files) => Some(tls::server_config(
-                files,
-                ("--grpc-tls-cert", "--grpc-tls-key"),
-                config
-                    .client_ca
-                    .as_deref()
-                    .map(|path| (path, "--grpc-client-ca")),
-                tls::ALPN_H2,
-            )?),
-            None => None,
-        };
+        let tls = Self::grpc_tls(config)?;
         // Idle gRPC connections are fine (a subscriber waiting for calls);
         // HTTP/2 keep-alive PINGs find the dead ones.
         let limits = Limits {

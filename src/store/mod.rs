@@ -56,6 +56,11 @@ use crate::sipgate::event::{Direction, Event};
 
 pub use health::{StorageHealth, StorageState};
 pub(crate) use log::EventPage;
+
+/// The page token that continues a call listing after `call`.
+pub(crate) fn call_page_token(call: &CallRecord) -> String {
+    log::encode_page_token(call.initialized_at_ms, &call.call_id)
+}
 pub(crate) use maintenance::spawn_maintenance;
 pub use writer::{Committed, Intake, Publish, Spool, WriterExit, WriterHandle, spawn_writer};
 
