@@ -101,22 +101,33 @@ pub fn redact_path(path: &str) -> String {
     }
 }
 
-/// The ring: at most `capacity` requests, the oldest dropped first;
-/// capacity 0 records nothing.
+/// Two rings of at most `capacity` requests each, the oldest dropped first:
+/// one for answered pushes, one for refused requests (status 400 and up),
+/// so a flood of refusals (404s, 401s from a scanner) never pushes
+/// sipgate's own pushes out of view. Capacity 0 records nothing.
 #[derive(Debug)]
 pub struct RecentRequests {
     capacity: usize,
-    ring: Mutex<VecDeque<RecentRequest>>,
+    rings: Mutex<Rings>,
+}
+
+#[derive(Debug, Default)]
+struct Rings {
+    /// Arrival order across both rings.
+    next: u64,
+    answered: VecDeque<(u64, RecentRequest)>,
+    refused: VecDeque<(u64, RecentRequest)>,
 }
 
 impl RecentRequests {
     pub fn new(capacity: usize) -> Self {
         RecentRequests {
             capacity,
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            rings: Mutex::new(Rings::default()),
         }
     }
 
+    /// How many of each kind (answered, refused) are kept.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -126,30 +137,53 @@ impl RecentRequests {
             return;
         }
         let dropped = {
-            let mut ring = self.lock();
+            let mut rings = self.lock();
+            let order = rings.next;
+            rings.next += 1;
+            let ring = if request.status >= 400 {
+                &mut rings.refused
+            } else {
+                &mut rings.answered
+            };
             let dropped = if ring.len() >= self.capacity {
                 ring.pop_front()
             } else {
                 None
             };
-            ring.push_back(request);
+            ring.push_back((order, request));
             dropped
         };
         // Freed outside the lock.
         drop(dropped);
     }
 
-    /// Newest first, at most `limit` (0: all there are).
+    /// Newest first, both kinds together, at most `limit` (0: all there are).
     pub fn newest_first(&self, limit: usize) -> Vec<RecentRequest> {
-        let ring = self.lock();
-        let limit = if limit == 0 { ring.len() } else { limit };
-        ring.iter().rev().take(limit).cloned().collect()
+        let rings = self.lock();
+        let all = rings.answered.len() + rings.refused.len();
+        let limit = if limit == 0 { all } else { limit.min(all) };
+        let mut answered = rings.answered.iter().rev().peekable();
+        let mut refused = rings.refused.iter().rev().peekable();
+        let mut out = Vec::with_capacity(limit);
+        while out.len() < limit {
+            let next = match (answered.peek(), refused.peek()) {
+                (Some(a), Some(r)) if a.0 > r.0 => answered.next(),
+                (Some(_), Some(_)) => refused.next(),
+                (Some(_), None) => answered.next(),
+                (None, _) => refused.next(),
+            };
+            match next {
+                Some((_, request)) => out.push(request.clone()),
+                None => break,
+            }
+        }
+        out
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<RecentRequest>> {
+    fn lock(&self) -> MutexGuard<'_, Rings> {
         // Every entry is pushed or popped whole: a panic elsewhere cannot
-        // leave the ring half-changed.
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+        // leave the rings half-changed.
+        self.rings.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -167,13 +201,25 @@ mod tests {
     #[test]
     fn the_ring_keeps_the_newest_and_lists_them_newest_first() {
         let ring = RecentRequests::new(3);
-        for status in [200, 401, 403, 400] {
+        for status in [200, 401, 403, 400, 404] {
             ring.push(request(status));
         }
         let statuses: Vec<u16> = ring.newest_first(0).iter().map(|r| r.status).collect();
-        assert_eq!(statuses, [400, 403, 401]);
+        assert_eq!(statuses, [404, 400, 403, 200]);
         let newest: Vec<u16> = ring.newest_first(2).iter().map(|r| r.status).collect();
-        assert_eq!(newest, [400, 403]);
+        assert_eq!(newest, [404, 400]);
+    }
+
+    #[test]
+    fn a_flood_of_refusals_never_pushes_the_answered_pushes_out() {
+        let ring = RecentRequests::new(3);
+        ring.push(request(200));
+        ring.push(request(201));
+        for _ in 0..2000 {
+            ring.push(request(404));
+        }
+        let statuses: Vec<u16> = ring.newest_first(0).iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [404, 404, 404, 201, 200]);
     }
 
     #[test]

@@ -307,3 +307,34 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_shown() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_requests_does_not_push_sipgates_pushes_out_of_view() {
+    let server = TestServer::start_with(|c| c.recent_requests = 10).await;
+    for i in 0..3 {
+        let reply = server
+            .post(
+                "/api/v1/sipgate/in",
+                &new_call("in", "492111234567", "4930600000000", &format!("kept-{i}")),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    // 300 requests to paths that do not exist, as a scanner sends them.
+    for i in 0..300 {
+        let reply = server
+            .post(&format!("/api/v1/sipgate/nope-{i}/x/y"), "event=newCall")
+            .await;
+        assert_eq!(reply.status, 404);
+    }
+    let listed = recent(&server, 0).await.requests;
+    let kept: Vec<&str> = listed
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.call_id.as_str())
+        .collect();
+    assert_eq!(kept, ["kept-2", "kept-1", "kept-0"]);
+    assert_eq!(listed.iter().filter(|r| r.status == 404).count(), 10);
+    // Newest first across both.
+    assert_eq!(listed[0].status, 404);
+}

@@ -224,8 +224,8 @@ pub struct ServeArgs {
     /// connections are dropped; accepted events are committed regardless.
     #[arg(long, env = "SIDECAR_SHUTDOWN_TIMEOUT_SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
-    /// Webhook requests (refused ones included) kept in memory for
-    /// `sipgate-sidecar requests`; 0 keeps none.
+    /// Answered webhook pushes kept in memory for `sipgate-sidecar
+    /// requests`, and as many refused requests apart from them; 0 keeps none.
     #[arg(long, env = "SIDECAR_RECENT_REQUESTS", default_value_t = DEFAULT_RECENT_REQUESTS)]
     pub recent_requests: usize,
 }
