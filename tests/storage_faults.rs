@@ -410,3 +410,67 @@ async fn a_full_disk_holds_events_until_there_is_room_again() {
     server.stop().await;
     drop(disk);
 }
+
+#[tokio::test]
+async fn existing_database_files_are_checked_for_owner_and_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A database created 0666 beforehand: made 0600, and so are its -wal/-shm.
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("loose.db");
+    std::fs::write(&database, b"").unwrap();
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut config = test_config(&dir);
+    config.database = database.display().to_string();
+    let server = TestServer::start_in(dir, config.clone()).await;
+    server
+        .post(
+            "/api/v1/sipgate/in",
+            &new_call("in", "492111234567", "4930600000000", "loose-1"),
+        )
+        .await;
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("{}{suffix}", config.database);
+        let mode = std::fs::metadata(&name).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+    }
+    let dir = server.stop().await;
+
+    // A directory every user may write to, not sticky: refused.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut in_open = test_config(&dir);
+    in_open.database = open.join("x.db").display().to_string();
+    let error = sipgate_sidecar::start(in_open.clone())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("writable by every user"), "{error}");
+    assert!(!open.join("x.db").exists(), "nothing created");
+    // Sticky, as /tmp: allowed.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let running = sipgate_sidecar::start(in_open)
+        .await
+        .expect("a sticky directory is fine");
+    running.stop().await.unwrap();
+
+    // A database file that belongs to another user: refused (needs root to set up).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let planted = dir.path().join("planted.db");
+        std::fs::write(&planted, b"").unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let mut config = test_config(&dir);
+        config.database = planted.display().to_string();
+        let error = sipgate_sidecar::start(config)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("belongs to user 65534"), "{error}");
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED the other-owner case: not root");
+    }
+}

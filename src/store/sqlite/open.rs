@@ -45,7 +45,9 @@ impl SqliteStore {
                 "an in-memory database cannot be served; give a file path".into(),
             ));
         }
+        check_directory(options.get_filename()).map_err(open_error)?;
         let lock = lock(options.get_filename()).map_err(open_error)?;
+        check_existing_files(options.get_filename()).map_err(open_error)?;
         set_orphans_aside(options.get_filename()).map_err(open_error)?;
         create_private(options.get_filename()).map_err(open_error)?;
 
@@ -190,6 +192,74 @@ fn lock(database: &Path) -> Result<File, String> {
             Err(format!("cannot lock {}: {}", path.display(), io_reason(&e)))
         }
     }
+}
+
+/// Refuses a database in a directory every user may write to unless it is
+/// sticky (`/tmp`): anyone could replace or remove the file there.
+fn check_directory(database: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = canonical(database)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(".").to_path_buf());
+    let Ok(meta) = std::fs::metadata(&dir) else {
+        // Opening says what is wrong with it.
+        return Ok(());
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(format!(
+            "the directory {} is writable by every user (mode {:o}) and not sticky: anyone could \
+             replace the database; put it in a directory only its owner can write",
+            dir.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// The database and its `-wal`/`-shm`, when they exist already, must belong
+/// to this user (a file planted by another user is refused), and are made
+/// readable by their owner only if they were not (SQLite gives `-wal` and
+/// `-shm` the database's mode).
+fn check_existing_files(database: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        let Ok(meta) = std::fs::symlink_metadata(&file) else {
+            continue;
+        };
+        let real = std::fs::metadata(&file).unwrap_or(meta);
+        if real.uid() != me {
+            return Err(format!(
+                "{} belongs to user {}, not to this server's user {me}: chown it (or run as its owner)",
+                file.display(),
+                real.uid()
+            ));
+        }
+        let mode = real.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| {
+                    format!(
+                        "{} is readable by others (mode {mode:o}) and cannot be made 0600: {}",
+                        file.display(),
+                        io_reason(&e)
+                    )
+                },
+            )?;
+            tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                "a database file was readable or writable by others; made 0600"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A `-wal` (and `-shm`) left by a database file that was removed belongs
