@@ -33,6 +33,7 @@
 
 pub mod bridge;
 mod calls;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -211,6 +212,9 @@ pub fn preflight(config: &Config) -> anyhow::Result<SignatureVerifier> {
 /// Opens the database, binds every listener and starts all tasks.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let verifier = preflight(&config)?;
+    for warning in checks::warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     // Before anything records a metric (the bridges' statuses do at once).
     telemetry::prometheus();
     let mut bridges = bridge::prepare(&config.bridges)?;
@@ -238,6 +242,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(addr) => Some(bind(addr, "metrics listener, --metrics-addr").await?),
         None => None,
     };
+    let reloads: Vec<listener::TlsReload> =
+        [http_listener.tls_reload(), grpc_listener.tls_reload()]
+            .into_iter()
+            .flatten()
+            .collect();
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_addr = metrics_listener
@@ -359,6 +368,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics_listener.map(|listener| telemetry::serve_metrics(listener, shutdown.clone()));
 
     let bridge_tasks = bridges.spawn(fanout.clone(), store.clone(), shutdown.clone());
+    spawn_reload_on_sighup(reloads, shutdown.clone());
     tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %store.path(), "sipgate-sidecar started");
 
     let token = shutdown.clone();
@@ -405,6 +415,49 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         join,
     })
+}
+
+/// SIGHUP re-reads the listeners' TLS certificates and keys (renewed by
+/// certbot, say) without dropping a connection; without TLS it only says
+/// so. The server never exits on SIGHUP.
+fn spawn_reload_on_sighup(reloads: Vec<listener::TlsReload>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot handle SIGHUP; certificates are read at start only");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    got = hangups.recv() => if got.is_none() { return },
+                }
+                if reloads.is_empty() {
+                    tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+                }
+                for reload in &reloads {
+                    match reload.reload() {
+                        Ok(()) => tracing::info!(
+                            listener = reload.listener(),
+                            "SIGHUP: TLS certificate and key reloaded; new connections use them"
+                        ),
+                        Err(error) => tracing::error!(
+                            listener = reload.listener(),
+                            error = format!("{error:#}"),
+                            "SIGHUP: the TLS certificate or key cannot be loaded; keeping the ones in use"
+                        ),
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (reloads, shutdown);
 }
 
 /// After `shutdown`, waits `timeout`, then fires `deadline` (which drops the

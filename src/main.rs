@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let file_warning = parsed.config_file_warning();
     let cli = parsed.cli;
     let mut generated = Vec::new();
     match &cli.command {
@@ -100,14 +101,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli))
+    runtime.block_on(run(cli, file_warning))
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, file_warning: Option<String>) -> ExitCode {
     init_logging(
         cli.log_format,
         matches!(cli.command, Command::Serve(_) | Command::Bridge { .. }),
     );
+    if let (Command::Serve(_), Some(warning)) = (&cli.command, file_warning) {
+        tracing::warn!("{warning}");
+    }
     let client = &cli.client;
     let result = match cli.command {
         Command::Serve(args) => cli::run_serve(client, *args, shutdown_signal()).await,

@@ -443,3 +443,91 @@ async fn a_bridge_trusts_an_internal_ca_given_with_ca_cert() {
     stop.cancel();
     receiver_task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_without_dropping_a_connection_or_the_server() {
+    let (first, second) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let install = |pki: &Pki| {
+        std::fs::copy(pki.path("server.pem"), &cert).unwrap();
+        std::fs::copy(pki.path("server.key"), &key).unwrap();
+    };
+    install(&first);
+    let database = dir.path().join("sidecar.db").display().to_string();
+    let server = common::process::spawn_binary_logging(
+        dir.path(),
+        &[
+            "--metrics-addr",
+            "off",
+            "--database",
+            &database,
+            "--tls-cert",
+            arg(&cert),
+            "--tls-key",
+            arg(&key),
+        ],
+        "info",
+    )
+    .await;
+    let mut child = server.child;
+    let https = server.http.replace("http://", "https://");
+    let health = |client: &reqwest::Client| {
+        let url = format!("{https}/healthz");
+        let client = client.clone();
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    // A keep-alive connection opened with the first certificate.
+    let kept = first.https_client();
+    assert_eq!(health(&kept).await.unwrap(), 200);
+
+    let log = dir.path().join("server.log");
+    let hangup = |child: &tokio::process::Child| {
+        let pid = child.id().unwrap() as libc::pid_t;
+        // SAFETY: kill(2) with a pid this test started and a valid signal.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    };
+    let logged = |what: &'static str| {
+        let log = log.clone();
+        async move {
+            for _ in 0..100 {
+                if std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(what)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!(
+                "not logged: {what}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+    };
+
+    install(&second);
+    hangup(&child);
+    logged("TLS certificate and key reloaded").await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP does not stop the server"
+    );
+    // New connections get the new certificate ...
+    assert_eq!(health(&second.https_client()).await.unwrap(), 200);
+    assert!(
+        health(&first.https_client()).await.is_err(),
+        "the old one is gone"
+    );
+    // ... and the connection opened before is still served.
+    assert_eq!(health(&kept).await.unwrap(), 200);
+
+    // A broken file: the reload is refused, the certificate in use stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    hangup(&child);
+    logged("cannot be loaded; keeping the ones in use").await;
+    assert!(child.try_wait().unwrap().is_none());
+    assert_eq!(health(&second.https_client()).await.unwrap(), 200);
+    let status = common::process::terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+}

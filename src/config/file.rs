@@ -283,6 +283,21 @@ pub struct Setting {
 
 impl Parsed {
     /// The configuration file, if one was read.
+    /// A config file that sets a secret and that other users may read.
+    pub fn config_file_warning(&self) -> Option<String> {
+        let path = self.config_file()?;
+        let sets_a_secret = self.serve_settings().iter().any(|s| {
+            s.source == Source::File
+                && s.value
+                    .as_ref()
+                    .is_some_and(|v| v.to_string().contains("<redacted>"))
+        });
+        if !sets_a_secret {
+            return None;
+        }
+        crate::checks::readable_by_others(path, "--config", "a config file with secrets")
+    }
+
     pub fn config_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|(path, _)| path.as_path())
     }
@@ -391,6 +406,12 @@ pub fn check_config(parsed: &Parsed) -> Result<String, String> {
         None => out.push_str(" (no config file)\n"),
     }
     out.push_str("# after each value: where it came from (flag, env, file or default); secrets are redacted\n");
+    for warning in crate::checks::warnings(&config)
+        .into_iter()
+        .chain(parsed.config_file_warning())
+    {
+        out.push_str(&format!("# warning: {warning}\n"));
+    }
     for setting in parsed.serve_settings() {
         let source = match (setting.source, &setting.env) {
             (Source::Flag, _) => "flag".to_string(),
@@ -677,6 +698,27 @@ mod tests {
         assert!(e.contains("--retention-days must be at most"), "{e}");
         let e = refused(&["--signature-key", junk]);
         assert!(e.contains("--signature-key"), "{e}");
+    }
+
+    #[test]
+    fn check_config_warns_about_a_config_file_with_secrets_others_may_read() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let config = file("webhook-token = \"s3cr3t\"\n");
+        std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let parsed = parse_with(Some(config.path()), &["serve", "--check-config"]).unwrap();
+        let report = check_config(&parsed).unwrap();
+        assert!(
+            report.contains("# warning: --config") && report.contains("mode 644"),
+            "{report}"
+        );
+        std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let parsed = parse_with(Some(config.path()), &["serve", "--check-config"]).unwrap();
+        assert!(!check_config(&parsed).unwrap().contains("# warning"));
+        // Without a secret in it, a readable file is fine.
+        let plain = file("country-code = \"43\"\n");
+        std::fs::set_permissions(plain.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let parsed = parse_with(Some(plain.path()), &["serve", "--check-config"]).unwrap();
+        assert!(!check_config(&parsed).unwrap().contains("--config"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
@@ -101,6 +102,41 @@ impl Throttle {
     }
 }
 
+fn tls_warnings(files: Option<&crate::config::TlsFiles>, flags: (&str, &str)) -> Vec<String> {
+    files.map_or_else(Vec::new, |files| {
+        crate::checks::tls_warnings(files, flags, std::time::SystemTime::now())
+    })
+}
+
+/// Re-reads a listener's certificate and key: connections accepted after a
+/// successful reload get the new ones, open connections keep theirs. A
+/// reload that fails (a missing file, a key that does not match) changes
+/// nothing.
+#[derive(Clone)]
+pub struct TlsReload {
+    listener: &'static str,
+    current: Arc<ArcSwap<rustls::ServerConfig>>,
+    rebuild: Arc<dyn Fn() -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> + Send + Sync>,
+    /// What the files in use deserve a warning for (an expiring certificate).
+    warnings: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
+}
+
+impl TlsReload {
+    pub fn listener(&self) -> &'static str {
+        self.listener
+    }
+
+    pub fn reload(&self) -> anyhow::Result<()> {
+        if let Some(config) = (self.rebuild)()? {
+            self.current.store(config);
+        }
+        for warning in (self.warnings)() {
+            tracing::warn!(listener = self.listener, "{warning}");
+        }
+        Ok(())
+    }
+}
+
 /// What a listener has seen, for tests and `Running`; the same numbers go
 /// to the metrics (label `listener`).
 pub struct ListenerStats {
@@ -151,7 +187,9 @@ struct Limits {
 /// A bound socket with its TLS configuration and limits, not accepting yet.
 pub struct Listener {
     tcp: TcpListener,
-    tls: Option<TlsAcceptor>,
+    /// The TLS configuration new connections get; replaced on reload.
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    reload: Option<TlsReload>,
     limits: Limits,
     slots: Arc<Semaphore>,
     sources: Arc<Sources>,
@@ -206,6 +244,14 @@ impl Listener {
     /// The webhook listener: TLS per `config`, ALPN per `--http2`.
     pub fn webhook(tcp: TcpListener, config: &HttpListenerConfig) -> anyhow::Result<Self> {
         let tls = Self::webhook_tls(config)?;
+        let rebuild = {
+            let config = config.clone();
+            move || Self::webhook_tls(&config)
+        };
+        let warnings = {
+            let files = config.tls.clone();
+            move || tls_warnings(files.as_ref(), ("--tls-cert", "--tls-key"))
+        };
         let limits = Limits {
             max_connections: config.max_connections,
             handshake_timeout: config.header_timeout,
@@ -218,12 +264,21 @@ impl Listener {
             tls,
             limits,
             Sources::new(config.max_per_source),
-        ))
+        )
+        .reloading_with(rebuild, warnings))
     }
 
     /// The gRPC listener: TLS (and client certificates) per `config`.
     pub fn grpc(tcp: TcpListener, config: &GrpcListenerConfig) -> anyhow::Result<Self> {
         let tls = Self::grpc_tls(config)?;
+        let rebuild = {
+            let config = config.clone();
+            move || Self::grpc_tls(&config)
+        };
+        let warnings = {
+            let files = config.tls.clone();
+            move || tls_warnings(files.as_ref(), ("--grpc-tls-cert", "--grpc-tls-key"))
+        };
         // Idle gRPC connections are fine (a subscriber waiting for calls);
         // HTTP/2 keep-alive PINGs find the dead ones.
         let limits = Limits {
@@ -238,7 +293,27 @@ impl Listener {
             tls,
             limits,
             Sources::new(config.max_per_source),
-        ))
+        )
+        .reloading_with(rebuild, warnings))
+    }
+
+    fn reloading_with(
+        mut self,
+        rebuild: impl Fn() -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> + Send + Sync + 'static,
+        warnings: impl Fn() -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.reload = self.tls.clone().map(|current| TlsReload {
+            listener: self.stats.name,
+            current,
+            rebuild: Arc::new(rebuild),
+            warnings: Arc::new(warnings),
+        });
+        self
+    }
+
+    /// What re-reads this listener's certificate and key (`None` without TLS).
+    pub fn tls_reload(&self) -> Option<TlsReload> {
+        self.reload.clone()
     }
 
     /// Closes connections from addresses outside `allow` (unless empty) at
@@ -259,7 +334,8 @@ impl Listener {
     ) -> Self {
         Listener {
             tcp,
-            tls: tls.map(TlsAcceptor::from),
+            tls: tls.map(|config| Arc::new(ArcSwap::new(config))),
+            reload: None,
             sources: Arc::new(sources),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
@@ -354,7 +430,10 @@ impl Listener {
             let _ = tcp.set_nodelay(true);
             let _ = socket2::SockRef::from(&tcp)
                 .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
-            let tls = self.tls.clone();
+            let tls = self
+                .tls
+                .as_ref()
+                .map(|config| TlsAcceptor::from(config.load_full()));
             let limits = self.limits.clone();
             let deadline = deadline.clone();
             let serve = serve.clone();

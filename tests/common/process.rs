@@ -23,6 +23,11 @@ pub struct Spawned {
 /// check off, plus `flags`, and waits until its ready file in `dir` names
 /// this process. Its stderr goes to `dir/server.log`, shown on failure.
 pub async fn spawn_binary(dir: &Path, flags: &[&str]) -> Spawned {
+    spawn_binary_logging(dir, flags, "warn").await
+}
+
+/// [`spawn_binary`] with `SIDECAR_LOG` set to `log` (e.g. `info`).
+pub async fn spawn_binary_logging(dir: &Path, flags: &[&str], log_filter: &str) -> Spawned {
     let ready_file = dir.join("ready.json");
     let log = dir.join("server.log");
     let _ = std::fs::remove_file(&ready_file);
@@ -39,7 +44,7 @@ pub async fn spawn_binary(dir: &Path, flags: &[&str]) -> Spawned {
         .arg("--ready-file")
         .arg(&ready_file)
         .args(flags)
-        .env("SIDECAR_LOG", "warn")
+        .env("SIDECAR_LOG", log_filter)
         // A server on PostgreSQL keeps its spool in its state directory:
         // one per test directory, as one per host in production.
         .env("STATE_DIRECTORY", dir.join("state"))
