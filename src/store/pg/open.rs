@@ -41,6 +41,35 @@ const SESSION_SETTINGS: [(&str, &str); 5] = [
 /// Wait before the listener tries again after its connection failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
+/// A connection to another host that may go in plaintext: `sslmode`
+/// `disable`, `allow`, or `prefer` (the default, which falls back to
+/// plaintext without a word when the server offers no TLS).
+fn plaintext_warning(options: &PgConnectOptions) -> Option<String> {
+    use sqlx::postgres::PgSslMode;
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => return None,
+    };
+    (!local).then(|| {
+        format!(
+            "the connection to PostgreSQL at {host} may go in plaintext (sslmode={mode}): \
+             passwords and call data cross the network readable; add sslmode=verify-full \
+             (with sslrootcert=CA.pem for a private CA) or at least sslmode=require to the URL"
+        )
+    })
+}
+
 impl PgStore {
     /// Connects to the database at `url` and applies the migrations (which
     /// take their own lock, so replicas starting together apply them once).
@@ -54,6 +83,10 @@ impl PgStore {
             .map_err(|e| open_error(e.to_string()))?
             .application_name("sipgate-sidecar")
             .options(SESSION_SETTINGS);
+        if let Some(warning) = plaintext_warning(&options) {
+            let database: &str = &display;
+            tracing::warn!(database, "{warning}");
+        }
         let mut connection = options
             .connect()
             .await
@@ -146,6 +179,35 @@ async fn listen(
                     _ = tokio::time::sleep(LISTEN_RETRY) => {}
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warning(url: &str) -> Option<String> {
+        plaintext_warning(&PgConnectOptions::from_str(url).unwrap())
+    }
+
+    #[test]
+    fn plaintext_to_another_host_is_warned_about() {
+        let w = warning("postgres://u@db.example.com/x").expect("prefer to a remote host");
+        assert!(
+            w.contains("sslmode=prefer") && w.contains("db.example.com"),
+            "{w}"
+        );
+        assert!(warning("postgres://u@10.0.0.5/x?sslmode=disable").is_some());
+        assert!(warning("postgres://u@db.example.com/x?sslmode=require").is_none());
+        assert!(warning("postgres://u@db.example.com/x?sslmode=verify-full").is_none());
+        for local in [
+            "postgres://u@127.0.0.1/x",
+            "postgres://u@localhost/x",
+            "postgres://u@[::1]/x",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/x",
+        ] {
+            assert!(warning(local).is_none(), "{local}");
         }
     }
 }
