@@ -4,10 +4,9 @@
 //! logs each at start (and a certificate's again when it is reloaded);
 //! `serve --check-config` prints them.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Config, TlsFiles};
+use crate::config::{Command, Config, Parsed, TlsFiles, readable_by_others};
 
 /// A certificate this close to its end gets a warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(21 * 24 * 3600);
@@ -72,16 +71,20 @@ pub fn tls_warnings(
     out
 }
 
-/// A file that holds a secret and that group or others may read.
-pub fn readable_by_others(path: &Path, flag: &str, what: &str) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "{flag} {}: {what} that other users may read (mode {mode:o}); chmod 600 it",
-            path.display()
-        )
-    })
+/// What `serve --check-config` prints: the effective configuration
+/// ([`crate::config::check_config`]) and then every warning, as comments.
+pub fn check_config(parsed: &Parsed) -> Result<String, String> {
+    let mut report = crate::config::check_config(parsed)?;
+    if let Command::Serve(args) = &parsed.cli.command {
+        let config = args.as_ref().clone().into_config()?;
+        for warning in warnings(&config)
+            .into_iter()
+            .chain(parsed.config_file_warning())
+        {
+            report.push_str(&format!("# warning: {warning}\n"));
+        }
+    }
+    Ok(report)
 }
 
 /// The connection caps against the open-file limit (`ulimit -n`,
@@ -112,6 +115,7 @@ fn descriptor_warning(config: &Config) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// A self-signed certificate valid until `not_after` (seconds since
     /// the epoch), with its key, written 0600 / 0644 as asked.
@@ -166,6 +170,43 @@ mod tests {
         );
         let good = files(dir.path(), 1_800_000_000 + 300 * day, 0o600);
         assert!(tls_warnings(&good, flags, now).is_empty());
+    }
+
+    fn config_file(text: &str) -> tempfile::NamedTempFile {
+        use std::io::Write as _;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    fn parse_file(path: &Path) -> Parsed {
+        let argv = ["sipgate-sidecar", "serve", "--check-config"].map(std::ffi::OsString::from);
+        let path = path.display().to_string();
+        crate::config::parse(argv.to_vec(), move |name| {
+            (name == crate::config::CONFIG_ENV).then(|| path.clone())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn check_config_warns_about_a_config_file_with_secrets_others_may_read() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let config = config_file("webhook-token = \"s3cr3t\"\n");
+        std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let parsed = parse_file(config.path());
+        let report = check_config(&parsed).unwrap();
+        assert!(
+            report.contains("# warning: --config") && report.contains("mode 644"),
+            "{report}"
+        );
+        std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let parsed = parse_file(config.path());
+        assert!(!check_config(&parsed).unwrap().contains("# warning"));
+        // Without a secret in it, a readable file is fine.
+        let plain = config_file("country-code = \"43\"\n");
+        std::fs::set_permissions(plain.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let parsed = parse_file(plain.path());
+        assert!(!check_config(&parsed).unwrap().contains("--config"));
     }
 
     #[test]

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     if let Command::Serve(args) = &parsed.cli.command
         && args.check_config
     {
-        return match config::check_config(&parsed) {
+        return match sipgate_sidecar::checks::check_config(&parsed) {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS

@@ -96,6 +96,19 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
     None
 }
 
+/// A file that holds a secret and that group or others may read: a
+/// warning saying so.
+pub fn readable_by_others(path: &Path, flag: &str, what: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{flag} {}: {what} that other users may read (mode {mode:o}); chmod 600 it",
+            path.display()
+        )
+    })
+}
+
 /// Reads and parses the TOML file.
 pub fn load(path: &Path) -> Result<toml::Table, String> {
     let text = std::fs::read_to_string(path)
@@ -295,7 +308,7 @@ impl Parsed {
         if !sets_a_secret {
             return None;
         }
-        crate::checks::readable_by_others(path, "--config", "a config file with secrets")
+        readable_by_others(path, "--config", "a config file with secrets")
     }
 
     pub fn config_file(&self) -> Option<&Path> {
@@ -406,12 +419,6 @@ pub fn check_config(parsed: &Parsed) -> Result<String, String> {
         None => out.push_str(" (no config file)\n"),
     }
     out.push_str("# after each value: where it came from (flag, env, file or default); secrets are redacted\n");
-    for warning in crate::checks::warnings(&config)
-        .into_iter()
-        .chain(parsed.config_file_warning())
-    {
-        out.push_str(&format!("# warning: {warning}\n"));
-    }
     for setting in parsed.serve_settings() {
         let source = match (setting.source, &setting.env) {
             (Source::Flag, _) => "flag".to_string(),
@@ -698,27 +705,6 @@ mod tests {
         assert!(e.contains("--retention-days must be at most"), "{e}");
         let e = refused(&["--signature-key", junk]);
         assert!(e.contains("--signature-key"), "{e}");
-    }
-
-    #[test]
-    fn check_config_warns_about_a_config_file_with_secrets_others_may_read() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let config = file("webhook-token = \"s3cr3t\"\n");
-        std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-        let parsed = parse_with(Some(config.path()), &["serve", "--check-config"]).unwrap();
-        let report = check_config(&parsed).unwrap();
-        assert!(
-            report.contains("# warning: --config") && report.contains("mode 644"),
-            "{report}"
-        );
-        std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let parsed = parse_with(Some(config.path()), &["serve", "--check-config"]).unwrap();
-        assert!(!check_config(&parsed).unwrap().contains("# warning"));
-        // Without a secret in it, a readable file is fine.
-        let plain = file("country-code = \"43\"\n");
-        std::fs::set_permissions(plain.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-        let parsed = parse_with(Some(plain.path()), &["serve", "--check-config"]).unwrap();
-        assert!(!check_config(&parsed).unwrap().contains("--config"));
     }
 
     #[test]

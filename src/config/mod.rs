@@ -29,7 +29,9 @@ pub use args::{
     Command, DefaultCallerIdCommand, DeliveryArgs, EventsCommand, FlowsCommand, RouteCommand,
     SettingsCommand,
 };
-pub use file::{CONFIG_ENV, ParseError, Parsed, Setting, Source, check_config, parse};
+pub use file::{
+    CONFIG_ENV, ParseError, Parsed, Setting, Source, check_config, parse, readable_by_others,
+};
 pub use listeners::{GrpcListenerConfig, HttpListenerConfig, TlsFiles};
 pub use secrets::{SECRET_VARIABLES, secrets_from_files};
 pub use serve::ServeArgs;
