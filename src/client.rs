@@ -248,10 +248,16 @@ pub fn status_error(status: Status) -> anyhow::Error {
         source = cause.source();
     }
     let lower = message.to_ascii_lowercase();
-    let hint = if ["broken pipe", "connection reset", "connection closed"]
-        .iter()
-        .any(|closed| lower.contains(closed))
-    {
+    // How hyper and tonic word a connection the server closed right after
+    // accepting it (which of them depends on where the handshake was).
+    let closed_at_once = [
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+        "connection was not ready",
+        "operation was canceled",
+    ];
+    let hint = if closed_at_once.iter().any(|closed| lower.contains(closed)) {
         // What a connection closed at accept looks like from here.
         " (the server closed the connection at once: its gRPC connection limit may be \
          reached, --grpc-max-connections or --grpc-max-connections-per-source; see \

@@ -245,6 +245,11 @@ async fn one_address_cannot_hold_every_grpc_connection_and_the_cli_says_why_it_w
     assert_eq!(running.grpc_connections().open(), 4);
     // Another address gets in.
     assert_eq!(server.head_seq().await, 0);
+    eventually(Duration::from_secs(5), "that client gone again", || {
+        running.grpc_connections().open() == 4
+    })
+    .await;
+    let rejected_before = running.grpc_connections().rejected();
 
     // When the listener is full after all, the CLI says what that means.
     let mut more = Vec::new();
@@ -255,6 +260,7 @@ async fn one_address_cannot_hold_every_grpc_connection_and_the_cli_says_why_it_w
         running.grpc_connections().open() == 6
     })
     .await;
+    assert_eq!(running.grpc_connections().rejected(), rejected_before);
     let out = Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
         .args(["events", "list", "--server", &server.grpc])
         .output()
