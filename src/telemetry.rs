@@ -246,8 +246,21 @@ pub fn serve_metrics(
         axum::routing::get(move || {
             let handle = handle.clone();
             async move {
-                process::collect();
-                handle.render()
+                let cpu = process::collect();
+                let mut body = handle.render();
+                if let Some(cpu) = cpu {
+                    if !body.is_empty() && !body.ends_with('\n') {
+                        body.push('\n');
+                    }
+                    body.push_str(&process::cpu_lines(cpu));
+                }
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
             }
         }),
     );

@@ -200,3 +200,33 @@ async fn every_family_has_help_and_type_and_counters_exist_from_the_start() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_says_its_format_version_and_cpu_time_keeps_its_fraction() {
+    let server =
+        TestServer::start_with(|c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap())).await;
+    let metrics_addr = server.running.as_ref().unwrap().metrics_addr.unwrap();
+    let response = server
+        .client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    let cpu = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .unwrap_or_else(|| panic!("no CPU line in {text}"));
+    let cpu: f64 = cpu.parse().unwrap();
+    // A fresh server has used well under a second: whole seconds said 0.
+    assert!(cpu > 0.0, "seconds with their fraction: {cpu}");
+    assert_eq!(
+        text.matches("# TYPE process_cpu_seconds_total counter")
+            .count(),
+        1
+    );
+}

@@ -384,7 +384,7 @@ pub const FAMILIES: &[Family] = &[
         unit: Some(Unit::Seconds),
         ..counter(
             PROCESS_CPU_SECONDS,
-            "Total user and system CPU time spent, in whole seconds.",
+            "Total user and system CPU time spent, in seconds.",
             &[],
         )
     },

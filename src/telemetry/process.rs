@@ -16,8 +16,10 @@ pub struct Reading {
     pub max_fds: Option<u64>,
 }
 
-/// Reads the process's figures and sets the metrics.
-pub fn collect() {
+/// Reads the process's figures and sets the metrics; returns the CPU
+/// seconds, which the recorder cannot hold as a fraction (its counters are
+/// integers) and the scrape renders itself ([`cpu_lines`]).
+pub fn collect() -> Option<f64> {
     let r = read();
     let set = |name: &'static str, value: Option<f64>| {
         if let Some(v) = value {
@@ -36,11 +38,19 @@ pub fn collect() {
     set(names::PROCESS_START_TIME, r.start_time_seconds);
     set(names::PROCESS_OPEN_FDS, r.open_fds.map(|v| v as f64));
     set(names::PROCESS_MAX_FDS, r.max_fds.map(|v| v as f64));
-    if let Some(cpu) = r.cpu_seconds {
-        // The recorder's counters hold integers: whole seconds, which is
-        // plenty for a rate over minutes.
-        metrics::counter!(names::PROCESS_CPU_SECONDS).absolute(cpu.floor() as u64);
-    }
+    r.cpu_seconds
+}
+
+/// `process_cpu_seconds_total` in the text format, with its fraction.
+pub fn cpu_lines(cpu_seconds: f64) -> String {
+    let family = super::FAMILIES
+        .iter()
+        .find(|f| f.name == names::PROCESS_CPU_SECONDS);
+    let help = family.map_or("", |f| f.help);
+    format!(
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {cpu_seconds}\n",
+        name = names::PROCESS_CPU_SECONDS
+    )
 }
 
 #[cfg(target_os = "linux")]
