@@ -714,6 +714,7 @@ async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
             },
             state: std::path::PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: fast_delivery().policy(),
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
         });
     })
     .await;
@@ -773,4 +774,68 @@ async fn a_wrong_forwarder_secret_is_caught_by_the_receiver() {
     let crm = received.lock().unwrap();
     assert_eq!(crm.bad_signatures, 3);
     assert!(crm.events.is_empty());
+}
+
+#[tokio::test]
+async fn a_new_in_process_bridge_starts_now_by_default_or_at_the_beginning_when_asked() {
+    use sipgate_sidecar::config::NewBridgeStart;
+    // Calls stored before any bridge was configured.
+    let server = TestServer::start().await;
+    answered_call(&server, "before-1").await;
+    answered_call(&server, "before-2").await;
+    let dir = server.stop().await;
+
+    let (from_now, now_addr) = fake_crm().await;
+    let (from_start, start_addr) = fake_crm().await;
+    let mut config = test_config(&dir);
+    for (addr, name, start) in [
+        (now_addr, "now", NewBridgeStart::default()),
+        (start_addr, "beginning", NewBridgeStart::Beginning),
+    ] {
+        config.bridges.push(BridgeConfig {
+            target: BridgeTarget::Webhook {
+                url: format!("http://{addr}/hook"),
+                secret: Some(sipgate_sidecar::config::Secret::new("crm-shared-secret")),
+            },
+            state: dir.path().join(format!("{name}.cursor")),
+            delivery: fast_delivery().policy(),
+            start,
+        });
+    }
+    let server = TestServer::start_in(dir, config.clone()).await;
+    answered_call(&server, "after-1").await;
+    wait_for("the whole log at the beginning one", || {
+        from_start.lock().unwrap().events.len() >= 9
+    })
+    .await;
+    wait_for("the new call at the now one", || {
+        from_now.lock().unwrap().events.len() >= 3
+    })
+    .await;
+    let calls = |crm: &Arc<Mutex<Crm>>| -> Vec<String> {
+        crm.lock()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e["call_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(calls(&from_now), ["after-1"; 3], "no replay of older calls");
+    assert_eq!(
+        calls(&from_start),
+        [
+            "before-1", "before-1", "before-1", "before-2", "before-2", "before-2", "after-1",
+            "after-1", "after-1"
+        ]
+    );
+    // Once it has delivered, a bridge continues from its cursor, whatever the setting.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, config).await;
+    answered_call(&server, "after-2").await;
+    wait_for("after-2 at the now one", || {
+        from_now.lock().unwrap().events.len() >= 6
+    })
+    .await;
+    assert_eq!(calls(&from_now)[3..], ["after-2"; 3]);
+    server.stop().await;
 }

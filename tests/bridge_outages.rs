@@ -143,6 +143,7 @@ async fn server_forwarding_to(url: String) -> TestServer {
             target: BridgeTarget::Webhook { url, secret: None },
             state: PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: fast_delivery().policy(),
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
         });
     })
     .await
@@ -398,6 +399,7 @@ async fn an_in_process_bridge_with_a_cursor_beyond_the_log_stops_and_says_why() 
             },
             state: PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: fast_delivery().policy(),
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
         });
     })
     .await;

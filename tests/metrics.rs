@@ -93,6 +93,7 @@ async fn every_family_has_help_and_type_and_counters_exist_from_the_start() {
             },
             state: PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: Default::default(),
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
         });
     })
     .await;

@@ -419,6 +419,7 @@ async fn missed_calls_become_one_ticket_per_caller_and_reaching_them_closes_it()
             target: BridgeTarget::Tickets(target(addr, TOKEN)),
             state: std::path::PathBuf::from(format!("{}.zammad-tickets.cursor", c.database)),
             delivery: fast().policy(),
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
         });
     })
     .await;
@@ -739,6 +740,7 @@ async fn a_new_in_process_ticket_bridge_starts_at_the_newest_event() {
         target: BridgeTarget::Tickets(target(addr, TOKEN)),
         state: std::path::PathBuf::from(format!("{}.zammad-tickets.cursor", config.database)),
         delivery: fast().policy(),
+        start: sipgate_sidecar::config::NewBridgeStart::Beginning,
     });
     let server = TestServer::start_in(dir, config).await;
     call(
@@ -775,6 +777,7 @@ async fn an_unknown_group_is_a_refusal_named_in_readyz_with_the_call() {
             target: BridgeTarget::Tickets(wrong),
             state: std::path::PathBuf::from(format!("{}.zammad-tickets.cursor", c.database)),
             delivery: fast().policy(),
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
         });
     })
     .await;

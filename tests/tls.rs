@@ -416,6 +416,7 @@ async fn a_bridge_trusts_an_internal_ca_given_with_ca_cert() {
                 backoff: Duration::from_millis(50),
                 ..DeliveryPolicy::default()
             },
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
         });
     })
     .await;

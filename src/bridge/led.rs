@@ -20,7 +20,9 @@ use crate::store::Replicas;
 /// still holds it.
 const LEAD_CHECK: Duration = Duration::from_secs(1);
 
-/// Runs bridge number `index` whenever this replica leads it, until
+/// Runs bridge number `index` whenever this replica leads it (a bridge
+/// with no cursor in the database yet starts at the newest event when
+/// `from_now`), until
 /// `shutdown` or until delivery stops for good (a refusal under the stop
 /// policy, a cursor ahead of the log).
 #[allow(clippy::too_many_arguments)]
@@ -31,6 +33,7 @@ pub(super) async fn run(
     sink: &dyn Sink,
     policy: &DeliveryPolicy,
     status: &BridgeStatus,
+    from_now: bool,
     shutdown: CancellationToken,
 ) {
     let name = sink.name();
@@ -76,8 +79,16 @@ pub(super) async fn run(
             }
         };
         let deliver = async {
-            let result =
-                delivery::run(&source, sink, cursor, false, policy, status, lead.clone()).await;
+            let result = delivery::run(
+                &source,
+                sink,
+                cursor,
+                from_now,
+                policy,
+                status,
+                lead.clone(),
+            )
+            .await;
             lead.cancel();
             result
         };

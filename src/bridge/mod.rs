@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     client::Backoff,
-    config::{BridgeConfig, BridgeTarget, DeliveryPolicy},
+    config::{BridgeConfig, BridgeTarget, DeliveryPolicy, NewBridgeStart},
     fanout::Fanout,
     store::Store,
     tls,
@@ -114,6 +114,8 @@ pub struct InProcess {
 }
 
 struct Prepared {
+    /// Without a cursor yet: start after the newest stored event.
+    from_now: bool,
     sink: Box<dyn Sink>,
     cursor: Cursor,
     policy: DeliveryPolicy,
@@ -128,6 +130,7 @@ pub fn prepare(bridges: &[BridgeConfig]) -> anyhow::Result<InProcess> {
         let cursor = Cursor::load(&bridge.state)?;
         let status = BridgeStatus::new(sink.name(), cursor.after_seq());
         prepared.push(Prepared {
+            from_now: bridge.start == NewBridgeStart::Now || sink.starts_at_head_when_new(),
             sink,
             cursor,
             policy: bridge.delivery.clone(),
@@ -143,14 +146,15 @@ pub fn prepare(bridges: &[BridgeConfig]) -> anyhow::Result<InProcess> {
 
 impl InProcess {
     /// Sets the cursor of each new bridge that starts at the newest event
-    /// ([`Sink::starts_at_head_when_new`]) to the stored head: called before
+    /// (`--zammad-start now`, the default, or [`Sink::starts_at_head_when_new`])
+    /// to the stored head: called before
     /// the server takes webhooks, so every event after the start reaches it.
     pub async fn start_new_ones_at_head(&mut self, store: &Store) -> anyhow::Result<()> {
         if store.replicas().is_some() {
             return Ok(());
         }
         for bridge in &mut self.bridges {
-            if bridge.cursor.after_seq().is_some() || !bridge.sink.starts_at_head_when_new() {
+            if bridge.cursor.after_seq().is_some() || !bridge.from_now {
                 continue;
             }
             let head = store.head_seq().await?;
@@ -191,6 +195,7 @@ impl InProcess {
                 let replicas = store.replicas();
                 tokio::spawn(async move {
                     let Prepared {
+                        from_now,
                         sink,
                         cursor,
                         policy,
@@ -199,8 +204,17 @@ impl InProcess {
                     if let Some(replicas) = replicas {
                         // Several replicas: the cursor is in the database.
                         tracing::info!(bridge = sink.name(), receiver = %sink.describe(), "bridge started in-process, led by one replica at a time");
-                        led::run(replicas, index, source, sink.as_ref(), &policy, &status, shutdown)
-                            .await;
+                        led::run(
+                            replicas,
+                            index,
+                            source,
+                            sink.as_ref(),
+                            &policy,
+                            &status,
+                            from_now,
+                            shutdown,
+                        )
+                        .await;
                         return;
                     }
                     tracing::info!(

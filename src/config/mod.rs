@@ -285,6 +285,20 @@ pub struct BridgeConfig {
     /// Cursor file (last delivered sequence number).
     pub state: PathBuf,
     pub delivery: DeliveryPolicy,
+    /// Where a bridge that has never delivered (no cursor yet) starts.
+    pub start: NewBridgeStart,
+}
+
+/// Where an in-process bridge that has never delivered starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum NewBridgeStart {
+    /// After the newest stored event: only calls from now on reach the
+    /// receiver (the default: Zammad shows a replayed newCall as a call
+    /// ringing now, so last month's calls would pop up for every agent).
+    #[default]
+    Now,
+    /// At the first stored event: the receiver gets the whole log first.
+    Beginning,
 }
 
 /// The server's configuration. `Config::default()` is what `serve` with no

@@ -14,8 +14,8 @@ use super::{
     DEFAULT_MAX_CONNECTIONS_PER_SOURCE, DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_WEBHOOKS_IN_FLIGHT,
     DEFAULT_METRICS_ADDR, DEFAULT_RECENT_REQUESTS, DEFAULT_REPLY_DEADLINE_MS,
     DEFAULT_RETENTION_DAYS, DEFAULT_SHUTDOWN_TIMEOUT_SECS, DEFAULT_STALE_CALL_SECS, DeliveryArgs,
-    GrpcListenerConfig, HttpListenerConfig, Secret, SignatureMode, TicketsTarget, TlsFiles,
-    UnknownCaller, days, secret_setting, zammad_api_token,
+    GrpcListenerConfig, HttpListenerConfig, NewBridgeStart, Secret, SignatureMode, TicketsTarget,
+    TlsFiles, UnknownCaller, days, secret_setting, zammad_api_token,
 };
 
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
@@ -115,9 +115,18 @@ pub struct ServeArgs {
         default_value_t
     )]
     pub zammad_blocked_calls: BlockedCalls,
+    /// Where the in-process Zammad bridge starts the first time it runs
+    /// (no cursor yet): `now` delivers only calls from then on, `beginning`
+    /// the whole stored log first. Later starts continue from the cursor.
+    #[arg(long, env = "SIDECAR_ZAMMAD_START", value_enum, default_value_t)]
+    pub zammad_start: NewBridgeStart,
     /// Run the JSON webhook forwarder in this process, posting to this URL.
     #[arg(long, env = "SIDECAR_FORWARD_URL", hide_env_values = true)]
     pub forward_url: Option<String>,
+    /// Where the in-process JSON forwarder starts the first time it runs
+    /// (no cursor yet): `now` or `beginning` (the whole stored log first).
+    #[arg(long, env = "SIDECAR_FORWARD_START", value_enum, default_value_t)]
+    pub forward_start: NewBridgeStart,
     /// HMAC-SHA256 secret for the forwarder's X-Sidecar-Signature header.
     #[arg(long, env = "SIDECAR_FORWARD_SECRET", hide_env_values = true)]
     pub forward_secret: Option<String>,
@@ -294,6 +303,7 @@ impl ServeArgs {
                 },
                 state: bridge_state_path(&self.database, "zammad"),
                 delivery: delivery.clone(),
+                start: self.zammad_start,
             });
         }
         if let Some(url) = self.forward_url.filter(|s| !s.is_empty()) {
@@ -307,6 +317,7 @@ impl ServeArgs {
                 },
                 state: bridge_state_path(&self.database, "webhook"),
                 delivery,
+                start: self.forward_start,
             });
         }
         if let Some(zammad_url) = self.tickets_zammad_url.filter(|s| !s.is_empty()) {
@@ -335,6 +346,8 @@ impl ServeArgs {
                 }),
                 state: bridge_state_path(&self.database, "zammad-tickets"),
                 delivery: self.delivery.policy(),
+                // What it makes of a call is only worth it for new ones.
+                start: NewBridgeStart::Now,
             });
         }
         let config = Config {
