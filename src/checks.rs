@@ -16,7 +16,7 @@ const SPARE_DESCRIPTORS: u64 = 64;
 
 /// Every warning for `config`, as sentences.
 pub fn warnings(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = crate::config::startup_warnings(config);
     let listeners = [
         (
             config.http_listener.tls.as_ref(),

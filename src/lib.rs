@@ -31,6 +31,7 @@
 //! pure domain modules behind them (`decide`, `calls`, `numbers`, `paging`)
 //! are private to the crate.
 
+mod boot;
 pub mod bridge;
 mod calls;
 pub mod checks;
@@ -218,7 +219,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Before anything records a metric (the bridges' statuses do at once).
     telemetry::prometheus();
     let mut bridges = bridge::prepare(&config.bridges)?;
-    let store = Store::open(&config.database).await?;
+    // The webhook port first: while PostgreSQL cannot be reached at start it
+    // answers 503 with the reason (and systemd's status says it).
+    let http_tcp = bind(config.http_addr, "webhook listener, --http-addr").await?;
+    let store = boot::open_store(&config.database, &http_tcp).await?;
     bridges.start_new_ones_at_head(&store).await?;
     let settings = Arc::new(
         SettingsManager::load(
@@ -229,11 +233,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await?,
     );
 
-    let http_listener = Listener::webhook(
-        bind(config.http_addr, "webhook listener, --http-addr").await?,
-        &config.http_listener,
-    )?
-    .with_allow_list(&config.allow_sources, &config.trusted_proxies);
+    let http_listener = Listener::webhook(http_tcp, &config.http_listener)?
+        .with_allow_list(&config.allow_sources, &config.trusted_proxies);
     let grpc_listener = Listener::grpc(
         bind(config.grpc_addr, "gRPC listener, --grpc-addr").await?,
         &config.grpc_listener,
@@ -370,6 +371,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let bridge_tasks = bridges.spawn(fanout.clone(), store.clone(), shutdown.clone());
     spawn_reload_on_sighup(reloads, shutdown.clone());
     tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %store.path(), "sipgate-sidecar started");
+    boot::notify_ready(shutdown.clone());
 
     let token = shutdown.clone();
     let join = tokio::spawn(async move {

@@ -1,7 +1,10 @@
-//! The spool: a push answered 200 while the database cannot take it is in
-//! the log after the database is back or the server restarts; a stop that
+//! Durability across database trouble. The spool: a push answered 200
+//! while the database cannot take it is in the log after the database is
+//! back or the server restarts; a stop that
 //! could neither store nor spool some events fails and names how many; a
-//! torn spool tail is reported and the complete records are folded in.
+//! torn spool tail is reported and the complete records are folded in. A
+//! PostgreSQL that is not up yet at start is waited for (503 and the reason
+//! meanwhile), and systemd hears when the server is ready and stops.
 
 mod common;
 
@@ -404,4 +407,127 @@ async fn kill_9_during_a_postgresql_outage_loses_no_answered_push() {
     assert_eq!(stored, expected, "every answered push, once");
     assert_eq!(events.len(), 15);
     restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_that_comes_up_after_the_server_is_waited_for_with_503_and_the_reason() {
+    let Some(database) = postgres_database("postgresql_comes_up_later").await else {
+        return;
+    };
+    let (scheme_user, rest) = database.split_once('@').unwrap();
+    let (host_port, path) = rest.split_once('/').unwrap();
+    let upstream = tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let outage = Outage::start(upstream).await;
+    let proxied = format!("{scheme_user}@{}/{path}", outage.addr);
+    outage.cut();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let ready_file = dir.path().join("ready.json");
+    let log = dir.path().join("server.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sipgate-sidecar"))
+        .args(["serve", "--signature", "off", "--metrics-addr", "off"])
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--database", &proxied])
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .env("SIDECAR_LOG", "warn")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_for(
+        "503 with the reason while PostgreSQL is away",
+        Duration::from_secs(20),
+        || {
+            let (client, http) = (&client, &http);
+            async move {
+                match client.get(format!("{http}/readyz")).send().await {
+                    Ok(r) if r.status() == 503 => r
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.contains("database cannot be reached yet")),
+                    _ => false,
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(push(&client, &http, "too-early").await, 503);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still waiting, not exited"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("PostgreSQL cannot be reached at start; retrying"),
+        "{text}"
+    );
+
+    outage.restore();
+    wait_for("started", Duration::from_secs(60), || {
+        let ready_file = ready_file.clone();
+        async move { ready_file.exists() }
+    })
+    .await;
+    wait_for("/readyz 200", Duration::from_secs(10), || {
+        let (client, http) = (&client, &http);
+        async move { readyz(client, http).await.0 == 200 }
+    })
+    .await;
+    assert_eq!(push(&client, &http, "in-time").await, 200);
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_is_told_when_the_server_is_ready_and_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let database = dir.path().join("sidecar.db").display().to_string();
+    let notify = socket_path.display().to_string();
+    let mut server = common::process::spawn_binary_env(
+        dir.path(),
+        &["--metrics-addr", "off", "--database", &database],
+        "warn",
+        &[("NOTIFY_SOCKET", &notify)],
+    )
+    .await;
+    let mut received = String::new();
+    let mut buf = [0u8; 4096];
+    while !received.contains("READY=1") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .expect("READY=1 within 10 s")
+            .unwrap();
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+        received.push('\n');
+    }
+    let status = terminate(&mut server.child).await;
+    assert!(status.success());
+    while !received.contains("STOPPING=1") {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+            .await
+            .expect("STOPPING=1 at the stop")
+            .unwrap();
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
 }

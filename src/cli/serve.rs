@@ -32,11 +32,7 @@ pub async fn run_serve(
     } else {
         "http"
     };
-    let warnings = crate::config::startup_warnings(&config);
     let running = crate::start(config).await?;
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
     eprintln!(
         "sipgate-sidecar listening: webhooks on {}://{}, gRPC on {}{}",
         webhook_scheme,

@@ -54,6 +54,7 @@ use crate::calls::{CallRecord, CallState};
 use crate::decide::Decision;
 use crate::sipgate::event::{Direction, Event};
 
+pub(crate) use backend::is_postgres;
 pub use health::{StorageHealth, StorageState};
 pub(crate) use log::EventPage;
 

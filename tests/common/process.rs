@@ -28,6 +28,16 @@ pub async fn spawn_binary(dir: &Path, flags: &[&str]) -> Spawned {
 
 /// [`spawn_binary`] with `SIDECAR_LOG` set to `log` (e.g. `info`).
 pub async fn spawn_binary_logging(dir: &Path, flags: &[&str], log_filter: &str) -> Spawned {
+    spawn_binary_env(dir, flags, log_filter, &[]).await
+}
+
+/// [`spawn_binary_logging`] with more environment variables.
+pub async fn spawn_binary_env(
+    dir: &Path,
+    flags: &[&str],
+    log_filter: &str,
+    env: &[(&str, &str)],
+) -> Spawned {
     let ready_file = dir.join("ready.json");
     let log = dir.join("server.log");
     let _ = std::fs::remove_file(&ready_file);
@@ -48,6 +58,7 @@ pub async fn spawn_binary_logging(dir: &Path, flags: &[&str], log_filter: &str) 
         // A server on PostgreSQL keeps its spool in its state directory:
         // one per test directory, as one per host in production.
         .env("STATE_DIRECTORY", dir.join("state"))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
