@@ -6,7 +6,8 @@
 //! the webhook port answers every request with 503 and the reason
 //! meanwhile (`/readyz` says why; sipgate treats it as no answer), and the
 //! log and `systemctl status` say it. A SQLite file that cannot be opened
-//! is a setup error and fails at once, as does a URL that does not parse.
+//! is a setup error and fails at once, as do a URL that does not parse and a
+//! server that refuses (a wrong password, an untrusted certificate).
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -46,7 +47,7 @@ pub(crate) async fn open_store(database: &str, webhooks: &TcpListener) -> anyhow
                 }
                 return Ok(store);
             }
-            Err(error @ StoreError::Open { .. }) => error.to_string(),
+            Err(error @ StoreError::Unreachable { .. }) => error.to_string(),
             Err(error) => return Err(error.into()),
         };
         tracing::warn!(

@@ -58,7 +58,7 @@ fn store_status(e: &StoreError) -> Status {
                      check the database"
             ))
         }
-        StoreError::Open { path, reason } => {
+        StoreError::Open { path, reason } | StoreError::Unreachable { path, reason } => {
             tracing::error!(%path, %reason, "database cannot be opened");
             Status::unavailable(format!("the database {path} cannot be opened: {reason}"))
         }

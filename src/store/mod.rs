@@ -145,6 +145,11 @@ pub struct CallQuery {
 pub enum StoreError {
     #[error("cannot open database {path}: {reason}")]
     Open { path: String, reason: String },
+    /// The database server could not be reached at all (connection refused,
+    /// timed out, not accepting connections yet): worth waiting for, unlike
+    /// a refusal (a wrong password, an untrusted certificate).
+    #[error("cannot open database {path}: {reason}")]
+    Unreachable { path: String, reason: String },
     #[error("invalid page token")]
     BadPageToken,
     #[error("database error: {0}")]
@@ -180,7 +185,7 @@ impl StoreError {
     /// decode), which it retries once.
     pub(crate) fn is_storage(&self) -> bool {
         match self {
-            StoreError::Write(_) | StoreError::Open { .. } => true,
+            StoreError::Write(_) | StoreError::Open { .. } | StoreError::Unreachable { .. } => true,
             StoreError::Database(sqlx::Error::Database(db))
                 if db
                     .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()

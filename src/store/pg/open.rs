@@ -41,6 +41,19 @@ const SESSION_SETTINGS: [(&str, &str); 5] = [
 /// Wait before the listener tries again after its connection failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
+/// A first connection that failed because the server is not there (yet):
+/// no route, refused, timed out, or the server still starting up
+/// (`57P03`). A TLS or authentication refusal is not.
+fn unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+        sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => false,
+        // A TLS failure may surface as an I/O error carrying rustls' error.
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        _ => true,
+    }
+}
+
 /// A connection to another host that may go in plaintext: `sslmode`
 /// `disable`, `allow`, or `prefer` (the default, which falls back to
 /// plaintext without a word when the server offers no TLS).
@@ -87,10 +100,16 @@ impl PgStore {
             let database: &str = &display;
             tracing::warn!(database, "{warning}");
         }
-        let mut connection = options
-            .connect()
-            .await
-            .map_err(|e| open_error(e.to_string()))?;
+        let mut connection = options.connect().await.map_err(|e| {
+            if unreachable(&e) {
+                StoreError::Unreachable {
+                    path: display.clone(),
+                    reason: e.to_string(),
+                }
+            } else {
+                open_error(e.to_string())
+            }
+        })?;
         MIGRATOR
             .run(&mut connection)
             .await
