@@ -214,7 +214,7 @@ mod unit_tests {
             .await
             .unwrap_err();
         let message = error.to_string();
-        assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+        assert!(matches!(error, StoreError::Unreachable { .. }), "{error:?}");
         assert!(
             message.starts_with("cannot open database postgres://sidecar@127.0.0.1:1/calls: "),
             "{message}"
