@@ -330,7 +330,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .into()
     };
     let grpc_state = GrpcState {
-        settings,
+        settings: settings.clone(),
         reply_base,
         store: store.clone(),
         writer,
@@ -368,7 +368,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics_task =
         metrics_listener.map(|listener| telemetry::serve_metrics(listener, shutdown.clone()));
 
-    let bridge_tasks = bridges.spawn(fanout.clone(), store.clone(), shutdown.clone());
+    let bridge_tasks = bridges.spawn(
+        fanout.clone(),
+        store.clone(),
+        settings.clone(),
+        shutdown.clone(),
+    );
     spawn_reload_on_sighup(reloads, shutdown.clone());
     tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, database = %store.path(), "sipgate-sidecar started");
     boot::notify_ready(shutdown.clone());

@@ -40,6 +40,11 @@ struct Zammad {
     notified: Vec<String>,
     /// call_ids answered 422 (e.g. a setting Zammad refuses).
     refuse: HashSet<String>,
+    /// Zammad's users: (id, login, phone).
+    agents: Vec<(u64, &'static str, &'static str)>,
+    /// (call_id, agent id) of the pop-ups an inbound answer pushed, `None`
+    /// when no agent was found (then nobody gets one).
+    answered_by: Vec<(String, Option<u64>)>,
 }
 
 /// A caller-log row: the columns the done rules use.
@@ -126,6 +131,28 @@ async fn cti(
             (StatusCode::OK, "{}".into())
         }
         "answer" => {
+            if !z.log.contains_key(&call_id) {
+                return no_such_call();
+            }
+            // Finding the recipient as the generic driver does: by
+            // answeringNumber (phone), then `user` (login), then `user_id`.
+            if direction == "in" {
+                let user = param("user").to_lowercase();
+                let recipient = z
+                    .agents
+                    .iter()
+                    .find(|a| {
+                        !param("answeringNumber").is_empty() && a.2 == param("answeringNumber")
+                    })
+                    .or_else(|| z.agents.iter().find(|a| !user.is_empty() && a.1 == user))
+                    .or_else(|| {
+                        z.agents
+                            .iter()
+                            .find(|a| a.0.to_string() == param("user_id"))
+                    })
+                    .map(|a| a.0);
+                z.answered_by.push((call_id.clone(), recipient));
+            }
             let Some(row) = z.log.get_mut(&call_id) else {
                 return no_such_call();
             };
@@ -837,5 +864,144 @@ async fn a_new_in_process_bridge_starts_now_by_default_or_at_the_beginning_when_
     })
     .await;
     assert_eq!(calls(&from_now)[3..], ["after-2"; 3]);
+    server.stop().await;
+}
+
+/// Imports Zammad's CTI settings with an agent mapping (as `settings
+/// import-zammad` does).
+async fn import_agent_map(server: &TestServer) {
+    let zammad = r#"{
+      "inbound": {"block_caller_ids": []},
+      "outbound": {"routing_table": [], "default_caller_id": ""},
+      "user_remote_map": [
+        {"remote_user_id": "w0", "user_id": "7"},
+        {"remote_user_id": "1234567w1", "user_id": "Bob@Example.com"}
+      ]
+    }"#;
+    server
+        .settings()
+        .await
+        .import_zammad(sipgate_sidecar::proto::ImportZammadRequest {
+            json: zammad.into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// An inbound call answered by the sipgate user `user_id`/`full_user_id`.
+async fn call_answered_by(server: &TestServer, call_id: &str, user_id: &str, full_user_id: &str) {
+    for body in [
+        new_call("in", "492111234567", "4930600000000", call_id),
+        form(&[
+            ("event", "answer"),
+            ("direction", "in"),
+            ("callId", call_id),
+            ("user", "Sipgate Name"),
+            ("userId", user_id),
+            ("fullUserId", full_user_id),
+            ("from", "492111234567"),
+            ("to", "4930600000000"),
+            // A number no Zammad user has: only the map finds the agent.
+            ("answeringNumber", "4921199999999"),
+        ]),
+    ] {
+        assert_eq!(server.post("/api/v1/sipgate/in", &body).await.status, 200);
+    }
+}
+
+fn zammad_users(zammad: &Shared) {
+    zammad.lock().unwrap().agents = vec![
+        (7, "alice@example.com", "4930600000007"),
+        (8, "bob@example.com", "4930600000008"),
+    ];
+}
+
+#[tokio::test]
+async fn the_pop_up_of_an_answer_reaches_the_agent_mapped_by_user_remote_map() {
+    let server = TestServer::start().await;
+    let (zammad, addr) = fake_zammad().await;
+    zammad_users(&zammad);
+    import_agent_map(&server).await;
+    call_answered_by(&server, "by-id", "w0", "1234567w0").await;
+    call_answered_by(&server, "by-full-id", "w1", "1234567w1").await;
+    call_answered_by(&server, "unmapped", "w5", "1234567w5").await;
+
+    let (stop, task) = spawn_zammad_bridge(
+        &server,
+        format!("http://{addr}/api/v1/cti/good-token"),
+        server.dir.path().join("zammad.cursor"),
+        fast_delivery(),
+    );
+    wait_for("three answers", || {
+        zammad.lock().unwrap().answered_by.len() >= 3
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let z = zammad.lock().unwrap();
+    assert_eq!(
+        z.answered_by,
+        [
+            ("by-id".to_string(), Some(7)),
+            ("by-full-id".to_string(), Some(8)),
+            // Unmapped: Zammad looks for the answering number and the name
+            // and finds nobody, as it would without the sidecar.
+            ("unmapped".to_string(), None),
+        ]
+    );
+    // The caller log keeps the sipgate name for an id, the login otherwise.
+    assert_eq!(z.log["by-id"].to_comment.as_deref(), Some("Sipgate Name"));
+    assert_eq!(
+        z.log["by-full-id"].to_comment.as_deref(),
+        Some("bob@example.com")
+    );
+    let answer = |call: &str| {
+        z.posts
+            .iter()
+            .find(|p| p["event"] == "answer" && p["call_id"] == call)
+            .unwrap()
+            .clone()
+    };
+    assert!(!answer("by-id").contains_key("answeringNumber"));
+    assert_eq!(answer("unmapped")["answeringNumber"], "4921199999999");
+}
+
+#[tokio::test]
+async fn an_in_process_zammad_bridge_maps_agents_and_sees_a_changed_map() {
+    let (zammad, addr) = fake_zammad().await;
+    zammad_users(&zammad);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir);
+    config.bridges.push(BridgeConfig {
+        target: BridgeTarget::Zammad {
+            cti_url: sipgate_sidecar::config::Secret::new(format!(
+                "http://{addr}/api/v1/cti/good-token"
+            )),
+            blocked_calls: BlockedCalls::default(),
+        },
+        state: dir.path().join("zammad.cursor"),
+        delivery: fast_delivery().policy(),
+        start: Default::default(),
+    });
+    let server = TestServer::start_in(dir, config).await;
+    call_answered_by(&server, "before-map", "w0", "1234567w0").await;
+    wait_for("the first answer", || {
+        !zammad.lock().unwrap().answered_by.is_empty()
+    })
+    .await;
+    import_agent_map(&server).await;
+    call_answered_by(&server, "after-map", "w0", "1234567w0").await;
+    wait_for("the second answer", || {
+        zammad.lock().unwrap().answered_by.len() >= 2
+    })
+    .await;
+    assert_eq!(
+        zammad.lock().unwrap().answered_by,
+        [
+            ("before-map".to_string(), None),
+            ("after-map".to_string(), Some(7))
+        ]
+    );
     server.stop().await;
 }

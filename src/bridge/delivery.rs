@@ -42,6 +42,10 @@ pub trait Sink: Send + Sync {
         false
     }
 
+    /// Gives a sink that maps sipgate's users to its receiver's agents
+    /// where to read the map (Zammad's `user_remote_map`); others ignore it.
+    fn use_agents(&mut self, _agents: std::sync::Arc<dyn super::agents::Agents>) {}
+
     /// Checked once before the first event (e.g. the API token); a
     /// transient failure is waited out, a refusal stops the bridge.
     async fn preflight(&self) -> Verdict {

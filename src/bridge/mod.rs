@@ -11,6 +11,7 @@
 //! `Retry-After`; redirects are not followed (the event and its signature
 //! must not go to another origin): a 3xx, like any other 4xx, is a refusal.
 
+pub mod agents;
 mod answer;
 pub mod cursor;
 pub mod delivery;
@@ -180,8 +181,10 @@ impl InProcess {
         self,
         fanout: Fanout,
         store: Store,
+        settings: Arc<crate::settings::SettingsManager>,
         shutdown: CancellationToken,
     ) -> Vec<JoinHandle<()>> {
+        let agents: Arc<dyn agents::Agents> = Arc::new(agents::LocalAgents(settings));
         self.bridges
             .into_iter()
             .enumerate()
@@ -193,14 +196,16 @@ impl InProcess {
                 };
                 let shutdown = shutdown.clone();
                 let replicas = store.replicas();
+                let agents = agents.clone();
                 tokio::spawn(async move {
                     let Prepared {
                         from_now,
-                        sink,
+                        mut sink,
                         cursor,
                         policy,
                         status,
                     } = bridge;
+                    sink.use_agents(agents);
                     if let Some(replicas) = replicas {
                         // Several replicas: the cursor is in the database.
                         tracing::info!(bridge = sink.name(), receiver = %sink.describe(), "bridge started in-process, led by one replica at a time");

@@ -1,7 +1,9 @@
 //! Forwards events to Zammad's generic CTI API (`POST /api/v1/cti/{token}`),
 //! so Zammad's caller log and agent pop-ups work while sipgate talks to the
 //! sidecar. Parameters as Zammad's `Cti::Driver::Cti` reads them: `event`,
-//! `from`, `to`, `direction`, `call_id`, `user`, `cause`, `answeringNumber`.
+//! `from`, `to`, `direction`, `call_id`, `user`, `user_id`, `cause`,
+//! `answeringNumber`. The agent who answered is mapped through Zammad's
+//! `user_remote_map` ([`super::agents`]).
 //!
 //! Calls the sidecar rejected: Zammad notifies every agent of an inbound
 //! newCall unless its own CTI block list (`cti_config.inbound.block_caller_ids`,
@@ -10,8 +12,11 @@
 //! that list, mirrored from the sidecar's ([`cti_block_list`]), rejects it too
 //! ([`BlockedCalls`]).
 
+use std::sync::Arc;
+
 use super::{
     Answer, Verdict,
+    agents::{AgentMap, Agents, ZammadUser},
     delivery::Sink,
     http_client,
     schema::{direction_name, event_kind_name},
@@ -29,6 +34,7 @@ pub struct ZammadSink {
     token: Vec<String>,
     described: String,
     blocked_calls: BlockedCalls,
+    agents: Option<Arc<dyn Agents>>,
 }
 
 impl ZammadSink {
@@ -49,6 +55,7 @@ impl ZammadSink {
             token,
             described,
             blocked_calls: BlockedCalls::default(),
+            agents: None,
         })
     }
 
@@ -171,6 +178,14 @@ fn redact_cti_url(url: &reqwest::Url) -> (String, Vec<String>) {
 /// The form Zammad's generic CTI endpoint takes for `event`, or `None` for
 /// events Zammad has no use for (dtmf) or cannot take (no direction known).
 pub fn zammad_form(event: &proto::CallEvent) -> Option<Vec<(&'static str, String)>> {
+    zammad_form_with(event, &AgentMap::default())
+}
+
+/// [`zammad_form`], with the answering agent mapped through `agents`.
+pub fn zammad_form_with(
+    event: &proto::CallEvent,
+    agents: &AgentMap,
+) -> Option<Vec<(&'static str, String)>> {
     let kind = proto::EventKind::try_from(event.kind).ok()?;
     if !matches!(
         kind,
@@ -212,10 +227,27 @@ pub fn zammad_form(event: &proto::CallEvent) -> Option<Vec<(&'static str, String
         proto::EventKind::NewCall if !event.users.is_empty() => {
             form.push(("user", event.users.join(", ")))
         }
-        // A scalar: Zammad's agent lookup breaks on an array here.
-        proto::EventKind::Answer if !event.users.is_empty() => {
-            form.push(("user", event.users[0].clone()))
-        }
+        proto::EventKind::Answer => match agents.agent_for(event) {
+            // Zammad looks the agent up by answeringNumber first: a mapped
+            // answer leaves it out so the map decides.
+            Some(ZammadUser::Id(id)) => {
+                if let Some(name) = event.users.first() {
+                    form.push(("user", name.clone()));
+                }
+                form.push(("user_id", id.to_string()));
+                return Some(form);
+            }
+            Some(ZammadUser::Login(login)) => {
+                form.push(("user", login.clone()));
+                return Some(form);
+            }
+            // A scalar: Zammad's agent lookup breaks on an array here.
+            None => {
+                if let Some(name) = event.users.first() {
+                    form.push(("user", name.clone()))
+                }
+            }
+        },
         proto::EventKind::Hangup => form.push(("cause", event.cause.clone())),
         _ => {}
     }
@@ -270,6 +302,10 @@ impl Sink for ZammadSink {
         self.described.clone()
     }
 
+    fn use_agents(&mut self, agents: Arc<dyn Agents>) {
+        self.agents = Some(agents);
+    }
+
     fn wants(&self, event: &proto::CallEvent) -> bool {
         if zammad_form(event).is_none() {
             return false;
@@ -293,7 +329,11 @@ impl Sink for ZammadSink {
     }
 
     async fn deliver(&self, event: &proto::CallEvent) -> Verdict {
-        let Some(form) = zammad_form(event) else {
+        let agents = match &self.agents {
+            Some(agents) if event.kind() == proto::EventKind::Answer => agents.map().await,
+            _ => Arc::default(),
+        };
+        let Some(form) = zammad_form_with(event, &agents) else {
             return Verdict::Delivered;
         };
         let answer = match self.client.post(&self.url).form(&form).send().await {
@@ -383,6 +423,33 @@ mod tests {
         let form = zammad_form(&a).unwrap();
         assert_eq!(get(&form, "user"), Some("voicemail"));
         assert_eq!(get(&form, "answeringNumber"), Some("4930600000001"));
+    }
+
+    #[test]
+    fn a_mapped_answer_names_the_agent_and_leaves_the_answering_number_out() {
+        let agents = AgentMap::new([("w0", "7"), ("1234567w1", "Bob@Example.com")]);
+        let mut a = event(proto::EventKind::Answer);
+        a.users = vec!["Alice Agent".into()];
+        a.user_ids = vec!["w0".into()];
+        a.answering_number = "4930600000001".into();
+        let form = zammad_form_with(&a, &agents).unwrap();
+        assert_eq!(get(&form, "user"), Some("Alice Agent"));
+        assert_eq!(get(&form, "user_id"), Some("7"));
+        assert_eq!(get(&form, "answeringNumber"), None);
+
+        a.user_ids = vec!["w1".into()];
+        a.full_user_ids = vec!["1234567w1".into()];
+        let form = zammad_form_with(&a, &agents).unwrap();
+        assert_eq!(get(&form, "user"), Some("bob@example.com"));
+        assert_eq!(get(&form, "user_id"), None);
+
+        // Unmapped: as before, Zammad finds the agent by number or name.
+        a.user_ids = vec!["w9".into()];
+        a.full_user_ids.clear();
+        let form = zammad_form_with(&a, &agents).unwrap();
+        assert_eq!(get(&form, "user"), Some("Alice Agent"));
+        assert_eq!(get(&form, "answeringNumber"), Some("4930600000001"));
+        assert_eq!(zammad_form(&a), Some(form));
     }
 
     #[test]

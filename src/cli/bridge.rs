@@ -2,14 +2,16 @@
 //! reading the event stream over gRPC; `bridge status`: what the bridges
 //! inside a running server do.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint;
 use crate::{
-    bridge::{self, BridgeStatus, cursor::Cursor, delivery, source::GrpcSource},
+    bridge::{
+        self, BridgeStatus, agents::RemoteAgents, cursor::Cursor, delivery, source::GrpcSource,
+    },
     client::{Failure, FailureKind},
     config::{BridgeCommand, BridgeTarget, ClientArgs, Secret, TicketsTarget, zammad_api_token},
 };
@@ -89,7 +91,8 @@ pub async fn run_bridge(
     };
     let mut policy = delivery.policy();
     policy.ca_cert = args.ca_cert.clone();
-    let sink = bridge::sink(&target, &state, &policy)?;
+    let mut sink = bridge::sink(&target, &state, &policy)?;
+    sink.use_agents(Arc::new(RemoteAgents::new(endpoint(args))));
     let cursor = Cursor::load(&state)?;
     eprintln!(
         "{} bridge: reading {} from {}, cursor {}, delivering to {}",

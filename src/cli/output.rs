@@ -106,7 +106,7 @@ pub fn settings(s: &proto::SettingsSnapshot, as_json: bool) {
     out!("Default caller ID: {default}");
     if !s.user_remote_map.is_empty() {
         out!(
-            "Zammad user_remote_map ({} entries, kept for export):",
+            "Agent mapping, Zammad user_remote_map ({} entries, first match wins):",
             s.user_remote_map.len()
         );
         for m in &s.user_remote_map {

@@ -20,7 +20,8 @@
 //!   list. Only `api_user` / `api_password`, which Zammad no longer uses
 //!   (zammad/zammad#3848), are dropped with a warning.
 //! - `user_remote_map` and `view_limit` are Zammad's own; they are kept as
-//!   they came and exported back unchanged.
+//!   they came and exported back unchanged. The Zammad bridge maps answering
+//!   agents through `user_remote_map` (`crate::bridge::agents`).
 //! - At most [`MAX_BLOCK_ENTRIES`] and [`MAX_ROUTING_RULES`] entries;
 //!   duplicates are found with a hash map (linear time).
 
