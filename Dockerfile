@@ -11,11 +11,14 @@
 # info; `docker build --target debuginfo --output type=local,dest=debug .`
 # writes the matching debug files (see README, "Deployment").
 
-ARG RUST_VERSION=1
-ARG DEBIAN_RELEASE=trixie
+# The base images. `deploy/pin-base-images.sh` pins both to the digest their
+# tag points at (tag@sha256:...), so a rebuild gets the same bases until they
+# are pinned again; run it before a release build and commit the result.
+ARG RUST_IMAGE=rust:1.95-slim-trixie
+ARG RUNTIME_IMAGE=debian:trixie-slim
 
 # ---------------------------------------------------------------- build
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
@@ -42,11 +45,13 @@ FROM scratch AS debuginfo
 COPY --from=build /out/debug/ /
 
 # ---------------------------------------------------------------- runtime
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: the Zammad bridge and the forwarder verify TLS with the
-# system roots. A fixed uid/gid so volume ownership survives rebuilds.
+# system roots. sqlite3: consistent backups of the running database
+# (`docker compose exec sipgate-sidecar sqlite3 ... ".backup ..."`). A fixed
+# uid/gid so volume ownership survives rebuilds.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates sqlite3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 sidecar \
  && useradd --system --uid 10001 --gid sidecar --no-create-home \

@@ -132,3 +132,113 @@ fn the_images_build_context_holds_a_manifest_cargo_loads_locked() {
         "the image's `{command}` fails in its build context: {stderr}"
     );
 }
+
+/// `deploy/pin-base-images.sh` against a stand-in `docker` (no registry
+/// here): every base image of the Dockerfile comes from an `ARG *_IMAGE`,
+/// the script pins each to the digest `docker buildx imagetools inspect`
+/// reports, pins again over an old digest, and leaves the file as it was
+/// when a lookup fails.
+#[test]
+fn the_pin_script_pins_every_base_image_to_a_digest() {
+    let root = PathBuf::from(ROOT);
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let image_args: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARG "))
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+        .filter(|name| name.ends_with("_IMAGE"))
+        .collect();
+    for from in dockerfile.lines().filter(|l| l.starts_with("FROM ")) {
+        let base = from.split_whitespace().nth(1).unwrap();
+        let arg = base.trim_start_matches("${").trim_end_matches('}');
+        assert!(
+            base == "scratch" || (base.starts_with("${") && image_args.contains(&arg)),
+            "`{from}`: a base image not taken from an ARG *_IMAGE the script pins"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // docker buildx imagetools inspect NAME --format ...: a digest made from
+    // NAME and $ROUND, or a failure for NAME containing "missing".
+    let fake = bin.join("docker");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1 $2 $3\" = 'buildx imagetools inspect' ] || exit 2\n\
+         case \"$4\" in *missing*) echo 'not found' >&2; exit 1;; esac\n\
+         printf 'sha256:%s\\n' \"$(printf '%s %s' \"$4\" \"$ROUND\" | sha256sum | cut -c1-64)\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("Dockerfile");
+    std::fs::write(&copy, &dockerfile).unwrap();
+    let pin = |round: &str| {
+        std::process::Command::new("bash")
+            .arg(root.join("deploy/pin-base-images.sh"))
+            .arg(&copy)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("ROUND", round)
+            .output()
+            .unwrap()
+    };
+    let pinned_images = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("ARG "))
+            .filter_map(|l| l.split_once('='))
+            .filter(|(name, _)| name.ends_with("_IMAGE"))
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    };
+    let digest_of = |image: &str, round: &str| -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s %s' '{image}' '{round}' | sha256sum | cut -c1-64"
+            ))
+            .output()
+            .unwrap();
+        format!("sha256:{}", String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let original = pinned_images(&dockerfile);
+    assert_eq!(original.len(), image_args.len());
+    for round in ["1", "2"] {
+        let out = pin(round);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let now = std::fs::read_to_string(&copy).unwrap();
+        let pinned = pinned_images(&now);
+        for ((name, before), (name_now, after)) in original.iter().zip(&pinned) {
+            let tag = before.split('@').next().unwrap();
+            assert_eq!(name, name_now);
+            assert_eq!(after, &format!("{tag}@{}", digest_of(tag, round)));
+        }
+        // Nothing else changed.
+        let others = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !(l.starts_with("ARG ") && l.contains("_IMAGE=")))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(others(&now), others(&dockerfile));
+    }
+    // A lookup that fails leaves the file as it was and says so.
+    let before = std::fs::read_to_string(&copy).unwrap();
+    std::fs::write(
+        &copy,
+        before.replacen("ARG RUST_IMAGE=", "ARG RUST_IMAGE=missing/", 1),
+    )
+    .unwrap();
+    let before = std::fs::read_to_string(&copy).unwrap();
+    let out = pin("3");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), before);
+}
