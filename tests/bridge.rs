@@ -738,6 +738,7 @@ async fn the_json_forwarder_runs_inside_serve_and_signs_every_body() {
             target: BridgeTarget::Webhook {
                 url: format!("http://{addr}/hook"),
                 secret: Some(sipgate_sidecar::config::Secret::new("crm-shared-secret")),
+                conventions: Default::default(),
             },
             state: std::path::PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: fast_delivery().policy(),
@@ -783,6 +784,9 @@ async fn a_wrong_forwarder_secret_is_caught_by_the_receiver() {
         state: server.dir.path().join("webhook.cursor"),
         start_from_now: false,
         delivery: fast_delivery(),
+        format: Default::default(),
+        source: "/sipgate-sidecar".into(),
+        standard_secret: Vec::new(),
     };
     let args = ClientArgs {
         server: server.grpc.clone(),
@@ -823,6 +827,7 @@ async fn a_new_in_process_bridge_starts_now_by_default_or_at_the_beginning_when_
             target: BridgeTarget::Webhook {
                 url: format!("http://{addr}/hook"),
                 secret: Some(sipgate_sidecar::config::Secret::new("crm-shared-secret")),
+                conventions: Default::default(),
             },
             state: dir.path().join(format!("{name}.cursor")),
             delivery: fast_delivery().policy(),
@@ -1003,5 +1008,140 @@ async fn an_in_process_zammad_bridge_maps_agents_and_sees_a_changed_map() {
             ("after-map".to_string(), Some(7))
         ]
     );
+    server.stop().await;
+}
+
+/// What a receiver of CloudEvents with Standard Webhooks signatures got.
+type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn recording_receiver() -> (Received, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Received::default();
+    serve_on(
+        listener,
+        Router::new()
+            .route(
+                "/events",
+                post(
+                    |State(r): State<Received>, headers: HeaderMap, body: Bytes| async move {
+                        r.lock().unwrap().push((headers, body));
+                        StatusCode::NO_CONTENT
+                    },
+                ),
+            )
+            .with_state(received.clone()),
+    )
+    .await;
+    (received, addr)
+}
+
+/// A Standard Webhooks verification, written from the specification:
+/// HMAC-SHA256 over "id.timestamp.body" with the base64 key after whsec_,
+/// compared with each `v1,` signature of the header.
+fn standard_webhooks_verifies(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", header("webhook-id"), header("webhook-timestamp")).as_bytes());
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    header("webhook-signature")
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+#[tokio::test]
+async fn the_forwarder_sends_cloudevents_signed_the_standard_webhooks_way_with_two_keys() {
+    use sipgate_sidecar::config::{ForwardFormat, WebhookConventions};
+    let (received, addr) = recording_receiver().await;
+    let (old_key, new_key) = (
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "whsec_c2lwZ2F0ZS1zaWRlY2FyIHJvdGF0ZWQga2V5IDIwMjY=",
+    );
+    let server = TestServer::start_with(|c| {
+        c.bridges.push(BridgeConfig {
+            target: BridgeTarget::Webhook {
+                url: format!("http://{addr}/events"),
+                secret: Some(sipgate_sidecar::config::Secret::new("crm-shared-secret")),
+                conventions: WebhookConventions::new(
+                    ForwardFormat::Cloudevents,
+                    "https://pbx.example.com".into(),
+                    vec![new_key.into(), old_key.into()],
+                    "test",
+                )
+                .unwrap(),
+            },
+            state: std::path::PathBuf::from(format!("{}.webhook.cursor", c.database)),
+            delivery: fast_delivery().policy(),
+            start: sipgate_sidecar::config::NewBridgeStart::Beginning,
+        });
+    })
+    .await;
+    answered_call(&server, "ce1").await;
+    wait_for("3 events", || received.lock().unwrap().len() >= 3).await;
+
+    let received = received.lock().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (i, (headers, body)) in received.iter().enumerate() {
+        let header = |name: &str| headers.get(name).unwrap().to_str().unwrap();
+        assert_eq!(
+            header("content-type"),
+            "application/cloudevents+json; charset=utf-8"
+        );
+        // Both keys verify (a receiver may hold either during a rotation),
+        // a third does not.
+        assert!(standard_webhooks_verifies(old_key, headers, body));
+        assert!(standard_webhooks_verifies(new_key, headers, body));
+        assert!(!standard_webhooks_verifies(
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            headers,
+            body
+        ));
+        assert_eq!(header("webhook-signature").split(' ').count(), 2);
+        let sent_at: i64 = header("webhook-timestamp").parse().unwrap();
+        assert!((now - sent_at).abs() < 60, "{sent_at} vs {now}");
+        // The sidecar's own signature is over the same bytes.
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"crm-shared-secret").unwrap();
+        mac.update(body);
+        assert_eq!(
+            header("x-sidecar-signature"),
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        );
+
+        let envelope: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let seq = (i + 1) as u64;
+        assert_eq!(envelope["specversion"], "1.0");
+        assert_eq!(envelope["id"], seq.to_string());
+        assert_eq!(header("webhook-id"), seq.to_string());
+        assert_eq!(header("x-sidecar-seq"), seq.to_string());
+        assert_eq!(envelope["source"], "https://pbx.example.com");
+        assert_eq!(envelope["subject"], "ce1");
+        assert_eq!(envelope["datacontenttype"], "application/json");
+        assert_eq!(envelope["data"]["seq"], seq);
+        assert_eq!(envelope["data"]["schema"], "sipgate-sidecar.event.v1");
+        let time: jiff::Timestamp = envelope["time"].as_str().unwrap().parse().unwrap();
+        assert!((now - time.as_second()).abs() < 60);
+    }
+    let types: Vec<&str> = received
+        .iter()
+        .map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).unwrap())
+        .map(|e| match e["type"].as_str().unwrap() {
+            "io.sipgate.call.newcall" => "newcall",
+            "io.sipgate.call.answer" => "answer",
+            "io.sipgate.call.hangup" => "hangup",
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(types, ["newcall", "answer", "hangup"]);
+    drop(received);
     server.stop().await;
 }

@@ -140,7 +140,11 @@ fn fast_delivery() -> DeliveryArgs {
 async fn server_forwarding_to(url: String) -> TestServer {
     TestServer::start_with(|c| {
         c.bridges.push(BridgeConfig {
-            target: BridgeTarget::Webhook { url, secret: None },
+            target: BridgeTarget::Webhook {
+                url,
+                secret: None,
+                conventions: Default::default(),
+            },
             state: PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: fast_delivery().policy(),
             start: sipgate_sidecar::config::NewBridgeStart::Beginning,
@@ -396,6 +400,7 @@ async fn an_in_process_bridge_with_a_cursor_beyond_the_log_stops_and_says_why() 
             target: BridgeTarget::Webhook {
                 url: format!("http://{addr}/hook"),
                 secret: None,
+                conventions: Default::default(),
             },
             state: PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: fast_delivery().policy(),
@@ -431,6 +436,9 @@ async fn a_grpc_bridge_with_a_cursor_beyond_the_log_stops_and_says_why() {
         state: state.clone(),
         start_from_now: false,
         delivery: fast_delivery(),
+        format: Default::default(),
+        source: "/sipgate-sidecar".into(),
+        standard_secret: Vec::new(),
     };
     let error = tokio::time::timeout(
         Duration::from_secs(20),
@@ -511,6 +519,9 @@ async fn a_grpc_bridge_stops_on_out_of_range_instead_of_retrying() {
         state: state.clone(),
         start_from_now: false,
         delivery: fast_delivery(),
+        format: Default::default(),
+        source: "/sipgate-sidecar".into(),
+        standard_secret: Vec::new(),
     };
     let args = ClientArgs {
         server: format!("http://{addr}"),

@@ -90,6 +90,7 @@ async fn every_family_has_help_and_type_and_counters_exist_from_the_start() {
             target: BridgeTarget::Webhook {
                 url: "http://127.0.0.1:9/hook".into(),
                 secret: None,
+                conventions: Default::default(),
             },
             state: PathBuf::from(format!("{}.webhook.cursor", c.database)),
             delivery: Default::default(),

@@ -409,6 +409,7 @@ async fn a_bridge_trusts_an_internal_ca_given_with_ca_cert() {
             target: BridgeTarget::Webhook {
                 url: format!("https://{receiver_addr}/hook"),
                 secret: None,
+                conventions: Default::default(),
             },
             state,
             delivery: DeliveryPolicy {

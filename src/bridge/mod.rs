@@ -99,11 +99,14 @@ pub fn sink(
         } => {
             Box::new(ZammadSink::new(cti_url.expose(), policy)?.with_blocked_calls(*blocked_calls))
         }
-        BridgeTarget::Webhook { url, secret } => Box::new(WebhookSink::new(
+        BridgeTarget::Webhook {
             url,
-            secret.as_ref().map(|s| s.expose()),
-            policy,
-        )?),
+            secret,
+            conventions,
+        } => Box::new(
+            WebhookSink::new(url, secret.as_ref().map(|s| s.expose()), policy)?
+                .with_conventions(conventions.clone()),
+        ),
         BridgeTarget::Tickets(target) => Box::new(TicketsSink::new(target, state, policy)?),
     })
 }

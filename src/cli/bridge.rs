@@ -13,7 +13,10 @@ use crate::{
         self, BridgeStatus, agents::RemoteAgents, cursor::Cursor, delivery, source::GrpcSource,
     },
     client::{Failure, FailureKind},
-    config::{BridgeCommand, BridgeTarget, ClientArgs, Secret, TicketsTarget, zammad_api_token},
+    config::{
+        BridgeCommand, BridgeTarget, ClientArgs, Secret, TicketsTarget, WebhookConventions,
+        zammad_api_token,
+    },
 };
 
 /// Runs a bridge as its own process until `shutdown` (or shows the status
@@ -42,6 +45,9 @@ pub async fn run_bridge(
         BridgeCommand::Webhook {
             url,
             secret,
+            format,
+            source,
+            standard_secret,
             state,
             start_from_now,
             delivery,
@@ -49,6 +55,13 @@ pub async fn run_bridge(
             BridgeTarget::Webhook {
                 url,
                 secret: secret.map(Secret::new),
+                conventions: WebhookConventions::new(
+                    format,
+                    source,
+                    standard_secret,
+                    "--standard-secret (SIDECAR_BRIDGE_STANDARD_SECRET)",
+                )
+                .map_err(|e| anyhow::anyhow!(e))?,
             },
             state,
             start_from_now,

@@ -187,6 +187,24 @@ pub enum BridgeCommand {
         /// Sign bodies: X-Sidecar-Signature: sha256=HMAC-SHA256(secret, body) in hex.
         #[arg(long, env = "SIDECAR_BRIDGE_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// The body: `sidecar` (the sipgate-sidecar.event.v1 object,
+        /// application/json) or `cloudevents` (that object as `data` of a
+        /// CloudEvents 1.0 structured-mode envelope, application/cloudevents+json).
+        #[arg(long, env = "SIDECAR_BRIDGE_FORMAT", value_enum, default_value_t)]
+        format: super::ForwardFormat,
+        /// CloudEvents `source` of the events (a URI reference).
+        #[arg(long, env = "SIDECAR_BRIDGE_SOURCE", default_value = super::DEFAULT_FORWARD_SOURCE)]
+        source: String,
+        /// Standard Webhooks signing secrets (whsec_<base64 key>),
+        /// comma-separated to rotate keys: each signs every request
+        /// (webhook-id, webhook-timestamp, webhook-signature: v1,<base64>).
+        #[arg(
+            long,
+            env = "SIDECAR_BRIDGE_STANDARD_SECRET",
+            hide_env_values = true,
+            value_delimiter = ','
+        )]
+        standard_secret: Vec<String>,
         /// Cursor file: the last delivered sequence number.
         #[arg(
             long,

@@ -203,7 +203,11 @@ pub enum BridgeTarget {
         blocked_calls: BlockedCalls,
     },
     /// Any HTTP endpoint taking JSON events, optionally HMAC-signed.
-    Webhook { url: String, secret: Option<Secret> },
+    Webhook {
+        url: String,
+        secret: Option<Secret>,
+        conventions: WebhookConventions,
+    },
     /// Zammad's REST API: a callback ticket per missed caller.
     Tickets(TicketsTarget),
 }
@@ -224,6 +228,103 @@ pub struct TicketsTarget {
     pub include_anonymous: bool,
     /// For comparing numbers Zammad stores as typed.
     pub country_code: String,
+}
+
+/// The body the JSON forwarder posts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardFormat {
+    /// The `sipgate-sidecar.event.v1` object (`application/json`).
+    #[default]
+    Sidecar,
+    /// That object as `data` of a CloudEvents 1.0 structured-mode envelope
+    /// (`application/cloudevents+json`).
+    Cloudevents,
+}
+
+/// The default CloudEvents `source` of the forwarder's events.
+pub const DEFAULT_FORWARD_SOURCE: &str = "/sipgate-sidecar";
+
+/// How the JSON forwarder frames and signs each event, beyond its own
+/// `X-Sidecar-Signature`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConventions {
+    pub format: ForwardFormat,
+    /// CloudEvents `source` (a URI reference).
+    pub source: String,
+    /// Standard Webhooks signing keys (decoded from `whsec_...`): each signs
+    /// every request, so a receiver can move to a new key while the old
+    /// one still verifies.
+    pub standard_keys: Vec<SigningKey>,
+}
+
+impl Default for WebhookConventions {
+    fn default() -> Self {
+        WebhookConventions {
+            format: ForwardFormat::default(),
+            source: DEFAULT_FORWARD_SOURCE.into(),
+            standard_keys: Vec::new(),
+        }
+    }
+}
+
+impl WebhookConventions {
+    /// From the settings as given; `setting` names them in errors.
+    pub fn new(
+        format: ForwardFormat,
+        source: String,
+        standard_secrets: Vec<String>,
+        setting: &str,
+    ) -> Result<WebhookConventions, String> {
+        if source.trim().is_empty() || source.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "the CloudEvents source must be a URI reference without spaces, e.g. {DEFAULT_FORWARD_SOURCE} or https://pbx.example.com"
+            ));
+        }
+        let standard_keys = standard_secrets
+            .iter()
+            .map(|s| SigningKey::from_whsec(s).map_err(|e| format!("{setting}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(WebhookConventions {
+            format,
+            source,
+            standard_keys,
+        })
+    }
+}
+
+/// A Standard Webhooks signing key: the bytes of a `whsec_<base64>` secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl SigningKey {
+    /// `whsec_` followed by the key in standard base64 (24 to 64 bytes, as
+    /// the Standard Webhooks specification asks).
+    pub fn from_whsec(secret: &str) -> Result<SigningKey, String> {
+        use base64::Engine;
+        let encoded = secret.trim().strip_prefix("whsec_").ok_or(
+            "a Standard Webhooks secret starts with whsec_ (whsec_ and the key in base64,              e.g. from `printf whsec_; openssl rand -base64 32`)",
+        )?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("the key after whsec_ is not base64 ({e})"))?;
+        if !(24..=64).contains(&key.len()) {
+            return Err(format!(
+                "the key after whsec_ is {} bytes; Standard Webhooks keys are 24 to 64 bytes",
+                key.len()
+            ));
+        }
+        Ok(SigningKey(key))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
 }
 
 /// A secret setting as given: absent is `None`; set but empty is refused,

@@ -15,7 +15,7 @@ use super::{
     DEFAULT_METRICS_ADDR, DEFAULT_RECENT_REQUESTS, DEFAULT_REPLY_DEADLINE_MS,
     DEFAULT_RETENTION_DAYS, DEFAULT_SHUTDOWN_TIMEOUT_SECS, DEFAULT_STALE_CALL_SECS, DeliveryArgs,
     GrpcListenerConfig, HttpListenerConfig, NewBridgeStart, Secret, SignatureMode, TicketsTarget,
-    TlsFiles, UnknownCaller, days, secret_setting, zammad_api_token,
+    TlsFiles, UnknownCaller, WebhookConventions, days, secret_setting, zammad_api_token,
 };
 
 /// Flags of `sipgate-sidecar serve`; every one also reads an environment variable.
@@ -130,6 +130,24 @@ pub struct ServeArgs {
     /// HMAC-SHA256 secret for the forwarder's X-Sidecar-Signature header.
     #[arg(long, env = "SIDECAR_FORWARD_SECRET", hide_env_values = true)]
     pub forward_secret: Option<String>,
+    /// The forwarder's body: `sidecar` (the sipgate-sidecar.event.v1 object,
+    /// application/json) or `cloudevents` (that object as `data` of a
+    /// CloudEvents 1.0 structured-mode envelope, application/cloudevents+json).
+    #[arg(long, env = "SIDECAR_FORWARD_FORMAT", value_enum, default_value_t)]
+    pub forward_format: super::ForwardFormat,
+    /// CloudEvents `source` of the forwarder's events (a URI reference).
+    #[arg(long, env = "SIDECAR_FORWARD_SOURCE", default_value = super::DEFAULT_FORWARD_SOURCE)]
+    pub forward_source: String,
+    /// Standard Webhooks signing secrets (whsec_<base64 key>), comma-separated
+    /// to rotate keys: each signs every request (webhook-id,
+    /// webhook-timestamp, webhook-signature: v1,<base64 HMAC-SHA256>).
+    #[arg(
+        long,
+        env = "SIDECAR_FORWARD_STANDARD_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub forward_standard_secret: Vec<String>,
     /// Run the missed-call ticket bridge in this process against Zammad at
     /// this base URL (https://zammad.example.com); the token from
     /// --tickets-api-token-file or SIDECAR_ZAMMAD_API_TOKEN(_FILE).
@@ -313,6 +331,12 @@ impl ServeArgs {
                     secret: secret_setting(
                         self.forward_secret,
                         "--forward-secret (SIDECAR_FORWARD_SECRET, forward-secret)",
+                    )?,
+                    conventions: WebhookConventions::new(
+                        self.forward_format,
+                        self.forward_source,
+                        self.forward_standard_secret,
+                        "--forward-standard-secret (SIDECAR_FORWARD_STANDARD_SECRET, forward-standard-secret)",
                     )?,
                 },
                 state: bridge_state_path(&self.database, "webhook"),
