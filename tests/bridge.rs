@@ -1085,7 +1085,7 @@ async fn the_forwarder_sends_cloudevents_signed_the_standard_webhooks_way_with_t
     answered_call(&server, "ce1").await;
     wait_for("3 events", || received.lock().unwrap().len() >= 3).await;
 
-    let received = received.lock().unwrap();
+    let received = received.lock().unwrap().clone();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1142,6 +1142,5 @@ async fn the_forwarder_sends_cloudevents_signed_the_standard_webhooks_way_with_t
         })
         .collect();
     assert_eq!(types, ["newcall", "answer", "hangup"]);
-    drop(received);
     server.stop().await;
 }
