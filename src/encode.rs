@@ -133,8 +133,20 @@ fn flow_from(f: &proto::FlowDecision) -> FlowDetail {
     }
 }
 
+/// `ms` (milliseconds since the Unix epoch) as a protobuf Timestamp.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
 pub fn call(c: &CallRecord) -> proto::Call {
     proto::Call {
+        initialized_at: Some(timestamp(c.initialized_at_ms)),
+        start_at: c.start_at_ms.map(timestamp),
+        end_at: c.end_at_ms.map(timestamp),
+        updated_at: Some(timestamp(c.updated_at_ms)),
         call_id: c.call_id.clone(),
         direction: direction(c.direction),
         from: c.from.clone(),
@@ -187,6 +199,7 @@ pub fn call_event(
         dtmf: ev.dtmf.clone(),
         diversion: ev.diversion.clone(),
         received_at_ms,
+        received_at: Some(timestamp(received_at_ms)),
         synthetic,
         raw_form: ev
             .raw

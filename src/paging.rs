@@ -57,6 +57,27 @@ pub const CALLS_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
 /// A page holds at least one event, whatever its size.
 pub const CATCH_UP_BYTES: usize = 1024 * 1024;
 
+/// The `page_token` of a log listing: `<kind>:<position>`, as this server
+/// writes it into `next_page_token`. `None` for "", the first page.
+pub fn parse_token(token: &str, kind: &str) -> Result<Option<u64>, String> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(kind)
+        .and_then(|t| t.strip_prefix(':'))
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            "page_token is not one this server gave: pass a next_page_token back unchanged, or \"\" for the first page".to_string()
+        })
+}
+
+/// The `next_page_token` for `position` of a `kind` listing.
+pub fn token(kind: &str, position: u64) -> String {
+    format!("{kind}:{position}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -300,6 +300,7 @@ async fn zammad_gets_every_event_with_its_parameters_in_order() {
         .add_block_entry(sipgate_sidecar::proto::AddBlockEntryRequest {
             pattern: "4930123456".into(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -585,6 +586,7 @@ async fn blocked_callers_reach_zammads_caller_log_without_a_pop_up() {
             .add_block_entry(sipgate_sidecar::proto::AddBlockEntryRequest {
                 pattern: pattern.into(),
                 note: note.into(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -888,6 +890,7 @@ async fn import_agent_map(server: &TestServer) {
         .await
         .import_zammad(sipgate_sidecar::proto::ImportZammadRequest {
             json: zammad.into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -220,6 +220,7 @@ async fn a_blocked_call_ends_at_once_with_a_synthetic_event() {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "4930123456".into(),
             note: "spam".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -259,6 +260,7 @@ async fn duplicates_get_the_same_answer_and_are_stored_once() {
             caller_id: "4930777000001".into(),
             note: String::new(),
             position: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -268,7 +270,10 @@ async fn duplicates_get_the_same_answer_and_are_stored_once() {
 
     // The rule changes, then sipgate (or an attacker) replays the push.
     settings
-        .remove_routing_rule(proto::RemoveRoutingRuleRequest { dest: "49*".into() })
+        .remove_routing_rule(proto::RemoveRoutingRuleRequest {
+            dest: "49*".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let replay = server.post("/api/v1/sipgate/out", &body).await;

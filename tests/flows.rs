@@ -351,6 +351,7 @@ async fn forwards_announcements_and_the_block_list_first() {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "+49 30 1234999".into(),
             note: "spam".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -461,6 +462,7 @@ async fn refused_documents_change_nothing_and_undo_restores() {
         .list_audit(proto::ListAuditRequest {
             limit: 10,
             before_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -469,6 +471,7 @@ async fn refused_documents_change_nothing_and_undo_restores() {
     settings
         .restore_audit(proto::RestoreAuditRequest {
             id: audit.entries[0].id,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -482,8 +485,7 @@ async fn refused_documents_change_nothing_and_undo_restores() {
     // A Zammad import keeps the flows.
     settings
         .import_zammad(proto::ImportZammadRequest {
-            json: r#"{"inbound":{"block_caller_ids":[]},"outbound":{"routing_table":[],"default_caller_id":""}}"#.into(),
-        })
+            json: r#"{"inbound":{"block_caller_ids":[]},"outbound":{"routing_table":[],"default_caller_id":""}}"#.into(), ..Default::default() })
         .await
         .unwrap();
     let doc = flows_client(&server.grpc)

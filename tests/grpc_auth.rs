@@ -143,6 +143,7 @@ async fn every_sidecar_service_requires_the_token() {
     let list = || proto::ListEventsRequest {
         after_seq: 0,
         limit: 1,
+        ..Default::default()
     };
 
     for token in [None, Some("wrong-token")] {

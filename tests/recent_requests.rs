@@ -30,6 +30,7 @@ async fn server_with_three_pushes() -> TestServer {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "+49 211 1234567".into(),
             note: "spam".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

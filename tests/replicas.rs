@@ -130,6 +130,7 @@ async fn pushes_alternate_between_replicas_and_each_sees_one_log_and_the_same_se
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "4921199*".into(),
             note: "spam".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -271,6 +272,7 @@ async fn kill_9_of_a_replica_under_load_loses_no_answered_event_and_the_bridge_c
             .list_events(proto::ListEventsRequest {
                 after_seq: after,
                 limit: 1000,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -45,6 +45,7 @@ async fn list_status(server: &TestServer, after_seq: u64) -> tonic::Status {
         .list_events(proto::ListEventsRequest {
             after_seq,
             limit: 10,
+            ..Default::default()
         })
         .await
         .expect_err("list_events beyond the head is refused")
@@ -84,6 +85,7 @@ async fn the_newest_seq_itself_is_a_fine_resume_point() {
         .list_events(proto::ListEventsRequest {
             after_seq: 3,
             limit: 10,
+            ..Default::default()
         })
         .await
         .expect("after_seq == head is accepted")
@@ -167,6 +169,7 @@ async fn resuming_at_the_head_while_it_moves_is_never_refused() {
             .list_events(proto::ListEventsRequest {
                 after_seq: head,
                 limit: 1,
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("after_seq {head} refused: {e}"));

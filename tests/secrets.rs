@@ -232,16 +232,18 @@ fn a_database_password_is_never_printed_by_check_config_or_help() {
 fn a_standard_webhooks_secret_that_is_not_whsec_base64_is_refused_without_echoing_it() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stderr) = serve_refusal(dir.path(), |c| {
-        c.args(["--forward-url", "http://127.0.0.1:9/hook"])
-            .env(
-                "SIDECAR_FORWARD_STANDARD_SECRET_FILE",
-                dir.path().join("whsec"),
-            );
+        c.args(["--forward-url", "http://127.0.0.1:9/hook"]).env(
+            "SIDECAR_FORWARD_STANDARD_SECRET_FILE",
+            dir.path().join("whsec"),
+        );
         std::fs::write(dir.path().join("whsec"), "whsec_c2hvcnQ=,plain-s3cret\n").unwrap();
     });
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--forward-standard-secret"), "{stderr}");
     assert!(stderr.contains("24 to 64 bytes"), "{stderr}");
-    assert!(!stderr.contains("c2hvcnQ") && !stderr.contains("s3cret"), "{stderr}");
+    assert!(
+        !stderr.contains("c2hvcnQ") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("s.db").exists(), "nothing was opened");
 }

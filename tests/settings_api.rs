@@ -28,6 +28,7 @@ async fn zammad_config_round_trips_through_import_and_export() {
     let imported = settings
         .import_zammad(proto::ImportZammadRequest {
             json: zammad.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -64,6 +65,7 @@ async fn zammad_config_round_trips_through_import_and_export() {
     let again = settings
         .import_zammad(proto::ImportZammadRequest {
             json: exported.to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -84,6 +86,7 @@ async fn evaluate_explains_the_decision_without_changing_anything() {
             caller_id: "4930777000002".into(),
             note: "germany".into(),
             position: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -144,15 +147,13 @@ async fn invalid_settings_are_refused_and_nothing_is_stored() {
         settings
             .add_block_entry(proto::AddBlockEntryRequest {
                 pattern: "12ab".into(),
-                note: String::new(),
-            })
+                note: String::new(), ..Default::default() })
             .await
             .unwrap_err(),
         settings
             .add_block_entry(proto::AddBlockEntryRequest {
                 pattern: "".into(),
-                note: String::new(),
-            })
+                note: String::new(), ..Default::default() })
             .await
             .unwrap_err(),
         settings
@@ -160,8 +161,7 @@ async fn invalid_settings_are_refused_and_nothing_is_stored() {
                 dest: "49*".into(),
                 caller_id: "anonymous".into(),
                 note: String::new(),
-                position: None,
-            })
+                position: None, ..Default::default() })
             .await
             .unwrap_err(),
         settings
@@ -169,8 +169,7 @@ async fn invalid_settings_are_refused_and_nothing_is_stored() {
                 dest: "".into(),
                 caller_id: "4930777000000".into(),
                 note: String::new(),
-                position: None,
-            })
+                position: None, ..Default::default() })
             .await
             .unwrap_err(),
         settings
@@ -178,25 +177,23 @@ async fn invalid_settings_are_refused_and_nothing_is_stored() {
                 dest: "49*".into(),
                 caller_id: "49*".into(),
                 note: String::new(),
-                position: None,
-            })
+                position: None, ..Default::default() })
             .await
             .unwrap_err(),
         settings
             .set_default_caller_id(proto::SetDefaultCallerIdRequest {
-                caller_id: "not a number".into(),
-            })
+                caller_id: "not a number".into(), ..Default::default() })
             .await
             .unwrap_err(),
         settings
             .import_zammad(proto::ImportZammadRequest {
-                json: r#"{"inbound":{"block_caller_ids":[{"caller_id":"4930","note":""},{"caller_id":"x!","note":""}]}}"#.into(),
-            })
+                json: r#"{"inbound":{"block_caller_ids":[{"caller_id":"4930","note":""},{"caller_id":"x!","note":""}]}}"#.into(), ..Default::default() })
             .await
             .unwrap_err(),
         settings
             .import_zammad(proto::ImportZammadRequest {
                 json: "{not json".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),
@@ -208,6 +205,7 @@ async fn invalid_settings_are_refused_and_nothing_is_stored() {
     let not_found = settings
         .remove_block_entry(proto::RemoveBlockEntryRequest {
             pattern: "4999".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -238,6 +236,7 @@ async fn routing_rules_can_be_inserted_and_reordered_and_changes_are_audited() {
                 caller_id: caller.into(),
                 note: String::new(),
                 position: None,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -258,6 +257,7 @@ async fn routing_rules_can_be_inserted_and_reordered_and_changes_are_audited() {
     let reordered = settings
         .reorder_routing_table(proto::ReorderRoutingTableRequest {
             dests: vec!["4930*".into(), "49*".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -278,6 +278,7 @@ async fn routing_rules_can_be_inserted_and_reordered_and_changes_are_audited() {
     let bad_order = settings
         .reorder_routing_table(proto::ReorderRoutingTableRequest {
             dests: vec!["49*".into()],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -289,6 +290,7 @@ async fn routing_rules_can_be_inserted_and_reordered_and_changes_are_audited() {
             caller_id: "41440000000".into(),
             note: "first".into(),
             position: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap()

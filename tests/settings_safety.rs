@@ -113,7 +113,10 @@ fn with_metadata<T>(message: T, pairs: &[(&'static str, &str)]) -> Request<T> {
 }
 
 fn import(json: &str) -> proto::ImportZammadRequest {
-    proto::ImportZammadRequest { json: json.into() }
+    proto::ImportZammadRequest {
+        json: json.into(),
+        ..Default::default()
+    }
 }
 
 async fn add_block(server: &Server, pattern: &str) -> proto::SettingsSnapshot {
@@ -123,6 +126,7 @@ async fn add_block(server: &Server, pattern: &str) -> proto::SettingsSnapshot {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: pattern.into(),
             note: "existing".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -236,6 +240,7 @@ async fn dry_run_prints_the_diff_and_stores_nothing() {
         .await
         .set_default_caller_id(proto::SetDefaultCallerIdRequest {
             caller_id: "4930555000000".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -300,6 +305,7 @@ async fn blocking_a_whole_country_or_everyone_needs_force() {
             .add_block_entry(proto::AddBlockEntryRequest {
                 pattern: pattern.into(),
                 note: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -331,6 +337,7 @@ async fn blocking_a_whole_country_or_everyone_needs_force() {
             proto::AddBlockEntryRequest {
                 pattern: "*".into(),
                 note: String::new(),
+                ..Default::default()
             },
             &[("x-sidecar-force", "true")],
         ))
@@ -415,7 +422,10 @@ async fn undo_restores_the_settings_before_a_change() {
         .settings()
         .await
         .restore_audit(with_metadata(
-            proto::RestoreAuditRequest { id: 0 },
+            proto::RestoreAuditRequest {
+                id: 0,
+                ..Default::default()
+            },
             &[("x-sidecar-expected-version", "1")],
         ))
         .await
@@ -438,6 +448,7 @@ async fn stale_versions_are_aborted_and_concurrent_cli_edits_all_land() {
             proto::AddBlockEntryRequest {
                 pattern: "4940112".into(),
                 note: String::new(),
+                ..Default::default()
             },
             &[("x-sidecar-expected-version", "0")],
         ))
@@ -459,6 +470,7 @@ async fn stale_versions_are_aborted_and_concurrent_cli_edits_all_land() {
             proto::AddBlockEntryRequest {
                 pattern: "4940112".into(),
                 note: String::new(),
+                ..Default::default()
             },
             &[("x-sidecar-expected-version", "1")],
         ))
@@ -471,6 +483,7 @@ async fn stale_versions_are_aborted_and_concurrent_cli_edits_all_land() {
             proto::AddBlockEntryRequest {
                 pattern: "4940113".into(),
                 note: String::new(),
+                ..Default::default()
             },
             &[("x-sidecar-expected-version", "two")],
         ))
@@ -538,6 +551,7 @@ async fn large_imports_are_capped_and_huge_inputs_are_not_echoed() {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "4999123".into(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -554,6 +568,7 @@ async fn large_imports_are_capped_and_huge_inputs_are_not_echoed() {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: huge.clone(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -282,6 +282,7 @@ async fn a_torn_spool_tail_is_reported_and_the_complete_records_are_folded_in() 
         .list_events(sipgate_sidecar::proto::ListEventsRequest {
             after_seq: 0,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -79,6 +79,7 @@ async fn list_events_with_large_events_stays_under_4_mb_and_pages_through_all() 
             .list_events(proto::ListEventsRequest {
                 after_seq: after,
                 limit: 1000,
+                ..Default::default()
             })
             .await
             .expect("the answer fits the client's default 4 MiB")

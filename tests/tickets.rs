@@ -429,6 +429,7 @@ async fn missed_calls_become_one_ticket_per_caller_and_reaching_them_closes_it()
         .add_block_entry(sipgate_sidecar::proto::AddBlockEntryRequest {
             pattern: "4970111222".into(),
             note: "spam".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -119,6 +119,7 @@ async fn head_seq(channel: Channel) -> Result<u64, tonic::Status> {
         .list_events(proto::ListEventsRequest {
             after_seq: 0,
             limit: 1,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -241,6 +242,7 @@ async fn grpc_client_certificates_are_required_when_configured() {
         .list_events(proto::ListEventsRequest {
             after_seq: 0,
             limit: 1,
+            ..Default::default()
         })
         .await
         .unwrap();

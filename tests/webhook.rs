@@ -38,6 +38,7 @@ async fn blocked_caller_is_rejected_busy_and_settings_apply_to_the_next_webhook(
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "+49 30 123456".into(),
             note: "spam".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -63,6 +64,7 @@ async fn blocked_caller_is_rejected_busy_and_settings_apply_to_the_next_webhook(
         .await
         .remove_block_entry(proto::RemoveBlockEntryRequest {
             pattern: "030 123456".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -87,6 +89,7 @@ async fn prefix_and_anonymous_block_entries() {
             .add_block_entry(proto::AddBlockEntryRequest {
                 pattern: pattern.into(),
                 note: note.into(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -144,6 +147,7 @@ async fn outbound_calls_get_the_routed_or_default_caller_id() {
             caller_id: "4930777000001".into(),
             note: "exact".into(),
             position: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -153,6 +157,7 @@ async fn outbound_calls_get_the_routed_or_default_caller_id() {
             caller_id: "+41 44 000 00 00".into(),
             note: "switzerland".into(),
             position: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -192,6 +197,7 @@ async fn outbound_calls_get_the_routed_or_default_caller_id() {
     settings
         .set_default_caller_id(proto::SetDefaultCallerIdRequest {
             caller_id: "030 777 000 000".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -517,6 +523,7 @@ async fn look_alike_variants_of_a_blocked_number_are_rejected_too() {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "4930123456".into(),
             note: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

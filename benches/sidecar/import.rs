@@ -157,7 +157,10 @@ async fn window(
                 tokio::time::sleep_until((start + delay).into()).await;
                 let sent = Instant::now();
                 let answer = client
-                    .import_zammad(proto::ImportZammadRequest { json })
+                    .import_zammad(proto::ImportZammadRequest {
+                        json,
+                        ..Default::default()
+                    })
                     .await;
                 let answered = Instant::now();
                 anyhow::Ok((

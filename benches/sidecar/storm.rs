@@ -107,6 +107,7 @@ pub async fn run(
         .list_events(proto::ListEventsRequest {
             after_seq: 0,
             limit: 1,
+            ..Default::default()
         })
         .await?
         .into_inner()

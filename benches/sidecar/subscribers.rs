@@ -147,6 +147,7 @@ pub async fn catch_up(grpc: &str, reading: Reading) -> anyhow::Result<(u64, Dura
         .list_events(proto::ListEventsRequest {
             after_seq: 0,
             limit: 1,
+            ..Default::default()
         })
         .await?
         .into_inner()

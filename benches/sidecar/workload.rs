@@ -88,6 +88,7 @@ pub async fn configure_settings(grpc: &str) -> anyhow::Result<()> {
             .add_block_entry(proto::AddBlockEntryRequest {
                 pattern: format!("4930100000{i:02}"),
                 note: format!("spam {i}"),
+                ..Default::default()
             })
             .await?;
     }
@@ -95,6 +96,7 @@ pub async fn configure_settings(grpc: &str) -> anyhow::Result<()> {
         .add_block_entry(proto::AddBlockEntryRequest {
             pattern: "anonymous".into(),
             note: "hidden".into(),
+            ..Default::default()
         })
         .await?;
     for i in 0..20 {
@@ -104,12 +106,14 @@ pub async fn configure_settings(grpc: &str) -> anyhow::Result<()> {
                 caller_id: format!("49301234{i:03}"),
                 note: format!("area {i}"),
                 position: None,
+                ..Default::default()
             })
             .await?;
     }
     settings
         .set_default_caller_id(proto::SetDefaultCallerIdRequest {
             caller_id: "4930123456000".into(),
+            ..Default::default()
         })
         .await?;
     Ok(())

@@ -356,7 +356,13 @@ mod tests {
                 explanation: "e".into(),
                 flow: None,
             }),
+            // Timestamps are the *_ms fields again; the JSON has only those.
+            received_at: None,
             call: Some(proto::Call {
+                initialized_at: None,
+                start_at: None,
+                end_at: None,
+                updated_at: None,
                 call_id: "c\"1".into(),
                 direction: proto::Direction::Out.into(),
                 from: "a".into(),

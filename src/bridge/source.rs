@@ -80,6 +80,7 @@ impl EventSource for GrpcSource {
         let request = proto::ListEventsRequest {
             after_seq: 0,
             limit: 1,
+            ..Default::default()
         };
         match client.list_events(request).await {
             Ok(page) => Ok(page.into_inner().head_seq),

@@ -30,6 +30,7 @@ pub async fn run_events(
             .list_events(proto::ListEventsRequest {
                 after_seq,
                 limit: page_size,
+                ..Default::default()
             })
             .await
             .map_err(status_error)?

@@ -99,6 +99,7 @@ pub async fn run_flows(args: &ClientArgs, json: bool, command: FlowsCommand) -> 
                 .list_audit(proto::ListAuditRequest {
                     limit,
                     before_id: 0,
+                    ..Default::default()
                 })
                 .await
                 .map_err(status_error)?

@@ -91,6 +91,7 @@ pub async fn run_settings(
             let version = client.version().await.map_err(status_error)?;
             let request = proto::RestoreAuditRequest {
                 id: audit_id.unwrap_or(0),
+                ..Default::default()
             };
             let snapshot = client
                 .restore_audit(with_precondition(request, version, force))
@@ -109,11 +110,15 @@ pub async fn run_settings(
                 SingleEdit::AddBlock(proto::AddBlockEntryRequest {
                     pattern: number,
                     note,
+                    ..Default::default()
                 }),
                 force,
             ),
             BlockCommand::Remove { number } => (
-                SingleEdit::RemoveBlock(proto::RemoveBlockEntryRequest { pattern: number }),
+                SingleEdit::RemoveBlock(proto::RemoveBlockEntryRequest {
+                    pattern: number,
+                    ..Default::default()
+                }),
                 false,
             ),
         },
@@ -135,12 +140,16 @@ pub async fn run_settings(
                         caller_id,
                         note,
                         position,
+                        ..Default::default()
                     }),
                     false,
                 )
             }
             RouteCommand::Remove { pattern } => (
-                SingleEdit::RemoveRoute(proto::RemoveRoutingRuleRequest { dest: pattern }),
+                SingleEdit::RemoveRoute(proto::RemoveRoutingRuleRequest {
+                    dest: pattern,
+                    ..Default::default()
+                }),
                 false,
             ),
             RouteCommand::Move { pattern, to } => (
@@ -157,7 +166,10 @@ pub async fn run_settings(
                 DefaultCallerIdCommand::Clear => String::new(),
             };
             (
-                SingleEdit::SetDefaultCallerId(proto::SetDefaultCallerIdRequest { caller_id }),
+                SingleEdit::SetDefaultCallerId(proto::SetDefaultCallerIdRequest {
+                    caller_id,
+                    ..Default::default()
+                }),
                 false,
             )
         }
@@ -188,6 +200,7 @@ pub async fn run_settings(
                 .list_audit(proto::ListAuditRequest {
                     limit,
                     before_id: 0,
+                    ..Default::default()
                 })
                 .await
                 .map_err(status_error)?
@@ -215,6 +228,7 @@ async fn import(
 ) -> anyhow::Result<()> {
     let request = || proto::ImportZammadRequest {
         json: text.to_string(),
+        ..Default::default()
     };
     let preview = client
         .preview_import_zammad(request())

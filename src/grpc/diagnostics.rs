@@ -23,6 +23,7 @@ impl DiagnosticsService {
 fn recent_request(r: RecentRequest) -> proto::RecentRequest {
     proto::RecentRequest {
         received_at_ms: r.received_at_ms,
+        received_at: Some(crate::encode::timestamp(r.received_at_ms)),
         remote_addr: r.remote_addr,
         method: r.method,
         path: r.path,

@@ -91,7 +91,12 @@ impl call_events_server::CallEvents for EventsService {
         &self,
         request: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        if let Some(after) =
+            paging::parse_token(&r.page_token, "after").map_err(Status::invalid_argument)?
+        {
+            r.after_seq = after;
+        }
         self.fanout.check_resume(r.after_seq).await?;
         let limit = paging::EVENTS.clamp(r.limit);
         let page = self
@@ -115,10 +120,16 @@ impl call_events_server::CallEvents for EventsService {
             next_after_seq = event.seq;
             events.push(encoded);
         }
+        let head_seq = head_seq.max(next_after_seq);
         Ok(Response::new(proto::ListEventsResponse {
             events,
             next_after_seq,
-            head_seq: head_seq.max(next_after_seq),
+            head_seq,
+            next_page_token: if next_after_seq < head_seq {
+                paging::token("after", next_after_seq)
+            } else {
+                String::new()
+            },
         }))
     }
 }

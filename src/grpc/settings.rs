@@ -38,6 +38,58 @@ pub(super) fn status_within(e: SettingsError, max: usize) -> Status {
     Status::new(status.code(), clip(status.message(), max))
 }
 
+/// A settings change's preconditions as request fields.
+pub trait Preconditions {
+    fn expected_version(&self) -> Option<u64>;
+    fn force(&self) -> bool {
+        false
+    }
+}
+
+macro_rules! preconditions {
+    ($($request:ident),* ; with force: $($forced:ident),*) => {
+        $(impl Preconditions for proto::$request {
+            fn expected_version(&self) -> Option<u64> {
+                self.expected_version
+            }
+        })*
+        $(impl Preconditions for proto::$forced {
+            fn expected_version(&self) -> Option<u64> {
+                self.expected_version
+            }
+            fn force(&self) -> bool {
+                self.force
+            }
+        })*
+    };
+}
+
+preconditions!(
+    RemoveBlockEntryRequest, ReorderBlockListRequest, AddRoutingRuleRequest,
+    RemoveRoutingRuleRequest, ReorderRoutingTableRequest, SetDefaultCallerIdRequest;
+    with force: AddBlockEntryRequest, ImportZammadRequest, RestoreAuditRequest
+);
+
+/// A change's preconditions: the request's fields, else its metadata (older
+/// clients). Both given and different is refused.
+pub fn preconditions<T: Preconditions>(request: &Request<T>) -> Result<Precondition, Status> {
+    let from_metadata = precondition(request)?;
+    let fields = request.get_ref();
+    let expected_version = match (fields.expected_version(), from_metadata.expected_version) {
+        (Some(field), Some(meta)) if field != meta => {
+            return Err(Status::invalid_argument(format!(
+                "expected_version {field} and {EXPECTED_VERSION}: {meta} disagree: send one"
+            )));
+        }
+        (Some(v), _) | (None, Some(v)) => Some(v),
+        (None, None) => None,
+    };
+    Ok(Precondition {
+        expected_version,
+        force: fields.force() || from_metadata.force,
+    })
+}
+
 /// The preconditions a request carries in its metadata.
 pub fn precondition<T>(request: &Request<T>) -> Result<Precondition, Status> {
     let text = |key: &str| -> Result<Option<String>, Status> {
@@ -95,12 +147,12 @@ impl SettingsService {
     /// Stores `change` (built from the request, or the reason it is invalid)
     /// under the request's preconditions and answers with the settings as
     /// stored.
-    async fn update<T>(
+    async fn update<T: Preconditions>(
         &self,
         request: &Request<T>,
         change: Result<Change, SettingsError>,
     ) -> Result<Response<proto::SettingsSnapshot>, Status> {
-        let precondition = precondition(request)?;
+        let precondition = preconditions(request)?;
         let change = change.map_err(status)?;
         let stored = self
             .settings
@@ -273,19 +325,32 @@ impl settings_server::Settings for SettingsService {
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
         let r = request.into_inner();
         let limit = paging::AUDIT.clamp(r.limit);
-        let before = (r.before_id != 0).then_some(r.before_id);
-        let entries = self.settings.audit(limit, before).await?;
+        let before =
+            match paging::parse_token(&r.page_token, "before").map_err(Status::invalid_argument)? {
+                Some(id) => Some(id),
+                None => (r.before_id != 0).then_some(r.before_id),
+            };
+        // One more than the page: whether there is a next one.
+        let mut entries = self.settings.audit(limit + 1, before).await?;
+        let more = entries.len() > limit as usize;
+        entries.truncate(limit as usize);
+        let next_page_token = match entries.last() {
+            Some(last) if more => paging::token("before", last.id),
+            _ => String::new(),
+        };
         Ok(Response::new(proto::ListAuditResponse {
             entries: entries
                 .into_iter()
                 .map(|e| proto::AuditEntry {
                     id: e.id,
                     at_ms: e.at_ms,
+                    at: Some(crate::encode::timestamp(e.at_ms)),
                     client: e.client,
                     action: e.action,
                     detail: e.detail,
                 })
                 .collect(),
+            next_page_token,
         }))
     }
 }

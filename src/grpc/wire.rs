@@ -72,6 +72,7 @@ mod tests {
             events: vec![wrapped.clone(), wrapped],
             next_after_seq: 7,
             head_seq: 9,
+            next_page_token: "after:7".into(),
         };
         let decoded =
             proto::ListEventsResponse::decode(response.encode_to_vec().as_slice()).unwrap();

@@ -141,6 +141,7 @@ impl TestServer {
             .list_events(proto::ListEventsRequest {
                 after_seq: 0,
                 limit: 1,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -157,6 +158,7 @@ impl TestServer {
                 .list_events(proto::ListEventsRequest {
                     after_seq: after,
                     limit: 1000,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

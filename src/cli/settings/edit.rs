@@ -148,7 +148,10 @@ impl EditTarget for SettingsClient<Authed> {
                 })?;
                 let dests = moved(&current.routing_table, from, position);
                 self.reorder_routing_table(with_precondition(
-                    proto::ReorderRoutingTableRequest { dests },
+                    proto::ReorderRoutingTableRequest {
+                        dests,
+                        ..Default::default()
+                    },
                     current.version,
                     force,
                 ))
@@ -207,6 +210,7 @@ mod tests {
                     .add_block_entry(proto::AddBlockEntryRequest {
                         pattern: "4940999".into(),
                         note: "the other admin".into(),
+                        ..Default::default()
                     })
                     .await?;
             }
@@ -263,6 +267,7 @@ mod tests {
         let edit = SingleEdit::AddBlock(proto::AddBlockEntryRequest {
             pattern: "4930123".into(),
             note: String::new(),
+            ..Default::default()
         });
         let stored = edit_with_retry(&mut target, &edit, false).await.unwrap();
         assert_eq!(
@@ -284,6 +289,7 @@ mod tests {
                 proto::AddBlockEntryRequest {
                     pattern: "4930124".into(),
                     note: String::new(),
+                    ..Default::default()
                 },
                 1,
                 false,
