@@ -30,7 +30,7 @@ COPY benches benches
 # builds; the binary is copied out because the target cache is not in the layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin sipgate-sidecar \
+    CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --locked --bin sipgate-sidecar \
  && mkdir -p /out/debug \
  && cp target/release/sipgate-sidecar /out/ \
  && if [ -f target/release/sipgate-sidecar.dwp ]; then cp target/release/sipgate-sidecar.dwp /out/debug/; fi \

@@ -226,6 +226,95 @@ pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Authed> {
     ))
 }
 
+/// What answers at an address, read from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// A TLS record (an alert): the port wants `https://`.
+    Tls,
+    /// `HTTP/1.x ...`: a web server, such as the webhook listener.
+    Http1,
+    /// An HTTP/2 frame (SETTINGS or GOAWAY): plaintext gRPC.
+    Http2,
+}
+
+/// Asks `host:port` with a plaintext HTTP/1 request and tells from the
+/// first bytes of the answer what listens there; `None` when nothing
+/// answers within 2 s or the answer says nothing.
+pub async fn sniff(host: &str, port: u16) -> Option<Listener> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let wait = Duration::from_secs(2);
+    let mut stream = tokio::time::timeout(wait, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .ok()?
+        .ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut first = [0u8; 16];
+    let n = tokio::time::timeout(wait, stream.read(&mut first))
+        .await
+        .ok()?
+        .ok()?;
+    let first = &first[..n];
+    if first.len() >= 2 && first[0] == 0x15 && first[1] == 0x03 {
+        Some(Listener::Tls)
+    } else if first.starts_with(b"HTTP/1.") {
+        Some(Listener::Http1)
+    } else if first.len() >= 4 && matches!(first[3], 0x04 | 0x07) {
+        Some(Listener::Http2)
+    } else {
+        None
+    }
+}
+
+/// The likely cause of a failed call to `server` when the failure looks
+/// like the wrong scheme or the wrong port (a protocol error, a TLS record
+/// where none was expected, a connection closed at once): what answers
+/// there, and what to pass instead. `None` for other failures.
+pub async fn wrong_address_hint(server: &str, error: &anyhow::Error) -> Option<String> {
+    let text = format!("{error:#}").to_ascii_lowercase();
+    let protocol_trouble = [
+        "h2 protocol error",
+        "frame with invalid size",
+        "invalidcontenttype",
+        "corrupt message",
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+    ]
+    .iter()
+    .any(|t| text.contains(t));
+    if !protocol_trouble {
+        return None;
+    }
+    let url = reqwest::Url::parse(server).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = url.port_or_known_default()?;
+    let tls = url.scheme() == "https";
+    let at = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    match (tls, sniff(host, port).await?) {
+        (false, Listener::Tls) => Some(format!(
+            "{at} speaks TLS: use --server https://{at} (and --ca-cert when its certificate comes from a private CA)"
+        )),
+        (true, Listener::Http2) => Some(format!(
+            "{at} speaks plaintext gRPC, not TLS: use --server http://{at}"
+        )),
+        (_, Listener::Http1) => Some(format!(
+            "{at} answers plain HTTP/1.1, not gRPC: that looks like the webhook listener (--http-addr); \
+             the gRPC API listens at serve's --grpc-addr (127.0.0.1:50051 by default)"
+        )),
+        _ => None,
+    }
+}
+
 /// A gRPC error as a sentence for the terminal.
 pub fn status_error(status: Status) -> anyhow::Error {
     let what = match status.code() {

@@ -75,10 +75,30 @@ fn main() -> ExitCode {
     let mut generated = Vec::new();
     match &cli.command {
         Command::Completions { shell } => cli::docs::completions(*shell, &mut generated),
-        Command::Man => {
-            if let Err(e) = cli::docs::man_page(&mut generated) {
-                eprintln!("error: cannot render the manual page: {e}");
-                return ExitCode::FAILURE;
+        Command::Man { command, dir } => {
+            if let Some(dir) = dir {
+                return match cli::docs::write_pages(dir) {
+                    Ok(pages) => {
+                        eprintln!("wrote {} manual pages to {}", pages.len(), dir.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "error: cannot write the manual pages to {}: {e}",
+                            dir.display()
+                        );
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            let rendered = if command.is_empty() {
+                cli::docs::man_page(&mut generated).map_err(|e| e.to_string())
+            } else {
+                cli::docs::subcommand_page(command, &mut generated)
+            };
+            if let Err(e) = rendered {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
             }
         }
         _ => {}
@@ -113,6 +133,7 @@ async fn run(cli: Cli, file_warning: Option<String>) -> ExitCode {
         tracing::warn!("{warning}");
     }
     let client = &cli.client;
+    let dials_the_server = !matches!(cli.command, Command::Serve(_));
     let result = match cli.command {
         Command::Serve(args) => cli::run_serve(client, *args, shutdown_signal()).await,
         Command::Settings { json, command } => cli::run_settings(client, json, command).await,
@@ -125,7 +146,7 @@ async fn run(cli: Cli, file_warning: Option<String>) -> ExitCode {
             after_seq,
             retry,
         } => cli::run_watch(client, json, after_seq, retry).await,
-        Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Completions { .. } | Command::Man { .. } => Ok(()),
         Command::Bridge { command } => {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
@@ -140,6 +161,11 @@ async fn run(cli: Cli, file_warning: Option<String>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if dials_the_server
+                && let Some(hint) = client::wrong_address_hint(&client.server, &e).await
+            {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(client::exit_code(&e))
         }
     }

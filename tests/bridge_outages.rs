@@ -317,6 +317,7 @@ async fn redirects_are_refused_and_the_location_gets_nothing() {
         // `bridge status` shows it and fails.
         let command = BridgeCommand::Status {
             http_url: server.http.clone(),
+            json: false,
         };
         let error = run_bridge(&client_args(&server), command, CancellationToken::new())
             .await
@@ -364,6 +365,7 @@ async fn a_status_check_of_a_server_without_bridges_succeeds() {
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     let command = BridgeCommand::Status {
         http_url: server.http.clone(),
+        json: false,
     };
     run_bridge(&client_args(&server), command, CancellationToken::new())
         .await

@@ -390,3 +390,79 @@ async fn completions_man_page_and_no_color() {
     assert_eq!(usage.code, Some(2));
     assert!(!usage.stderr.contains('\u{1b}'), "{}", usage.stderr);
 }
+
+#[tokio::test]
+async fn bridge_status_finds_the_server_through_the_config_file_and_speaks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = dir.path().join("sidecar.toml");
+    write(
+        &file,
+        &format!(
+            "database = \"{}\"\nhttp-addr = \"127.0.0.1:{port}\"\n",
+            dir.path().join("s.db").display()
+        ),
+    );
+    let file_arg = file.display().to_string();
+    let http_addr = format!("127.0.0.1:{port}");
+    let server = tokio::process::Command::new(BIN)
+        .args(["--config", &file_arg, "serve", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--metrics-addr", "off", "--signature", "off"])
+        .env("SIDECAR_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // No --http-url: the config file's http-addr (polled until it listens).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        let out = run_env(&["--config", &file_arg, "bridge", "status", "--json"], &[]).await;
+        if out.code == Some(0) || std::time::Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let status: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(status["status"], "ready");
+    assert_eq!(status["bridges"], serde_json::json!([]));
+    drop(server);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The server gone: unreachable (exit 5), naming the URL it tried.
+    let out = run_env(&["--config", &file_arg, "bridge", "status", "--json"], &[]).await;
+    assert_eq!(out.code, Some(5), "{}", out.stderr);
+    assert!(out.stderr.contains(&http_addr), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn global_flags_have_their_own_help_heading() {
+    let out = run_env(&["settings", "show", "--help"], &[]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let help = out.stdout;
+    let (own, global) = help
+        .split_once("Global options (any subcommand, anywhere on the line):")
+        .unwrap_or_else(|| panic!("no global heading in:\n{help}"));
+    assert!(own.contains("--json"), "{help}");
+    for flag in [
+        "--server",
+        "--grpc-token",
+        "--ca-cert",
+        "--config",
+        "--log-format",
+    ] {
+        assert!(
+            global.contains(flag),
+            "{flag} under the global heading:\n{help}"
+        );
+        assert!(
+            !own.contains(flag),
+            "{flag} not among the subcommand's own:\n{help}"
+        );
+    }
+}

@@ -367,6 +367,14 @@ async fn the_cli_against_a_tls_server_started_with_the_tls_flags() {
     .await;
     assert!(!ok, "trusted the server without --ca-cert");
     assert!(stderr.contains(&grpc), "{stderr}");
+    // Plaintext to the TLS port: the error names the likely cause.
+    let plain = grpc.replace("https://", "http://");
+    let (ok, _, stderr) = run_cli(&["calls", "list", "--server", &plain]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("speaks TLS: use --server https://"),
+        "{stderr}"
+    );
 
     server.start_kill().unwrap();
     server.wait().await.unwrap();
@@ -534,4 +542,39 @@ async fn sighup_reloads_the_certificate_without_dropping_a_connection_or_the_ser
     assert_eq!(health(&second.https_client()).await.unwrap(), 200);
     let status = common::process::terminate(&mut child).await;
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plaintext_port_and_the_webhook_port_are_named_as_the_likely_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::process::spawn_binary(dir.path(), &["--metrics-addr", "off"]).await;
+    let tls = server.grpc.replace("http://", "https://");
+    let (ok, _, stderr) = run_cli(&["settings", "show", "--server", &tls]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("speaks plaintext gRPC, not TLS: use --server http://"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run_cli(&["settings", "show", "--server", &server.http]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("looks like the webhook listener (--http-addr)"),
+        "{stderr}"
+    );
+    // A refused connection is not second-guessed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ok, _, stderr) = run_cli(&[
+        "settings",
+        "show",
+        "--server",
+        &format!("http://127.0.0.1:{port}"),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(!stderr.contains("hint:"), "{stderr}");
+    drop(server);
 }

@@ -100,7 +100,9 @@ pub async fn run_bridge(
             start_from_now,
             delivery,
         ),
-        BridgeCommand::Status { http_url } => return status(&http_url).await,
+        BridgeCommand::Status { http_url, json } => {
+            return status(&http_url, args.ca_cert.as_deref(), json).await;
+        }
     };
     let mut policy = delivery.policy();
     policy.ca_cert = args.ca_cert.clone();
@@ -135,10 +137,30 @@ pub async fn run_bridge(
 }
 
 /// Prints the server's `/readyz`: one line per in-process bridge.
-async fn status(http_url: &str) -> anyhow::Result<()> {
+/// One `/readyz` bridge line, `bridge NAME: STATE, DETAIL...`, as JSON.
+fn bridge_json(line: &str) -> serde_json::Value {
+    let rest = line.strip_prefix("bridge ").unwrap_or(line);
+    let (name, status) = rest.split_once(": ").unwrap_or((rest, ""));
+    let (state, detail) = status.split_once(", ").unwrap_or((status, ""));
+    serde_json::json!({"name": name, "state": state, "detail": detail})
+}
+
+async fn status(
+    http_url: &str,
+    ca_cert: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
     let url = format!("{}/readyz", http_url.trim_end_matches('/'));
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+    let mut client = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+        client = client.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("--ca-cert {}: not a PEM certificate", path.display()))?,
+        );
+    }
+    let response = client
         .build()?
         .get(&url)
         .send()
@@ -155,15 +177,47 @@ async fn status(http_url: &str) -> anyhow::Result<()> {
     let mut lines = body.lines();
     let headline = lines.next().unwrap_or_default();
     let bridges: Vec<&str> = lines.filter(|l| l.starts_with("bridge ")).collect();
-    if bridges.is_empty() {
-        println!("no bridge runs inside this server");
-    }
-    for line in &bridges {
-        println!("{line}");
+    if json {
+        let value = serde_json::json!({
+            "ready": ready,
+            "status": headline,
+            "bridges": bridges.iter().map(|l| bridge_json(l)).collect::<Vec<_>>(),
+        });
+        println!("{value}");
+    } else {
+        if bridges.is_empty() {
+            println!("no bridge runs inside this server");
+        }
+        for line in &bridges {
+            println!("{line}");
+        }
     }
     if ready {
         Ok(())
     } else {
         anyhow::bail!("{headline}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_readyz_bridge_line_becomes_name_state_and_detail() {
+        assert_eq!(
+            bridge_json(
+                "bridge zammad: retrying, delivered up to #41, 3 events behind, last error: HTTP 502"
+            ),
+            serde_json::json!({
+                "name": "zammad",
+                "state": "retrying",
+                "detail": "delivered up to #41, 3 events behind, last error: HTTP 502"
+            })
+        );
+        assert_eq!(
+            bridge_json("bridge webhook: stopped"),
+            serde_json::json!({"name": "webhook", "state": "stopped", "detail": ""})
+        );
     }
 }

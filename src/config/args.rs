@@ -23,12 +23,19 @@ pub struct Cli {
     pub client: ClientArgs,
     /// Configuration file (TOML) whose keys are the long flag names, e.g.
     /// grpc-addr = "127.0.0.1:50051"; flags and environment variables win over it.
-    #[arg(long, global = true, env = "SIDECAR_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "SIDECAR_CONFIG",
+        value_name = "FILE",
+        help_heading = GLOBAL_OPTIONS
+    )]
     pub config: Option<PathBuf>,
     /// Log format.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL_OPTIONS,
         env = "SIDECAR_LOG_FORMAT",
         value_enum,
         default_value_t
@@ -38,8 +45,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The help heading of the flags every subcommand takes.
+pub const GLOBAL_OPTIONS: &str = "Global options (any subcommand, anywhere on the line)";
+
 /// How client subcommands reach the server (accepted anywhere on the line).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = GLOBAL_OPTIONS)]
 pub struct ClientArgs {
     /// gRPC address of the running sidecar: host:port (as --grpc-addr takes
     /// it), http://host:port, or https://host:port for TLS.
@@ -144,8 +155,16 @@ pub enum Command {
         /// The shell to complete in.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `sipgate-sidecar man | man -l -`.
-    Man,
+    /// Print the manual page (roff), e.g. `sipgate-sidecar man | man -l -`;
+    /// `man bridge zammad` a subcommand's, `man --dir DIR` writes them all.
+    Man {
+        /// The subcommand whose page to print, e.g. `bridge zammad`.
+        command: Vec<String>,
+        /// Write every page into DIR instead (sipgate-sidecar.1,
+        /// sipgate-sidecar-serve.1, sipgate-sidecar-bridge-zammad.1, ...).
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,13 +299,18 @@ pub enum BridgeCommand {
     /// stopped; last error; events behind), from its /readyz; exits non-zero
     /// when the server is not ready.
     Status {
-        /// The server's webhook listener.
+        /// The server's webhook listener (from a --config file: its
+        /// http-addr, https with tls-cert).
         #[arg(
             long,
             env = "SIDECAR_HTTP_URL",
             default_value = "http://127.0.0.1:8080"
         )]
         http_url: String,
+        /// Machine-readable JSON: one object with `ready`, `status` and
+        /// `bridges` (`name`, `state`, `detail`).
+        #[arg(long)]
+        json: bool,
     },
 }
 

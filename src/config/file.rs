@@ -253,6 +253,25 @@ pub fn apply(
         let dial = std::net::SocketAddr::new(ip, addr.port());
         defaults.insert("server".into(), vec![format!("http://{dial}")]);
     }
+    // And `bridge status` asks the webhook listener's /readyz.
+    if !defaults.contains_key("http-url")
+        && let Some(addr) = defaults
+            .get("http-addr")
+            .and_then(|v| v.first()?.parse::<std::net::SocketAddr>().ok())
+    {
+        let ip = if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        let scheme = if defaults.contains_key("tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        let dial = std::net::SocketAddr::new(ip, addr.port());
+        defaults.insert("http-url".into(), vec![format!("{scheme}://{dial}")]);
+    }
     let keys = defaults.keys().cloned().collect();
     Ok((set_defaults(command, &defaults), keys))
 }
