@@ -551,6 +551,7 @@ async fn evaluate_walks_the_menu_without_storing_anything() {
             at: "2026-12-07T09:00:00+01:00".into(),
             digits: vec!["9".into(), "1".into()],
             text: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -559,6 +560,35 @@ async fn evaluate_walks_the_menu_without_storing_anything() {
         (r.local_time.as_str(), r.time_zone.as_str()),
         ("2026-12-07T09:00:00+01:00", "Europe/Berlin")
     );
+    // 2026-12-07T08:00:00Z, also as a Timestamp both ways.
+    let instant = prost_types::Timestamp {
+        seconds: 1_796_630_400,
+        nanos: 0,
+    };
+    assert_eq!(r.time, Some(instant));
+    let by_timestamp = flows_client(&server.grpc)
+        .await
+        .evaluate_flows(proto::EvaluateFlowsRequest {
+            from: "+49 211 1234567".into(),
+            to: "+49 30 6000000".into(),
+            at_time: Some(instant),
+            digits: vec!["9".into(), "1".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_timestamp, r);
+    let both = flows_client(&server.grpc)
+        .await
+        .evaluate_flows(proto::EvaluateFlowsRequest {
+            at: "2026-12-07T09:00:00+01:00".into(),
+            at_time: Some(instant),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), tonic::Code::InvalidArgument, "{both:?}");
     let actions: Vec<i32> = r
         .steps
         .iter()

@@ -87,6 +87,7 @@ pub async fn run_flows(args: &ClientArgs, json: bool, command: FlowsCommand) -> 
                     at: at.unwrap_or_default(),
                     digits,
                     text,
+                    ..Default::default()
                 })
                 .await
                 .map_err(status_error)?

@@ -196,7 +196,17 @@ impl flows_server::Flows for FlowsService {
         request: Request<proto::EvaluateFlowsRequest>,
     ) -> Result<Response<proto::EvaluateFlowsResponse>, Status> {
         let r = request.into_inner();
-        let now = instant(&r.at)?;
+        let now = match &r.at_time {
+            Some(_) if !r.at.trim().is_empty() => {
+                return Err(Status::invalid_argument(
+                    "set at (RFC 3339) or at_time (a Timestamp), not both",
+                ));
+            }
+            Some(t) => jiff::Timestamp::new(t.seconds, t.nanos).map_err(|e| {
+                Status::invalid_argument(format!("at_time is not a time this server can use: {e}"))
+            })?,
+            None => instant(&r.at)?,
+        };
         let live = self.settings.live();
         let cc = self.settings.country_code().to_string();
         let given: Option<Arc<CompiledFlows>> = if r.text.trim().is_empty() {
@@ -235,6 +245,10 @@ impl flows_server::Flows for FlowsService {
             steps,
             local_time,
             time_zone,
+            time: Some(prost_types::Timestamp {
+                seconds: now.as_second(),
+                nanos: now.subsec_nanosecond(),
+            }),
         }))
     }
 }
