@@ -302,7 +302,8 @@ impl SigningKey {
     pub fn from_whsec(secret: &str) -> Result<SigningKey, String> {
         use base64::Engine;
         let encoded = secret.trim().strip_prefix("whsec_").ok_or(
-            "a Standard Webhooks secret starts with whsec_ (whsec_ and the key in base64,              e.g. from `printf whsec_; openssl rand -base64 32`)",
+            "a Standard Webhooks secret starts with whsec_ (whsec_ and the key in base64, \
+             e.g. from `printf whsec_; openssl rand -base64 32`)",
         )?;
         let key = base64::engine::general_purpose::STANDARD
             .decode(encoded)

@@ -330,12 +330,11 @@ impl settings_server::Settings for SettingsService {
                 Some(id) => Some(id),
                 None => (r.before_id != 0).then_some(r.before_id),
             };
-        // One more than the page: whether there is a next one.
-        let mut entries = self.settings.audit(limit + 1, before).await?;
-        let more = entries.len() > limit as usize;
-        entries.truncate(limit as usize);
+        let entries = self.settings.audit(limit, before).await?;
+        // A full page may have older entries after it (the next page is
+        // then empty at worst); a shorter one is the last.
         let next_page_token = match entries.last() {
-            Some(last) if more => paging::token("before", last.id),
+            Some(last) if entries.len() == limit as usize => paging::token("before", last.id),
             _ => String::new(),
         };
         Ok(Response::new(proto::ListAuditResponse {
