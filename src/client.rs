@@ -123,6 +123,34 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in the order of their exit codes.
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Other,
+        FailureKind::Usage,
+        FailureKind::NotFound,
+        FailureKind::Conflict,
+        FailureKind::Unreachable,
+    ];
+
+    /// What the exit code means, for the manual page.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            FailureKind::Other => {
+                "Any other failure (invalid input the server refused, not authorised, ...)."
+            }
+            FailureKind::Usage => {
+                "Usage: a wrong flag or argument, a bad config file, an invalid configuration."
+            }
+            FailureKind::NotFound => "Not found: no such call, routing rule or audit entry.",
+            FailureKind::Conflict => {
+                "Conflict: already exists, another change came first, or it needs --force."
+            }
+            FailureKind::Unreachable => {
+                "The server cannot be reached (connection refused, DNS, TLS, unavailable)."
+            }
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             FailureKind::Other => 1,

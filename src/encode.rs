@@ -141,6 +141,14 @@ pub fn timestamp(ms: i64) -> prost_types::Timestamp {
     }
 }
 
+/// `t` as a protobuf Timestamp.
+pub fn timestamp_of(t: jiff::Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.as_second(),
+        nanos: t.subsec_nanosecond(),
+    }
+}
+
 pub fn call(c: &CallRecord) -> proto::Call {
     proto::Call {
         initialized_at: Some(timestamp(c.initialized_at_ms)),

@@ -15,7 +15,6 @@ use std::{
 
 use common::*;
 use sipgate_sidecar::{bridge::webhook, proto};
-use tonic::Request;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -102,14 +101,6 @@ fn the_proto_keeps_the_released_contract_and_buf_breaking_catches_a_break() {
         .arg(Path::new(ROOT).join("proto"))
         .current_dir(copy.path()));
     assert!(!ok && out.contains("head_seq"), "{out}");
-}
-
-fn with_metadata<T>(message: T, pairs: &[(&'static str, &str)]) -> Request<T> {
-    let mut request = Request::new(message);
-    for (key, value) in pairs {
-        request.metadata_mut().insert(*key, value.parse().unwrap());
-    }
-    request
 }
 
 #[tokio::test]

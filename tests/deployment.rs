@@ -5,6 +5,8 @@
 //! binary's own `serve --check-config` under the environment the unit or the
 //! container gives it.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     os::unix::fs::{MetadataExt, PermissionsExt},
@@ -12,27 +14,11 @@ use std::{
     process::Command,
 };
 
+use common::readme_blocks;
 use sipgate_sidecar::config::SECRET_VARIABLES;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_sipgate-sidecar");
-
-/// The ```sh blocks of the README between two markers.
-fn readme_blocks(from: &str, to: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    let start = readme
-        .find(from)
-        .unwrap_or_else(|| panic!("README: {from}"));
-    let end = start
-        + readme[start..]
-            .find(to)
-            .unwrap_or_else(|| panic!("README: {to}"));
-    readme[start..end]
-        .split("```sh\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap().to_string())
-        .collect()
-}
 
 /// Whether `tool` runs; under CI (which installs it) it must.
 fn have(tool: &str, package: &str) -> bool {

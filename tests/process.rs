@@ -203,17 +203,9 @@ fn free_port() -> u16 {
 /// the ports and, for `watch`, the Ctrl-C differ): it prints what it shows.
 #[tokio::test]
 async fn the_readme_quick_start_prints_what_it_shows() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = &readme
-        [readme.find("## Quick start").unwrap()..readme.find("## Pointing sipgate").unwrap()];
-    let blocks: Vec<&str> = section
-        .split("```sh\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap())
-        .collect();
+    let blocks = readme_blocks("## Quick start", "## Pointing sipgate");
     assert_eq!(blocks.len(), 4, "run, start, watch, stop");
-    let (start, watch, stop) = (blocks[1], blocks[2], blocks[3]);
+    let (start, watch, stop) = (&*blocks[1], &*blocks[2], &*blocks[3]);
     assert!(
         watch.starts_with("\"$sidecar\" watch --after-seq 0\n"),
         "{watch}"

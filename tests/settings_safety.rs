@@ -4,8 +4,11 @@
 //! needs --force; every change can be undone; concurrent admins do not
 //! overwrite each other.
 
+mod common;
+
 use std::{path::PathBuf, time::Duration};
 
+use common::with_metadata;
 use serde_json::{Value, json};
 use sipgate_sidecar::{
     Running,
@@ -13,7 +16,7 @@ use sipgate_sidecar::{
     proto::{self, settings_client::SettingsClient},
 };
 use tempfile::TempDir;
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 struct Server {
     running: Running,
@@ -102,14 +105,6 @@ struct Cli {
     success: bool,
     stdout: String,
     stderr: String,
-}
-
-fn with_metadata<T>(message: T, pairs: &[(&'static str, &str)]) -> Request<T> {
-    let mut request = Request::new(message);
-    for (key, value) in pairs {
-        request.metadata_mut().insert(*key, value.parse().unwrap());
-    }
-    request
 }
 
 fn import(json: &str) -> proto::ImportZammadRequest {

@@ -72,9 +72,7 @@ impl WebhookSink {
                 .map(|s| s.as_bytes().to_vec()),
         })
     }
-}
 
-impl WebhookSink {
     /// CloudEvents framing and Standard Webhooks signing, as configured.
     pub fn with_conventions(mut self, conventions: WebhookConventions) -> Self {
         self.conventions = conventions;
@@ -114,27 +112,32 @@ pub fn cloudevent(event: &proto::CallEvent, source: &str) -> Vec<u8> {
 pub fn standard_signature(keys: &[SigningKey], id: &str, timestamp: i64, body: &[u8]) -> String {
     keys.iter()
         .map(|key| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(key.expose())
-                .expect("HMAC takes keys of any length");
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(timestamp.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
+            let timestamp = timestamp.to_string();
+            let mac = hmac_sha256(
+                key.expose(),
+                &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+            );
             format!(
                 "v1,{}",
-                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+                base64::engine::general_purpose::STANDARD.encode(mac)
             )
         })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
+/// HMAC-SHA256 with `key` over `parts`, one after the other.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// `sha256=<hex>` of HMAC-SHA256(secret, body).
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", hex::encode(hmac_sha256(secret, &[body])))
 }
 
 #[async_trait::async_trait]

@@ -151,17 +151,12 @@ async fn status(
     json: bool,
 ) -> anyhow::Result<()> {
     let url = format!("{}/readyz", http_url.trim_end_matches('/'));
-    let mut client = reqwest::Client::builder().timeout(Duration::from_secs(5));
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
-        client = client.add_root_certificate(
-            reqwest::Certificate::from_pem(&pem)
-                .with_context(|| format!("--ca-cert {}: not a PEM certificate", path.display()))?,
-        );
-    }
+    let client = bridge::http_client(&crate::config::DeliveryPolicy {
+        timeout: Duration::from_secs(5),
+        ca_cert: ca_cert.map(std::path::Path::to_path_buf),
+        ..Default::default()
+    })?;
     let response = client
-        .build()?
         .get(&url)
         .send()
         .await

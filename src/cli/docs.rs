@@ -5,7 +5,7 @@ use std::io::Write;
 
 use clap::CommandFactory;
 
-use crate::config::Cli;
+use crate::{client::FailureKind, config::Cli};
 
 /// The binary's name in scripts and on the manual page.
 const BIN: &str = "sipgate-sidecar";
@@ -161,42 +161,29 @@ fn environment_section(command: &clap::Command) -> String {
 }
 
 fn exit_status_section(command: &clap::Command) -> String {
-    let rows: &[(&str, &str)] = if command.get_name() == "serve" {
-        &[
+    let rows: Vec<(String, &str)> = if command.get_name() == "serve" {
+        vec![
             (
-                "0",
+                "0".into(),
                 "Stopped cleanly (SIGTERM or SIGINT), everything accepted stored.",
             ),
             (
-                "1",
+                "1".into(),
                 "Could not start (a port, the database, the lock held by another process) or stopped with events it could neither store nor spool; the log says which.",
             ),
             (
-                "2",
+                "2".into(),
                 "A usage error or a configuration it refuses (--check-config says why).",
             ),
         ]
     } else {
-        &[
-            ("0", "Done."),
-            (
-                "1",
-                "Any other failure (invalid input the server refused, not authorised, ...).",
-            ),
-            (
-                "2",
-                "Usage: a wrong flag or argument, a bad config file, an invalid configuration.",
-            ),
-            ("3", "Not found: no such call, routing rule or audit entry."),
-            (
-                "4",
-                "Conflict: already exists, another change came first, or it needs --force.",
-            ),
-            (
-                "5",
-                "The server cannot be reached (connection refused, DNS, TLS, unavailable).",
-            ),
-        ]
+        std::iter::once(("0".to_string(), "Done."))
+            .chain(
+                FailureKind::ALL
+                    .iter()
+                    .map(|kind| (kind.exit_code().to_string(), kind.meaning())),
+            )
+            .collect()
     };
     let mut section = String::from(".SH \"EXIT STATUS\"\n");
     for (code, text) in rows {

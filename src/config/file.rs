@@ -239,38 +239,31 @@ pub fn apply(
         };
         defaults.insert(key.clone(), values_of(arg, key, value, path)?);
     }
-    // Clients on the server's host dial the server's gRPC address.
-    if !defaults.contains_key("server")
-        && let Some(addr) = defaults
-            .get("grpc-addr")
-            .and_then(|v| v.first()?.parse::<std::net::SocketAddr>().ok())
-    {
-        let ip = if addr.ip().is_unspecified() {
-            DEFAULT_GRPC_ADDR.ip()
-        } else {
-            addr.ip()
-        };
-        let dial = std::net::SocketAddr::new(ip, addr.port());
-        defaults.insert("server".into(), vec![format!("http://{dial}")]);
-    }
-    // And `bridge status` asks the webhook listener's /readyz.
-    if !defaults.contains_key("http-url")
-        && let Some(addr) = defaults
-            .get("http-addr")
-            .and_then(|v| v.first()?.parse::<std::net::SocketAddr>().ok())
-    {
-        let ip = if addr.ip().is_unspecified() {
-            std::net::IpAddr::from([127, 0, 0, 1])
-        } else {
-            addr.ip()
-        };
-        let scheme = if defaults.contains_key("tls-cert") {
-            "https"
-        } else {
-            "http"
-        };
-        let dial = std::net::SocketAddr::new(ip, addr.port());
-        defaults.insert("http-url".into(), vec![format!("{scheme}://{dial}")]);
+    // Clients on the server's host dial the server's gRPC address, and
+    // `bridge status` its webhook listener's /readyz.
+    let webhook_scheme = if defaults.contains_key("tls-cert") {
+        "https"
+    } else {
+        "http"
+    };
+    for (listen, dial, scheme) in [
+        ("grpc-addr", "server", "http"),
+        ("http-addr", "http-url", webhook_scheme),
+    ] {
+        if !defaults.contains_key(dial)
+            && let Some(addr) = defaults
+                .get(listen)
+                .and_then(|v| v.first()?.parse::<std::net::SocketAddr>().ok())
+        {
+            // An unspecified address is dialled on loopback, as the defaults are.
+            let ip = if addr.ip().is_unspecified() {
+                DEFAULT_GRPC_ADDR.ip()
+            } else {
+                addr.ip()
+            };
+            let at = std::net::SocketAddr::new(ip, addr.port());
+            defaults.insert(dial.into(), vec![format!("{scheme}://{at}")]);
+        }
     }
     let keys = defaults.keys().cloned().collect();
     Ok((set_defaults(command, &defaults), keys))

@@ -245,10 +245,7 @@ impl flows_server::Flows for FlowsService {
             steps,
             local_time,
             time_zone,
-            time: Some(prost_types::Timestamp {
-                seconds: now.as_second(),
-                nanos: now.subsec_nanosecond(),
-            }),
+            time: Some(crate::encode::timestamp_of(now)),
         }))
     }
 }

@@ -285,3 +285,30 @@ pub async fn postgres_database(test: &str) -> Option<String> {
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
     Some(format!("{base}/{name}{query}"))
 }
+
+/// A request with metadata `pairs` (e.g. the preconditions older clients send).
+pub fn with_metadata<T>(message: T, pairs: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in pairs {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
+    request
+}
+
+/// The ```sh blocks of the README between two markers.
+pub fn readme_blocks(from: &str, to: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find(from)
+        .unwrap_or_else(|| panic!("README: {from}"));
+    let end = start
+        + readme[start..]
+            .find(to)
+            .unwrap_or_else(|| panic!("README: {to}"));
+    readme[start..end]
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect()
+}
