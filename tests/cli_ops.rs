@@ -373,6 +373,29 @@ async fn completions_man_page_and_no_color() {
     let man = run_env(&["man"], &[]).await;
     assert_eq!(man.code, Some(0));
     assert!(man.stdout.contains(".TH sipgate-sidecar"), "{}", man.stdout);
+    // One subcommand's page, and every page into a directory.
+    let zammad = run_env(&["man", "bridge", "zammad"], &[]).await;
+    assert_eq!(zammad.code, Some(0), "{}", zammad.stderr);
+    assert!(
+        zammad.stdout.contains(".SH ENVIRONMENT"),
+        "{}",
+        zammad.stdout
+    );
+    assert!(
+        zammad.stdout.contains("SIDECAR_BRIDGE_CTI_URL"),
+        "{}",
+        zammad.stdout
+    );
+    let wrong = run_env(&["man", "bridge", "nope"], &[]).await;
+    assert_eq!(wrong.code, Some(2));
+    assert!(wrong.stderr.contains("bridge nope"), "{}", wrong.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let all = run_env(&["man", "--dir", dir.path().to_str().unwrap()], &[]).await;
+    assert_eq!(all.code, Some(0), "{}", all.stderr);
+    let written =
+        std::fs::read_to_string(dir.path().join("sipgate-sidecar-bridge-zammad.1")).unwrap();
+    assert_eq!(written, zammad.stdout);
+    assert!(dir.path().join("sipgate-sidecar-serve.1").exists());
 
     let forced = run_env(&["--help"], &[("CLICOLOR_FORCE", "1")]).await;
     assert!(forced.stdout.contains('\u{1b}'), "colour when forced");
