@@ -109,6 +109,10 @@ pub async fn spawn_sidecar(exe: &Path, database: &Path, work: &Path) -> anyhow::
         .args(["--metrics-addr", "off", "--signature", "off"])
         .arg("--database")
         .arg(database)
+        // Its own spool: replicas of one PostgreSQL database would share
+        // the default one, which a second process is refused.
+        .arg("--spool-dir")
+        .arg(work.join("spool"))
         .arg("--ready-file")
         .arg(&ready)
         .env("SIDECAR_LOG", "warn");
