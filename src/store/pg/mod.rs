@@ -7,8 +7,10 @@
 //!   replayed event reaching another replica finds the original, and no
 //!   replica works from a stale view of a call.
 //! - Every commit that appends events sends `NOTIFY` on
-//!   [`EVENTS_CHANNEL`] (delivered when it commits); each replica reads
-//!   new rows from the table in seq order and hands them to its fan-out.
+//!   [`EVENTS_CHANNEL`] with its last seq (delivered when it commits);
+//!   each replica hands every event to its fan-out in seq order: its own
+//!   commits as they were written, the other replicas' read from the
+//!   table.
 //! - Every settings change sends `NOTIFY` on [`SETTINGS_CHANNEL`]; each
 //!   replica reloads its snapshot.
 //! - Maintenance (sweep, retention) runs on the replica holding the
@@ -35,6 +37,7 @@ pub(super) mod writer;
 mod tests;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
@@ -47,6 +50,111 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::DropGuard;
 
 pub(crate) use leader::Leadership;
+
+/// What the tail hears of new events: a wake-up for every commit that
+/// appended some, with the highest seq another replica announced.
+pub(crate) struct EventsSignal {
+    wake: Notify,
+    /// This store's name in its writer's notifications
+    /// ([`REPLICA_SETTING`]), so they are told from other replicas'.
+    replica: String,
+    /// The highest seq another replica's notification announced.
+    announced: AtomicU64,
+    /// Notifications may have been lost (the listener reconnected, or a
+    /// payload was not a seq): the tail reads the table.
+    lost: AtomicBool,
+    /// Test hook: how often the tail read the table.
+    #[cfg(test)]
+    pub(crate) table_reads: AtomicU64,
+}
+
+impl EventsSignal {
+    pub(crate) fn new() -> EventsSignal {
+        let mut id = [0u8; 8];
+        if getrandom::fill(&mut id).is_err() {
+            // Unique enough among replicas: they are different processes
+            // or were opened at different moments.
+            id[..4].copy_from_slice(&std::process::id().to_le_bytes());
+            id[4..].copy_from_slice(&(crate::now_ms() as u32).to_le_bytes());
+        }
+        EventsSignal {
+            wake: Notify::new(),
+            replica: hex::encode(id),
+            announced: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            #[cfg(test)]
+            table_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// A notification on [`EVENTS_CHANNEL`] with `payload`: the last seq
+    /// its commit appended and the replica that made it. This store's own
+    /// commits reach the tail from the writer, not through the table.
+    pub(crate) fn announced(&self, payload: &str) {
+        let (seq, replica) = payload.split_once(' ').unwrap_or((payload, ""));
+        if replica == self.replica {
+            return;
+        }
+        match seq.parse::<u64>() {
+            Ok(seq) => {
+                self.announced.fetch_max(seq, Ordering::AcqRel);
+            }
+            Err(_) => self.lost.store(true, Ordering::Release),
+        }
+        self.wake.notify_one();
+    }
+
+    /// Notifications may have been lost.
+    pub(crate) fn lost(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Wakes the tail without news from the database (this replica's own
+    /// commit).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn notified(&self) {
+        self.wake.notified().await
+    }
+
+    /// True when the table may hold events after `published` that this
+    /// replica has not been handed: announced by a notification, or after
+    /// notifications were lost (cleared by the call).
+    pub(crate) fn behind(&self, published: u64) -> bool {
+        self.lost.swap(false, Ordering::AcqRel)
+            || self.announced.load(Ordering::Acquire) > published
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use super::EventsSignal;
+
+    #[test]
+    fn the_table_is_read_only_for_news_the_tail_has_not_published() {
+        let signal = EventsSignal::new();
+        assert!(!signal.behind(0), "nothing announced yet");
+        signal.announced(&format!("30 {}", signal.replica));
+        assert!(!signal.behind(0), "its own commits come from its writer");
+        signal.announced("12 0011223344556677");
+        assert!(signal.behind(11));
+        assert!(!signal.behind(12), "published up to the announced seq");
+        signal.announced("12");
+        assert!(signal.behind(11));
+        assert!(!signal.behind(12), "published up to the announced seq");
+        signal.announced("7");
+        assert!(!signal.behind(12), "an older announcement changes nothing");
+        signal.announced("not a seq");
+        assert!(signal.behind(12), "an unreadable payload reads the table");
+        assert!(!signal.behind(12), "once");
+        signal.lost();
+        assert!(signal.behind(40), "lost notifications read the table");
+        assert!(!signal.behind(40));
+    }
+}
 pub(crate) use replicas::Replicas;
 
 /// Advisory lock key held by a writer transaction (`pg_advisory_xact_lock`):
@@ -56,6 +164,9 @@ pub(crate) const WRITE_LOCK: i64 = 0x5349_4443_0001;
 pub(crate) const MAINTENANCE_LOCK: i64 = 0x5349_4443_0002;
 /// Notified by every commit that appended events.
 pub(crate) const EVENTS_CHANNEL: &str = "sidecar_events";
+/// The writer connection's session setting naming its store in the
+/// notifications on [`EVENTS_CHANNEL`] (`SEQ REPLICA`).
+pub(crate) const REPLICA_SETTING: &str = "sidecar.replica";
 /// Notified by every settings change.
 pub(crate) const SETTINGS_CHANNEL: &str = "sidecar_settings";
 
@@ -71,7 +182,7 @@ struct Inner {
     /// The URL without its password, for messages.
     display: String,
     /// Woken when events may have been committed (by any replica).
-    events: Arc<Notify>,
+    events: Arc<EventsSignal>,
     /// Bumped when settings may have changed (by any replica).
     settings: watch::Receiver<u64>,
     /// Stops the notification listener with the store.
@@ -145,14 +256,29 @@ impl PgStore {
         &self.inner.options
     }
 
+    /// The writer's connection: [`Self::options`] and the store's name in
+    /// its notifications.
+    pub(crate) fn writer_options(&self) -> PgConnectOptions {
+        self.inner
+            .options
+            .clone()
+            .options([(REPLICA_SETTING, self.inner.events.replica.as_str())])
+    }
+
     /// Woken when another replica (or this one) may have appended events.
     /// The runtime the store was opened on.
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         &self.inner.runtime
     }
 
-    pub(crate) fn events_notify(&self) -> Arc<Notify> {
+    pub(crate) fn events_signal(&self) -> Arc<EventsSignal> {
         self.inner.events.clone()
+    }
+
+    /// Test hook: how often this store's tail has read the events table.
+    #[cfg(test)]
+    pub(crate) fn tail_table_reads(&self) -> u64 {
+        self.inner.events.table_reads.load(Ordering::SeqCst)
     }
 
     /// Test hook: the writer's next commit succeeds but reports that its

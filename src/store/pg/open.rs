@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{EVENTS_CHANNEL, Inner, PgStore, SETTINGS_CHANNEL, redact};
+use super::{EVENTS_CHANNEL, EventsSignal, Inner, PgStore, SETTINGS_CHANNEL, redact};
 use crate::store::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -135,7 +135,7 @@ impl PgStore {
             .await
             .map_err(|e| open_error(e.to_string()))?;
 
-        let events = Arc::new(Notify::new());
+        let events = Arc::new(EventsSignal::new());
         let (settings_tx, settings) = watch::channel(0);
         let stop = CancellationToken::new();
         tokio::spawn(listen(
@@ -165,13 +165,13 @@ impl PgStore {
 /// notifications with it, so it wakes everything that listens.
 async fn listen(
     mut listener: PgListener,
-    events: Arc<Notify>,
+    events: Arc<EventsSignal>,
     settings: watch::Sender<u64>,
     stop: CancellationToken,
     database: String,
 ) {
     let wake_all = || {
-        events.notify_one();
+        events.lost();
         settings.send_modify(|n| *n += 1);
     };
     loop {
@@ -181,7 +181,7 @@ async fn listen(
         };
         match received {
             Ok(Some(notification)) => match notification.channel() {
-                EVENTS_CHANNEL => events.notify_one(),
+                EVENTS_CHANNEL => events.announced(notification.payload()),
                 SETTINGS_CHANNEL => settings.send_modify(|n| *n += 1),
                 _ => {}
             },

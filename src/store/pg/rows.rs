@@ -14,7 +14,7 @@ use crate::store::sql::{self, CALL_COLUMNS, CALL_UPSERT, EVENT_COLUMNS};
 use crate::store::writer::{BatchRows, Loaded};
 use crate::store::{StoreError, StoredEvent, WireEvent};
 
-use super::EVENTS_CHANNEL;
+use super::{EVENTS_CHANNEL, REPLICA_SETTING};
 
 /// Events with seq in `after_seq + 1 ..= last_seq`, ascending, in their
 /// wire form.
@@ -130,7 +130,8 @@ async fn read_batch(
 /// and its events, each table from arrays of its columns, so the text is
 /// the same for every batch and prepared once per connection. The
 /// notification (`NOTIFY`, delivered at commit) tells the other replicas
-/// of the new head, when there are new events.
+/// of the new head, when there are new events: `SEQ REPLICA`, the writer
+/// connection's [`REPLICA_SETTING`] naming the store that made them.
 static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH calls_written AS (\
@@ -152,7 +153,8 @@ static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
          $22::TEXT[], $23::BIGINT[], $24::BOOLEAN[], $25::TEXT[], $26::BYTEA[]) \
          AS e(seq, kind, call_id, direction, from_number, to_number, received_at_ms, \
          synthetic, dedupe_key, wire)\
-         ) SELECT pg_notify($27, $28) WHERE cardinality($17::BIGINT[]) > 0"
+         ) SELECT pg_notify($27, $28 || ' ' || coalesce(current_setting('{REPLICA_SETTING}', true), '')) \
+         WHERE cardinality($17::BIGINT[]) > 0"
     )
 });
 

@@ -324,6 +324,56 @@ async fn lost_connections_are_replaced_and_nothing_is_lost_or_repeated() {
 }
 
 #[tokio::test]
+async fn a_replicas_own_commits_reach_its_fan_out_without_reading_the_table_back() {
+    let Some((a, b)) = two_replicas("own_commits_reach_the_fan_out_without_reading").await else {
+        return;
+    };
+    let pg = a.store.postgres();
+    let mut on_a = Box::pin(a.fanout.subscribe(
+        Some(0),
+        EventFilter::default(),
+        a.shutdown.clone(),
+    ));
+    // Let the start's read of the table pass.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reads_before = pg.tail_table_reads();
+    for i in 0..20u64 {
+        a.append(
+            new_call(&format!("own{i}"), Direction::In, &[]),
+            Some(Decision::accept()),
+            1_000,
+        )
+        .await;
+        assert_eq!(next_seqs(&mut on_a, 1).await, [i + 1]);
+    }
+    // At most a poll (one a second) and a notification that overtook its
+    // own commit's hand-over; 20 commits read back would be 20.
+    let own_reads = pg.tail_table_reads() - reads_before;
+    assert!(
+        own_reads <= 3,
+        "read the table {own_reads} times for 20 own commits"
+    );
+    // Another replica's event in between: read from the table, in order.
+    b.append(
+        new_call("other", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
+    a.append(
+        new_call("own-after", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
+    assert_eq!(next_seqs(&mut on_a, 2).await, [21, 22]);
+    assert!(pg.tail_table_reads() > reads_before + own_reads);
+    drop(on_a);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
 async fn another_replicas_commit_reaches_this_fan_out_at_once() {
     let Some((a, b)) = two_replicas("another_replicas_commit_reaches_this_fan_out").await else {
         return;

@@ -13,20 +13,24 @@
 //! the batch made, at its seq and in its exact wire form: if it is there,
 //! the batch committed and its answers stand; if not, the batch runs again.
 //!
-//! What reaches this replica's fan-out is read back from the table by the
-//! tail task, in seq order from the head at start: this replica's commits
-//! (woken right after each) and every other replica's (woken by the
-//! notification, or at the latest by a poll every [`TAIL_POLL`]).
+//! The tail task hands every event to this replica's fan-out, in seq order
+//! from the head at start. This replica's own commits come to it from the
+//! writer as they were written; an event of another replica is read from
+//! the table, when a notification announced a seq the tail has not
+//! published, when the next own event leaves a gap (another replica
+//! committed in between), or at the latest at a poll every [`TAIL_POLL`].
+//! With one replica the table is not read back at all.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
 use sqlx::{ConnectOptions as _, Connection as _};
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{PgStore, WRITE_LOCK, rows};
+use super::{EventsSignal, PgStore, WRITE_LOCK, rows};
 use crate::calls::CallRecord;
 use crate::store::writer::{
     BackendWriter, BatchConn, BatchEffects, BatchRows, CallCache, Command, Loaded, Publish, apply,
@@ -54,7 +58,9 @@ pub(super) struct PgWriter {
     /// What the batch being retried produced when its COMMIT got no answer.
     unanswered: Option<BatchEffects>,
     /// Wakes the tail after a commit.
-    wake: Arc<Notify>,
+    wake: Arc<EventsSignal>,
+    /// This replica's committed events, to the tail.
+    own: mpsc::UnboundedSender<Vec<WireEvent>>,
     /// Stops the tail with the writer (after its last read).
     _tail: DropGuard,
 }
@@ -64,15 +70,19 @@ impl PgWriter {
         store: &PgStore,
         publisher: Box<dyn Publish>,
     ) -> Result<PgWriter, StoreError> {
-        let mut connection = store.options().connect().await?;
+        let mut connection = store.writer_options().connect().await?;
         let head = sql::head_seq(&mut connection).await?;
-        let wake = store.events_notify();
+        let wake = store.events_signal();
         let stop = CancellationToken::new();
+        let (own, own_events) = mpsc::unbounded_channel();
         store.runtime().spawn(tail(
             store.clone(),
             publisher,
             head,
-            wake.clone(),
+            Arrivals {
+                signal: wake.clone(),
+                own: own_events,
+            },
             stop.clone(),
         ));
         Ok(PgWriter {
@@ -82,6 +92,7 @@ impl PgWriter {
             next_seq: head + 1,
             unanswered: None,
             wake,
+            own,
             _tail: stop.drop_guard(),
         })
     }
@@ -99,7 +110,7 @@ impl BackendWriter for PgWriter {
     async fn try_commit(&mut self, batch: &[Command]) -> Result<BatchEffects, StoreError> {
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
-            None => self.store.options().connect().await?,
+            None => self.store.writer_options().connect().await?,
         };
         self.cache.clear();
         let result = run_batch(
@@ -130,14 +141,14 @@ impl BackendWriter for PgWriter {
         }
     }
 
-    /// Answers every command of a committed batch and wakes the tail,
-    /// which publishes its events with everyone else's in seq order.
+    /// Answers every command of a committed batch and hands its events to
+    /// the tail, which publishes them with everyone else's in seq order.
     fn finish(&mut self, batch: Vec<Command>, effects: BatchEffects) {
-        let appended = effects.appended();
-        // The tail publishes, from the table, with every other replica's.
-        effects.respond(batch, drop);
-        if appended > 0 {
-            self.wake.notify_one();
+        let mut events = Vec::with_capacity(effects.appended());
+        effects.respond(batch, |event| events.push(event));
+        // Gone only with the tail, which then reads the table at its end.
+        if !events.is_empty() && self.own.send(events).is_ok() {
+            self.wake.wake();
         }
     }
 
@@ -220,57 +231,100 @@ async fn run_batch(
     }
 }
 
+/// What wakes the tail: this replica's commits, with their events, and
+/// the notifications of every replica's.
+struct Arrivals {
+    signal: Arc<EventsSignal>,
+    own: mpsc::UnboundedReceiver<Vec<WireEvent>>,
+}
+
 /// Publishes every event after `head`, in seq order, as it becomes visible,
 /// until `stop`, then once more for what committed before it.
 async fn tail(
     store: PgStore,
     publisher: Box<dyn Publish>,
     head: u64,
-    wake: Arc<Notify>,
+    mut arrivals: Arrivals,
     stop: CancellationToken,
 ) {
     publisher.set_head(head);
     let mut last = head;
+    // This replica's committed events not yet published: waiting for an
+    // earlier seq another replica committed.
+    let mut own: BTreeMap<u64, WireEvent> = BTreeMap::new();
+    // The table is read at the start, at every poll and at the end.
+    let mut read_table = true;
     loop {
         let stopping = stop.is_cancelled();
-        match read_after(&store, last).await {
-            Ok(events) => {
-                let full = events.len() as i64 == TAIL_PAGE;
-                for event in events {
-                    if event.seq != last + 1 {
-                        // Only retention deletes rows, and only old ones.
-                        tracing::warn!(
-                            after = last,
-                            next = event.seq,
-                            "events purged before this replica published them"
-                        );
+        while let Ok(events) = arrivals.own.try_recv() {
+            own.extend(events.into_iter().map(|e| (e.seq, e)));
+        }
+        while let Some(entry) = own.first_entry() {
+            if *entry.key() <= last {
+                entry.remove();
+            } else if *entry.key() == last + 1 {
+                last += 1;
+                publisher.publish(entry.remove());
+            } else {
+                break;
+            }
+        }
+        // A gap before the next own event, or a notification of a seq not
+        // yet published: another replica's events are in the table.
+        let gap = !own.is_empty();
+        if read_table || gap || arrivals.signal.behind(last) || stopping {
+            #[cfg(test)]
+            arrivals
+                .signal
+                .table_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match read_after(&store, last).await {
+                Ok(events) => {
+                    let full = events.len() as i64 == TAIL_PAGE;
+                    for event in events {
+                        if event.seq != last + 1 {
+                            // Only retention deletes rows, and only old ones.
+                            tracing::warn!(
+                                after = last,
+                                next = event.seq,
+                                "events purged before this replica published them"
+                            );
+                        }
+                        last = event.seq;
+                        publisher.publish(event);
                     }
-                    last = event.seq;
-                    publisher.publish(event);
+                    read_table = false;
+                    if full {
+                        continue;
+                    }
                 }
-                if full {
+                Err(error) => {
+                    tracing::warn!(%error, after = last, "reading new events failed; retrying");
+                    if stopping {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(TAIL_RETRY) => {}
+                    }
                     continue;
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, after = last, "reading new events failed; retrying");
-                if stopping {
-                    return;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(TAIL_RETRY) => {}
-                }
-                continue;
             }
         }
         if stopping {
             return;
         }
+        // Own events the read caught up with follow at once.
+        if own
+            .first_key_value()
+            .is_some_and(|(&seq, _)| seq == last + 1)
+        {
+            continue;
+        }
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = arrivals.signal.notified() => {}
             _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(TAIL_POLL) => {}
+            _ = tokio::time::sleep(TAIL_POLL) => read_table = true,
         }
     }
 }
