@@ -102,9 +102,18 @@ async fn read_batch(
         };
     }
     const CALLS_AND_KEYS: &str = calls_and_keys!();
+    // The first read under the write lock also switches the rest of its
+    // transaction to generic plans (`set_config(…, true)`: until COMMIT).
+    // The batch's write statement ([`WRITE_BATCH`]) is the same text every
+    // time and its plan depends on no value: planned once per connection
+    // instead of for every batch, where re-planning it was about a fifth of
+    // PostgreSQL's CPU per batch. The lookups here stay planned for their
+    // values (`open::SESSION_SETTINGS`).
     const WITH_HEAD: &str = concat!(
         calls_and_keys!(),
-        " UNION ALL SELECT 2, '', NULL, COALESCE(MAX(seq), 0), NULL FROM events"
+        " UNION ALL SELECT 2, '', NULL, COALESCE(MAX(seq), 0), NULL FROM events",
+        " UNION ALL SELECT 3, set_config('plan_cache_mode', 'force_generic_plan', true), \
+         NULL, NULL, NULL"
     );
     type Row = (i32, String, Option<String>, Option<i64>, Option<Vec<u8>>);
     let rows: Vec<Row> = sqlx::query_as(if with_head { WITH_HEAD } else { CALLS_AND_KEYS })
@@ -120,6 +129,7 @@ async fn read_batch(
             (0, Some(record), _) => calls.push(call_of(&record, wire.as_deref())?),
             (1, _, Some(seq)) => seqs.push((key, seq as u64)),
             (2, _, Some(seq)) => head = Some(seq as u64),
+            (3, _, _) => {}
             _ => return Err(StoreError::Corrupt(format!("unexpected row for {key}"))),
         }
     }

@@ -72,6 +72,46 @@ async fn every_connection_plans_each_statement_for_its_values() {
 }
 
 #[tokio::test]
+async fn a_batch_plans_its_lookups_for_their_values_and_its_write_once() {
+    let Some(h) = Harness::of(Kind::Postgres, "a_batch_plans_its_write_once", 16).await else {
+        return;
+    };
+    let show = "SHOW plan_cache_mode";
+    let mut connection = h.store.postgres().writer_options().connect().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut connection).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as(show).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(mode, "force_custom_plan", "the reads under the lock");
+    let (_, head) = super::rows::load_batch_and_head(&mut tx, &["c1"], &["newCall:c1".into()])
+        .await
+        .unwrap();
+    assert_eq!(head, 0);
+    let (mode,): (String,) = sqlx::query_as(show).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(mode, "force_generic_plan", "the batch's write after them");
+    tx.commit().await.unwrap();
+    let (mode,): (String,) = sqlx::query_as(show)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_custom_plan", "only until the batch's COMMIT");
+    // The writer works as before with it.
+    h.append(
+        new_call("c1", Direction::In, &[]),
+        Some(Decision::accept()),
+        1_000,
+    )
+    .await;
+    h.append(
+        event(EventKind::Hangup, "c1", Some(Direction::In)),
+        None,
+        2_000,
+    )
+    .await;
+    let call = h.store.get_call("c1").await.unwrap().expect("stored");
+    assert_eq!(call.state, CallState::Hangup);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn pushes_to_either_replica_make_one_gap_free_log_every_subscriber_sees_in_order() {
     let Some((a, b)) = two_replicas("pushes_to_either_replica_make_one_gap_free_log").await else {
         return;
