@@ -2,9 +2,11 @@
 //! repeated `user%5B%5D` keys, `+` for space, empty values kept, and a clear
 //! error for malformed percent-encoding or bytes that are not UTF-8.
 //!
-//! `serde_urlencoded` does the decoding. It is lenient where this parser must
-//! not be (a stray `%` stays literal, bytes that are not UTF-8 become U+FFFD),
-//! so a pre-check walks the same keys and values first and refuses those.
+//! The WHATWG decoders (`form_urlencoded`, `serde_urlencoded`) are lenient
+//! where this one must not be (a stray `%` stays literal, bytes that are not
+//! UTF-8 become U+FFFD). So each key and value is checked and decoded in one
+//! pass here, with `percent_encoding` doing the percent-decoding; what it
+//! accepts decodes as those crates would (a property test compares them).
 
 use percent_encoding::percent_decode;
 
@@ -34,47 +36,54 @@ pub enum EventError {
     BadDirection(String),
 }
 
-/// One key or value starting at byte `offset` of the body: every `%` is
-/// followed by two hex digits, and the percent-decoded bytes are UTF-8.
-fn check_part(part: &[u8], offset: usize) -> Result<(), FormError> {
+/// One key or value starting at byte `offset` of the body, decoded: `+`
+/// is a space, every `%` is followed by two hex digits, and the decoded
+/// bytes are UTF-8.
+fn decode_part(part: &[u8], offset: usize) -> Result<String, FormError> {
+    let mut plain = true;
     for (i, b) in part.iter().enumerate() {
-        if *b == b'%' {
-            let hex = |j: usize| part.get(i + j).is_some_and(u8::is_ascii_hexdigit);
-            if !(hex(1) && hex(2)) {
-                return Err(FormError::BadPercentEncoding(offset + i));
+        match *b {
+            b'%' => {
+                let hex = |j: usize| part.get(i + j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(1) && hex(2)) {
+                    return Err(FormError::BadPercentEncoding(offset + i));
+                }
+                plain = false;
             }
+            b'+' => plain = false,
+            _ => {}
         }
     }
-    // `+` decodes to an ASCII space, so it cannot change the UTF-8 verdict.
-    percent_decode(part)
-        .decode_utf8()
-        .map(drop)
-        .map_err(|_| FormError::NotUtf8)
+    let bytes = if plain {
+        part.to_vec()
+    } else {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_decode(&spaced).collect()
+    };
+    String::from_utf8(bytes).map_err(|_| FormError::NotUtf8)
 }
 
-/// Refuses what `serde_urlencoded` would decode leniently, reporting the
-/// first fault in wire order (key before value, segment by segment).
-fn check_strict(body: &[u8]) -> Result<(), FormError> {
+/// Decodes a form body into (key, value) pairs in wire order, in one pass.
+/// A segment without `=` is a key with an empty value; empty segments are
+/// skipped. The first fault in wire order (key before value, segment by
+/// segment) is the one reported, and nothing of a refused body is kept.
+pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, FormError> {
+    let mut fields = Vec::with_capacity(body.iter().filter(|b| **b == b'&').count() + 1);
     let mut offset = 0;
     for segment in body.split(|b| *b == b'&') {
-        let (key, value, value_offset) = match segment.iter().position(|b| *b == b'=') {
-            Some(eq) => (&segment[..eq], &segment[eq + 1..], offset + eq + 1),
-            None => (segment, &segment[..0], offset + segment.len()),
-        };
-        check_part(key, offset)?;
-        check_part(value, value_offset)?;
+        if !segment.is_empty() {
+            let (key, value, value_offset) = match segment.iter().position(|b| *b == b'=') {
+                Some(eq) => (&segment[..eq], &segment[eq + 1..], offset + eq + 1),
+                None => (segment, &segment[..0], offset + segment.len()),
+            };
+            fields.push((decode_part(key, offset)?, decode_part(value, value_offset)?));
+        }
         offset += segment.len() + 1;
     }
-    Ok(())
-}
-
-/// Decodes a form body into (key, value) pairs in wire order.
-pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, FormError> {
-    check_strict(body)?;
-    // After the pre-check every key and value decodes to a String, and a
-    // sequence of string pairs is always a valid target, so this cannot fail;
-    // were it to, the body is refused rather than half-read.
-    serde_urlencoded::from_bytes(body).map_err(|_| FormError::NotUtf8)
+    Ok(fields)
 }
 
 /// `user[]`, `user`, `user[0]`, `user[][0]` all name the list `user`.
@@ -287,6 +296,28 @@ mod tests {
             let decoded = parse_form(body.as_bytes()).unwrap();
             // Empty segments ("=" with empty key and value) are kept as ("", "").
             prop_assert_eq!(decoded, pairs);
+        }
+
+        /// What is accepted decodes as the WHATWG decoder decodes it; what
+        /// is refused has a stray `%` or bytes that are not UTF-8.
+        #[test]
+        fn accepted_bodies_decode_as_serde_urlencoded_does(
+            body in proptest::collection::vec(
+                proptest::sample::select(b"ab=&%+2F4\xc3\xbc\xff".to_vec()),
+                0..48,
+            )
+        ) {
+            let lenient: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap();
+            match parse_form(&body) {
+                Ok(fields) => prop_assert_eq!(fields, lenient),
+                Err(FormError::BadPercentEncoding(at)) => prop_assert_eq!(body[at], b'%'),
+                Err(FormError::NotUtf8) => {
+                    let replaced = lenient
+                        .iter()
+                        .any(|(k, v)| k.contains(char::REPLACEMENT_CHARACTER) || v.contains(char::REPLACEMENT_CHARACTER));
+                    prop_assert!(replaced, "lenient: {:?}", lenient);
+                }
+            }
         }
 
         #[test]
