@@ -312,9 +312,8 @@ mod tests {
                 Ok(fields) => prop_assert_eq!(fields, lenient),
                 Err(FormError::BadPercentEncoding(at)) => prop_assert_eq!(body[at], b'%'),
                 Err(FormError::NotUtf8) => {
-                    let replaced = lenient
-                        .iter()
-                        .any(|(k, v)| k.contains(char::REPLACEMENT_CHARACTER) || v.contains(char::REPLACEMENT_CHARACTER));
+                    let replaced = |s: &String| s.contains(char::REPLACEMENT_CHARACTER);
+                    let replaced = lenient.iter().any(|(k, v)| replaced(k) || replaced(v));
                     prop_assert!(replaced, "lenient: {:?}", lenient);
                 }
             }

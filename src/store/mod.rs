@@ -58,6 +58,19 @@ pub(crate) use backend::is_postgres;
 pub use health::{StorageHealth, StorageState};
 pub(crate) use log::EventPage;
 
+/// An id for this start of a process, told apart from every other process
+/// on the same database and from this one's earlier starts: 12 random
+/// bytes in hex (without randomness, the time and the pid).
+pub(crate) fn instance_id() -> String {
+    let mut id = [0u8; 12];
+    if getrandom::fill(&mut id).is_err() {
+        // Still unique per process start on this host.
+        id[..8].copy_from_slice(&crate::now_ms().to_le_bytes());
+        id[8..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    hex::encode(id)
+}
+
 /// The page token that continues a call listing after `call`.
 pub(crate) fn call_page_token(call: &CallRecord) -> String {
     log::encode_page_token(call.initialized_at_ms, &call.call_id)

@@ -50,15 +50,8 @@ struct PushKeys {
 
 impl PushKeys {
     fn new() -> PushKeys {
-        let mut id = [0u8; 12];
-        if getrandom::fill(&mut id).is_err() {
-            // Still unique per process start on this host.
-            let now = crate::now_ms().to_le_bytes();
-            id[..8].copy_from_slice(&now);
-            id[8..].copy_from_slice(&std::process::id().to_le_bytes());
-        }
         PushKeys {
-            process: hex::encode(id),
+            process: crate::store::instance_id(),
             next: AtomicU64::new(0),
         }
     }
